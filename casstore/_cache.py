@@ -1,0 +1,128 @@
+"""In-process memory: which objects exist, recent verified bytes, and in-flight work."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class KnownObjects(Generic[V]):
+    """A bounded LRU of object keys known to exist, each with an expiry.
+
+    An entry vouches for its object only until its expiry (wall-clock seconds),
+    so age-based expiry in the backend can never outlive what this cache
+    believes.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[V, float]] = OrderedDict()
+
+    def get(self, key: str) -> V | None:
+        """Return the value stored for a live entry, or None."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        value, expires_at = entry
+        if time.time() >= expires_at:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    def add(self, key: str, value: V, expires_at: float = float("inf")) -> None:
+        """Remember that ``key`` exists until ``expires_at``."""
+        if self._max_entries <= 0:
+            return
+        self._entries[key] = (value, expires_at)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        """Forget ``key`` (e.g. after finding it missing)."""
+        self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class ByteLRU(Generic[K]):
+    """A least-recently-used cache of byte strings bounded by total size."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._size = 0
+        self._entries: OrderedDict[K, bytes] = OrderedDict()
+
+    @property
+    def size(self) -> int:
+        """Total bytes currently held."""
+        return self._size
+
+    def get(self, key: K) -> bytes | None:
+        """Return the bytes for ``key`` and mark them recently used."""
+        data = self._entries.get(key)
+        if data is not None:
+            self._entries.move_to_end(key)
+        return data
+
+    def put(self, key: K, data: bytes) -> None:
+        """Store ``data``; evicts the least recently used entries to make room.
+
+        Items larger than the whole budget are not cached.
+        """
+        if len(data) > self._max_bytes:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._size -= len(old)
+        self._entries[key] = data
+        self._size += len(data)
+        while self._size > self._max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self._size -= len(evicted)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class SingleFlight(Generic[K, V]):
+    """Runs one operation per key at a time; concurrent callers share its result.
+
+    The shared operation runs as its own task, shielded from any one caller's
+    cancellation, so a caller that gives up never fails the others.
+    """
+
+    def __init__(self) -> None:
+        self._inflight: dict[K, asyncio.Future[V]] = {}
+
+    def __len__(self) -> int:
+        return len(self._inflight)
+
+    async def run(self, key: K, operation: Callable[[], Awaitable[V]]) -> tuple[V, bool]:
+        """Run ``operation`` for ``key``, or join the run already in flight.
+
+        Returns:
+            The result, and True if this call joined another caller's run.
+        """
+        future = self._inflight.get(key)
+        joined = future is not None
+        if future is None:
+            future = asyncio.ensure_future(operation())
+            self._inflight[key] = future
+            future.add_done_callback(lambda done: self._finish(key, done))
+        return await asyncio.shield(future), joined
+
+    def _finish(self, key: K, done: asyncio.Future[V]) -> None:
+        if self._inflight.get(key) is done:
+            del self._inflight[key]
+        # Mark the exception retrieved: every caller may have been cancelled.
+        if not done.cancelled():
+            done.exception()

@@ -1,0 +1,377 @@
+"""CasStorageDriver: scope -> hash -> codec -> backend, and back with checks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import blake3
+from google.protobuf.message import DecodeError
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import (
+    StorageDriver,
+    StorageDriverActivityInfo,
+    StorageDriverClaim,
+    StorageDriverRetrieveContext,
+    StorageDriverStoreContext,
+    StorageDriverWorkflowInfo,
+)
+
+from casstore._cache import ByteLRU, KnownObjects, SingleFlight
+from casstore._claim import decode_digest, make_claim_data, parse_claim_data
+from casstore._codec import HEADER_SIZE, Codec, decode_object, encode_object
+from casstore._keys import NO_TARGET_LOCATION, Scope, location_for, object_key
+from casstore._stats import DriverStats
+from casstore.backends._base import Backend, ObjectStat, describe_suffix
+from casstore.errors import (
+    BackendError,
+    CasstoreError,
+    ConfigurationError,
+    IntegrityError,
+    ObjectNotFoundError,
+    PayloadTooLargeError,
+)
+
+_T = TypeVar("_T")
+
+DRIVER_TYPE = "casstore"
+_MULTITHREAD_HASH_SIZE = 1 << 20
+
+
+class CasStorageDriver(StorageDriver):
+    """A content-addressed, deduplicating Temporal storage driver.
+
+    Each payload is serialized, hashed with BLAKE3, compressed with zstd when
+    that pays, and written under a key scoped by namespace and workflow --
+    unless the object is already there. The claim left in Event History is a
+    compact record (location, digest, size, codec) that retrieval checks before
+    parsing anything. See docs/formats.md for the stored formats.
+
+    Args:
+        backend: Where objects live.
+        name: The driver name recorded in every reference; changing it makes
+            earlier references unreadable by this driver.
+        scope: ``"workflow"`` (default) dedups within a workflow id;
+            ``"namespace"`` dedups across a whole namespace, e.g. the same
+            input handed to many child workflows.
+        compression_level: zstd level used when compression pays; ``None``
+            stores everything raw.
+        max_payload_size: Largest serialized payload accepted by ``store``, and
+            largest size a claim may promise on ``retrieve``.
+        max_concurrency: Most backend requests and off-loop CPU jobs this
+            driver runs at once.
+        known_objects_cache_size: How many object keys known to exist are
+            remembered, so storing them again costs no request. 0 disables.
+        retrieval_cache_bytes: Budget for verified payload bytes kept in memory
+            so that repeated retrievals cost no request. 0 disables.
+        refresh_after: If set, an existing object older than this has its age
+            reset before it is vouched for, and the known-object cache vouches
+            for no object longer than this; pair it with age-based expiry in the
+            backend (see docs/backends.md).
+        offload_threshold: Payloads at least this large are hashed, compressed
+            and decompressed in a worker thread instead of on the event loop.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        name: str = "casstore",
+        scope: Scope = "workflow",
+        compression_level: int | None = 3,
+        max_payload_size: int = 50 * 1024 * 1024,
+        max_concurrency: int = 32,
+        known_objects_cache_size: int = 65_536,
+        retrieval_cache_bytes: int = 128 * 1024 * 1024,
+        refresh_after: timedelta | None = None,
+        offload_threshold: int = 64 * 1024,
+    ) -> None:
+        if not isinstance(backend, Backend):
+            raise ConfigurationError(
+                f"backend must be a casstore.backends.Backend, got {type(backend).__name__}"
+            )
+        if not name:
+            raise ConfigurationError("driver name must not be empty")
+        if scope not in ("workflow", "namespace"):
+            raise ConfigurationError(f"scope must be 'workflow' or 'namespace', got {scope!r}")
+        if compression_level is not None and not -7 <= compression_level <= 22:
+            raise ConfigurationError(
+                f"compression_level must be between -7 and 22 or None, got {compression_level}"
+            )
+        for option, value in (
+            ("max_payload_size", max_payload_size),
+            ("max_concurrency", max_concurrency),
+        ):
+            if value <= 0:
+                raise ConfigurationError(f"{option} must be greater than zero, got {value}")
+        for option, value in (
+            ("known_objects_cache_size", known_objects_cache_size),
+            ("retrieval_cache_bytes", retrieval_cache_bytes),
+            ("offload_threshold", offload_threshold),
+        ):
+            if value < 0:
+                raise ConfigurationError(f"{option} must not be negative, got {value}")
+        if refresh_after is not None and refresh_after <= timedelta(0):
+            raise ConfigurationError(f"refresh_after must be positive, got {refresh_after}")
+
+        self._backend = backend
+        self._name = name
+        self._scope: Scope = scope
+        self._compression_level = compression_level
+        self._max_payload_size = max_payload_size
+        self._refresh_after = refresh_after.total_seconds() if refresh_after else None
+        self._offload_threshold = offload_threshold
+        self._max_concurrency = max_concurrency
+        self._semaphore: asyncio.Semaphore | None = None
+        self._known: KnownObjects[Codec] = KnownObjects(known_objects_cache_size)
+        self._verified: ByteLRU[bytes] = ByteLRU(retrieval_cache_bytes)
+        self._stores: SingleFlight[str, Codec] = SingleFlight()
+        self._reads: SingleFlight[str, bytes] = SingleFlight()
+        self.stats = DriverStats()
+        """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
+
+    def name(self) -> str:
+        """Return this driver instance's name (recorded in every reference)."""
+        return self._name
+
+    def type(self) -> str:
+        """Return ``"casstore"``, the stable driver type."""
+        return DRIVER_TYPE
+
+    @property
+    def backend(self) -> Backend:
+        """The backend objects are stored in."""
+        return self._backend
+
+    def __repr__(self) -> str:
+        return (
+            f"CasStorageDriver(name={self._name!r}, scope={self._scope!r}, "
+            f"backend={self._backend!r})"
+        )
+
+    # Store path.
+
+    async def store(
+        self, context: StorageDriverStoreContext, payloads: Sequence[Payload]
+    ) -> list[StorageDriverClaim]:
+        """Store payloads, writing only content the backend does not have yet.
+
+        Returns:
+            One claim per payload, in order.
+
+        Raises:
+            PayloadTooLargeError: A payload is above ``max_payload_size``.
+            BackendError: The backend failed; the message names the payload's
+                position, the key and the backend.
+        """
+        location = self._location(context)
+        return await _gather_cancel_on_error(
+            [
+                self._labelled(self._store_one(location, payload), i, len(payloads), "store")
+                for i, payload in enumerate(payloads)
+            ]
+        )
+
+    def _location(self, context: StorageDriverStoreContext) -> str:
+        target = context.target
+        if isinstance(target, StorageDriverWorkflowInfo):
+            return location_for(
+                scope=self._scope, namespace=target.namespace, workflow_id=target.id
+            )
+        if isinstance(target, StorageDriverActivityInfo):
+            return location_for(
+                scope=self._scope, namespace=target.namespace, activity_id=target.id
+            )
+        return NO_TARGET_LOCATION
+
+    async def _store_one(self, location: str, payload: Payload) -> StorageDriverClaim:
+        size = payload.ByteSize()
+        if size > self._max_payload_size:
+            raise PayloadTooLargeError(
+                f"payload is {size} bytes, above max_payload_size {self._max_payload_size} "
+                f"[location={location}]"
+            )
+        data, digest = await self._cpu(size, _serialize_and_hash, payload)
+        key = object_key(location, digest)
+        self.stats.payloads_stored += 1
+        self.stats.logical_bytes_stored += len(data)
+
+        codec = self._known.get(key)
+        if codec is not None:
+            self.stats.dedup_cache_hits += 1
+        else:
+            codec, joined = await self._stores.run(key, lambda: self._store_object(key, data))
+            if joined:
+                self.stats.dedup_inflight_hits += 1
+        return StorageDriverClaim(claim_data=make_claim_data(location, digest, len(data), codec))
+
+    async def _store_object(self, key: str, data: bytes) -> Codec:
+        """Make sure the object exists (write or find it); return its codec."""
+        found = await self._request("stat", key, self._backend.stat(key))
+        if found is not None:
+            self.stats.dedup_backend_hits += 1
+            expires_at = await self._keep_alive(key, found)
+            # A raw object is exactly header + payload; our zstd objects are smaller.
+            codec = Codec.RAW if found.size == HEADER_SIZE + len(data) else Codec.ZSTD
+            self._known.add(key, codec, expires_at)
+            return codec
+
+        codec, obj = await self._cpu(len(data), encode_object, data, self._compression_level)
+        written_at = time.time()
+        if await self._request("put", key, self._backend.put(key, obj)):
+            self.stats.objects_written += 1
+            self.stats.bytes_written += len(obj)
+        else:
+            self.stats.dedup_backend_hits += 1  # another writer created it first
+        self._known.add(key, codec, self._expiry(written_at))
+        return codec
+
+    async def _keep_alive(self, key: str, found: ObjectStat) -> float:
+        """Refresh an object too old to vouch for; return until when it may be vouched for."""
+        if self._refresh_after is None:
+            return float("inf")
+        modified = found.modified.timestamp()
+        if time.time() - modified < self._refresh_after:
+            return modified + self._refresh_after
+        refreshed_at = time.time()
+        await self._request("touch", key, self._backend.touch(key))
+        self.stats.objects_refreshed += 1
+        return self._expiry(refreshed_at)
+
+    def _expiry(self, fresh_at: float) -> float:
+        return float("inf") if self._refresh_after is None else fresh_at + self._refresh_after
+
+    # Retrieve path.
+
+    async def retrieve(
+        self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
+    ) -> list[Payload]:
+        """Retrieve payloads, checking size and digest before parsing.
+
+        Returns:
+            One payload per claim, in order.
+
+        Raises:
+            ClaimError: A claim is malformed or untrustworthy.
+            ObjectNotFoundError: The claimed object is missing.
+            IntegrityError: The stored bytes do not match the claim.
+            BackendError: The backend failed.
+        """
+        del context  # carries nothing; a claim holds everything retrieval needs
+        return await _gather_cancel_on_error(
+            [
+                self._labelled(self._retrieve_one(claim), i, len(claims), "retrieve")
+                for i, claim in enumerate(claims)
+            ]
+        )
+
+    async def _retrieve_one(self, claim: StorageDriverClaim) -> Payload:
+        record = parse_claim_data(claim.claim_data, max_size=self._max_payload_size)
+        digest = decode_digest(record.digest)
+        key = object_key(record.location, digest)
+        data = self._verified.get(digest)
+        if data is not None:
+            self.stats.retrieval_cache_hits += 1
+        else:
+            data, joined = await self._reads.run(
+                key, lambda: self._read_object(key, digest, record.size)
+            )
+            if joined:
+                self.stats.retrieval_inflight_hits += 1
+        self.stats.payloads_retrieved += 1
+        payload = Payload()
+        try:
+            payload.ParseFromString(data)
+        except DecodeError as exc:
+            raise IntegrityError(
+                f"stored bytes match their digest but are not a Payload [key={key}]"
+            ) from exc
+        return payload
+
+    async def _read_object(self, key: str, digest: bytes, size: int) -> bytes:
+        try:
+            obj = await self._request("get", key, self._backend.get(key))
+        except ObjectNotFoundError:
+            self._known.discard(key)
+            raise
+        self.stats.objects_read += 1
+        self.stats.bytes_read += len(obj)
+        data = await self._cpu(size, _decode_and_verify, obj, size, digest, key)
+        self._verified.put(digest, data)
+        return data
+
+    # Plumbing.
+
+    async def _cpu(self, size: int, func: Callable[..., _T], *args: Any) -> _T:
+        """Run CPU work inline when small, in a worker thread when large."""
+        if size < self._offload_threshold:
+            return func(*args)
+        async with self._limit():
+            return await asyncio.get_running_loop().run_in_executor(None, func, *args)
+
+    async def _request(self, kind: str, key: str, call: Awaitable[_T]) -> _T:
+        """Make one backend request under the concurrency bound, translating errors."""
+        self.stats.backend_requests[kind] += 1
+        try:
+            async with self._limit():
+                return await call
+        except CasstoreError:
+            raise
+        except Exception as exc:
+            raise BackendError(
+                f"backend {kind} failed [key={key}{describe_suffix(self._backend)}]: {exc!r}"
+            ) from exc
+
+    def _limit(self) -> asyncio.Semaphore:
+        # Created lazily: a driver may be built before the event loop exists.
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self._max_concurrency)
+        return self._semaphore
+
+    async def _labelled(self, work: Awaitable[_T], index: int, count: int, verb: str) -> _T:
+        """Say which payload of a batch failed."""
+        try:
+            return await work
+        except CasstoreError as exc:
+            if count == 1:
+                raise
+            raise type(exc)(f"{verb} of payload {index + 1} of {count} failed: {exc}") from exc
+
+
+def _serialize_and_hash(payload: Payload) -> tuple[bytes, bytes]:
+    data = payload.SerializeToString(deterministic=True)
+    hasher = (
+        blake3.blake3(max_threads=blake3.blake3.AUTO)
+        if len(data) >= _MULTITHREAD_HASH_SIZE
+        else blake3.blake3()
+    )
+    hasher.update(data)
+    return data, hasher.digest()
+
+
+def _decode_and_verify(obj: bytes, size: int, digest: bytes, key: str) -> bytes:
+    data = decode_object(obj, size=size, key=key)
+    actual = blake3.blake3(data).digest()
+    if actual != digest:
+        raise IntegrityError(
+            f"stored object does not match its claim [key={key}]: expected blake3 "
+            f"{digest.hex()}, got {actual.hex()}"
+        )
+    return data
+
+
+async def _gather_cancel_on_error(coros: Sequence[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """Run coroutines concurrently; if one fails, cancel the rest and raise its error."""
+    if len(coros) == 1:
+        return [await coros[0]]
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

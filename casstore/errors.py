@@ -1,0 +1,78 @@
+"""The errors casstore raises.
+
+Every error is a :class:`CasstoreError`, so one ``except`` catches them all;
+the subclasses say what went wrong, and every message names the key, workflow
+or setting involved in ``[brackets]``::
+
+    CasstoreError
+    ├── ConfigurationError        a bad option, URL or missing optional dependency
+    ├── PayloadTooLargeError      a payload above ``max_payload_size``
+    ├── ClaimError                a claim that cannot be trusted (untrusted input)
+    ├── IntegrityError            stored bytes that do not match their claim
+    └── BackendError              the storage backend failed
+        ├── ObjectNotFoundError   no object at that key (also a FileNotFoundError)
+        ├── BackendPermissionError  credentials or permissions were refused
+        └── BackendUnavailableError the backend could not be reached, or its
+                                    container (bucket, root folder) is missing
+
+Backends translate their own exceptions (``OSError``, botocore's
+``ClientError``, ...) into this hierarchy in one place each, and raise ``from``
+the original so the cause stays on the traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BackendPermissionError",
+    "BackendUnavailableError",
+    "CasstoreError",
+    "ClaimError",
+    "ConfigurationError",
+    "IntegrityError",
+    "ObjectNotFoundError",
+    "PayloadTooLargeError",
+]
+
+
+class CasstoreError(Exception):
+    """Base class of every error raised by casstore."""
+
+
+class ConfigurationError(CasstoreError, ValueError):
+    """An option, backend URL or installation problem found before any I/O."""
+
+
+class PayloadTooLargeError(CasstoreError, ValueError):
+    """A payload is larger than the driver's ``max_payload_size``."""
+
+
+class ClaimError(CasstoreError, ValueError):
+    """A claim is malformed, of an unknown version, or names a bad location.
+
+    Claims come from Event History and are treated as untrusted input.
+    """
+
+
+class IntegrityError(CasstoreError):
+    """Stored bytes do not match their claim.
+
+    Wrong size, wrong digest, a corrupted header or an undecodable body; the
+    bytes were not parsed.
+    """
+
+
+class BackendError(CasstoreError):
+    """The storage backend failed to complete an operation."""
+
+
+class ObjectNotFoundError(BackendError, FileNotFoundError):
+    """No object exists at the requested key."""
+
+
+class BackendPermissionError(BackendError, PermissionError):
+    """The backend refused the credentials or the permissions they carry."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend could not be reached or its container does not exist."""
