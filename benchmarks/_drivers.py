@@ -1,0 +1,174 @@
+"""The drivers compared, each built fresh (cold caches) for one repetition."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from temporalio.converter import StorageDriver
+
+from benchmarks._s3 import S3Endpoint, Traffic, bucket_name, count_requests, delete_bucket
+from benchmarks._s3 import objects_at_rest as s3_objects_at_rest
+from benchmarks.doc_local import DocLocalDiskDriver
+from casstore import CasStorageDriver
+from casstore.backends import Backend, LocalBackend, ObjectStat
+
+BASELINE = "sdk-s3"
+DRIVERS: dict[str, str] = {
+    "sdk-s3": "temporalio.contrib.aws.s3driver.S3StorageDriver on the S3 server",
+    "casstore-s3": "casstore CasStorageDriver on the S3 server (S3Backend)",
+    "casstore-local": "casstore CasStorageDriver on local disk (LocalBackend)",
+    "doc-local": "documentation-style local-disk driver (uuid file per payload)",
+}
+HTTP = "HTTP requests"
+FILE_OPS = "file ops"
+
+
+class DriverUnavailableError(RuntimeError):
+    """A driver cannot run here (missing server or module); the message says why."""
+
+
+@dataclass
+class Rig:
+    """One driver instance with the meters the benchmark reads."""
+
+    kind: str
+    driver: StorageDriver
+    traffic: Traffic
+    unit: str
+    at_rest: Callable[[], Awaitable[tuple[int, int]]]
+    details: Callable[[], dict[str, Any]] = field(default=lambda: {})
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the drivers may use: an S3 endpoint (if any) and a scratch directory."""
+
+    s3: S3Endpoint | None
+    scratch: Path
+
+
+@asynccontextmanager
+async def open_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
+    """Build driver ``kind`` on a fresh bucket or directory; remove it afterwards.
+
+    Raises:
+        DriverUnavailableError: The driver needs something this run lacks.
+        ValueError: ``kind`` is not a known driver.
+    """
+    if kind in ("sdk-s3", "casstore-s3"):
+        async with _s3_rig(kind, env, tag) as rig:
+            yield rig
+        return
+    if kind not in DRIVERS:
+        raise ValueError(f"unknown driver {kind!r}; expected one of {', '.join(DRIVERS)}")
+    directory = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=env.scratch))
+    try:
+        if kind == "doc-local":
+            doc = DocLocalDiskDriver(directory)
+            yield Rig(kind, doc, doc.traffic, FILE_OPS, lambda: _dir_at_rest(directory))
+        else:
+            metered = MeteredBackend(LocalBackend(directory))
+            cas = CasStorageDriver(metered)
+            yield Rig(
+                kind,
+                cas,
+                metered.traffic,
+                FILE_OPS,
+                lambda: _dir_at_rest(directory),
+                lambda: {"driver_stats": cas.stats.as_dict()},
+            )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@asynccontextmanager
+async def _s3_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
+    if env.s3 is None:
+        raise DriverUnavailableError("no S3 endpoint (start one or pass --s3-endpoint)")
+    import aioboto3
+
+    async with aioboto3.Session().client("s3", **env.s3.client_kwargs()) as client:
+        bucket = bucket_name(tag)
+        await client.create_bucket(Bucket=bucket)
+        try:
+            traffic = Traffic()
+            count_requests(client, traffic)  # after create_bucket: only driver traffic counts
+            driver: StorageDriver
+            details: Callable[[], dict[str, Any]] = lambda: {}  # noqa: E731
+            if kind == "sdk-s3":
+                from temporalio.contrib.aws.s3driver import S3StorageDriver
+                from temporalio.contrib.aws.s3driver.aioboto3 import new_aioboto3_client
+
+                driver = S3StorageDriver(new_aioboto3_client(client), bucket=bucket)
+            else:
+                try:
+                    from casstore.backends.s3 import S3Backend  # type: ignore[import-not-found, unused-ignore]
+                except ImportError as exc:
+                    raise DriverUnavailableError(
+                        f"casstore.backends.s3 is not available: {exc}"
+                    ) from exc
+                cas = CasStorageDriver(S3Backend(bucket=bucket, client=client))
+                driver, details = cas, lambda: {"driver_stats": cas.stats.as_dict()}
+            yield Rig(
+                kind, driver, traffic, HTTP, lambda: s3_objects_at_rest(client, bucket), details
+            )
+        finally:
+            await delete_bucket(client, bucket)
+
+
+class MeteredBackend(Backend):
+    """Counts a backend's calls by kind and the object bytes written and read."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.exact_create = inner.exact_create
+        self.traffic = Traffic()
+
+    async def stat(self, key: str) -> ObjectStat | None:
+        self.traffic.requests["stat"] += 1
+        return await self.inner.stat(key)
+
+    async def put(self, key: str, data: bytes) -> bool:
+        self.traffic.requests["put"] += 1
+        self.traffic.bytes_sent += len(data)
+        return await self.inner.put(key, data)
+
+    async def get(self, key: str) -> bytes:
+        self.traffic.requests["get"] += 1
+        data = await self.inner.get(key)
+        self.traffic.bytes_received += len(data)
+        return data
+
+    async def touch(self, key: str) -> None:
+        self.traffic.requests["touch"] += 1
+        await self.inner.touch(key)
+
+    async def delete(self, key: str) -> None:
+        self.traffic.requests["delete"] += 1
+        await self.inner.delete(key)
+
+    def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
+        self.traffic.requests["scan"] += 1
+        return self.inner.scan(prefix)
+
+    def describe(self) -> dict[str, str]:
+        return dict(self.inner.describe())
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def _dir_at_rest(directory: Path) -> tuple[int, int]:
+    return await asyncio.to_thread(_walk, directory)
+
+
+def _walk(directory: Path) -> tuple[int, int]:
+    files = [p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    return len(files), sum(p.stat().st_size for p in files)
