@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from temporalio.converter import StorageDriver
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import (
+    StorageDriver,
+    StorageDriverClaim,
+    StorageDriverRetrieveContext,
+    StorageDriverStoreContext,
+)
 
 from benchmarks._s3 import S3Endpoint, Traffic, bucket_name, count_requests, delete_bucket
 from benchmarks._s3 import objects_at_rest as s3_objects_at_rest
@@ -25,6 +31,8 @@ DRIVERS: dict[str, str] = {
     "casstore-s3": "casstore CasStorageDriver on the S3 server (S3Backend)",
     "casstore-local": "casstore CasStorageDriver on local disk (LocalBackend)",
     "doc-local": "documentation-style local-disk driver (uuid file per payload)",
+    "floor": "not a storage driver: keeps payload objects in a dict, so its figures are "
+    "what the SDK's External Storage path costs by itself",
 }
 HTTP = "HTTP requests"
 FILE_OPS = "file ops"
@@ -68,6 +76,14 @@ async def open_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
         return
     if kind not in DRIVERS:
         raise ValueError(f"unknown driver {kind!r}; expected one of {', '.join(DRIVERS)}")
+    if kind == "floor":
+        floor = FloorDriver()
+
+        async def nothing_at_rest() -> tuple[int, int]:
+            return 0, 0
+
+        yield Rig(kind, floor, floor.traffic, FILE_OPS, nothing_at_rest)
+        return
     directory = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=env.scratch))
     try:
         if kind == "doc-local":
@@ -121,6 +137,38 @@ async def _s3_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
             )
         finally:
             await delete_bucket(client, bucket)
+
+
+class FloorDriver(StorageDriver):
+    """Keeps an in-memory copy of each payload and hands it back: no I/O, no hash.
+
+    Whatever time a scenario takes with this driver is spent by the SDK's
+    External Storage path and the scenario itself: a floor no driver goes under.
+    """
+
+    def __init__(self) -> None:
+        self.traffic = Traffic()
+        self._payloads: list[Payload] = []
+
+    def name(self) -> str:
+        return "floor"
+
+    async def store(
+        self, context: StorageDriverStoreContext, payloads: Sequence[Payload]
+    ) -> list[StorageDriverClaim]:
+        claims = []
+        for payload in payloads:
+            claims.append(StorageDriverClaim(claim_data={"i": str(len(self._payloads))}))
+            # A copy: the SDK overwrites the payloads it stored with their references.
+            kept = Payload()
+            kept.CopyFrom(payload)
+            self._payloads.append(kept)
+        return claims
+
+    async def retrieve(
+        self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
+    ) -> list[Payload]:
+        return [self._payloads[int(c.claim_data["i"])] for c in claims]
 
 
 class MeteredBackend(Backend):

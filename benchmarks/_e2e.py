@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -12,6 +15,9 @@ from benchmarks._measure import Meter
 from benchmarks._scenarios import Scenario, Sizes, converter_for, size_label
 from benchmarks._workflows import FanOutWorkflow, summarize
 from benchmarks._workloads import records_json
+
+RUN_TIMEOUT = timedelta(minutes=5)
+"""A run that takes longer has failed; the workflow is timed out, not waited for."""
 
 
 class EndToEnd(Scenario):
@@ -30,7 +36,8 @@ class EndToEnd(Scenario):
         )
 
     def prepare(self) -> None:
-        self.document = records_json(self.sizes.e2e_bytes, seed=2)
+        document = records_json(self.sizes.e2e_bytes, seed=2)
+        self.document = json.dumps(document, separators=(",", ":")).encode()
 
     async def run(self, rig: Rig, meter: Meter) -> None:
         if self.address is None:
@@ -39,7 +46,9 @@ class EndToEnd(Scenario):
         task_queue = f"bench-{uuid.uuid4()}"
         workflow_id = f"fanout-{uuid.uuid4()}"
         activities = self.sizes.e2e_activities
+        # A stuck worker (e.g. evictions that never finish) must not hang the run.
         async with (
+            asyncio.timeout(RUN_TIMEOUT.total_seconds() + 60),
             Worker(
                 client,
                 task_queue=task_queue,
@@ -54,8 +63,9 @@ class EndToEnd(Scenario):
                 args=[self.document, activities],
                 id=workflow_id,
                 task_queue=task_queue,
+                execution_timeout=RUN_TIMEOUT,
             )
-        expected = len(self.document["records"]) * activities
+        expected = len(self.document) * activities
         if result != expected:
             raise AssertionError(f"{rig.kind}: workflow returned {result}, expected {expected}")
         history = await client.get_workflow_handle(workflow_id).fetch_history()

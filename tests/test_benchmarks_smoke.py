@@ -39,8 +39,9 @@ def test_quick_run_covers_every_scenario_and_driver(
                 continue
             median = result["median"]
             assert median["wall_s"] > 0
-            assert median["total_requests"] > 0
-            assert median["objects_at_rest"] > 0
+            if driver != "floor":  # the floor driver does no I/O by design
+                assert median["total_requests"] > 0
+                assert median["objects_at_rest"] > 0
             if scenario != "e2e":
                 assert median["reference_bytes_per_payload"] > 0
             assert f"| {driver} |" in report.out
