@@ -300,8 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     chart_path = args.out / "results.png"
     write_json(json_path, meta, results, profile)
     written = [json_path]
-    if any(r.median for r in results):
-        write_chart(chart_path, results, titles)
+    if any(r.median for r in results) or profile:
+        write_chart(chart_path, results, titles, profile)
         written.append(chart_path)
     print(report)
     progress.say(f"wrote {' and '.join(map(str, written))}")

@@ -200,16 +200,27 @@ def write_json(path: Path, meta: dict[str, Any], results: Sequence[Result], prof
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
 
 
-def write_chart(path: Path, results: Sequence[Result], titles: dict[str, str]) -> None:
-    """One panel per scenario: wall time per driver, phases stacked, requests noted."""
+def write_chart(
+    path: Path,
+    results: Sequence[Result],
+    titles: dict[str, str],
+    profile: dict[str, Any] | None = None,
+) -> None:
+    """One panel per scenario: wall time per driver, phases stacked, requests noted.
+
+    With a profile, one more panel shows casstore's store CPU per payload
+    against the floor of BLAKE3 + zstd on the same bytes.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scenarios = list(dict.fromkeys(r.scenario for r in results))
-    columns = min(3, len(scenarios)) or 1
-    rows_n = (len(scenarios) + columns - 1) // columns or 1
+    rows_profile = (profile or {}).get("rows", [])
+    panels = len(scenarios) + (1 if rows_profile else 0)
+    columns = min(3, panels) or 1
+    rows_n = (panels + columns - 1) // columns or 1
     fig, axes = plt.subplots(rows_n, columns, figsize=(6 * columns, 3.2 * rows_n), squeeze=False)
     colors = {"store": "#4c72b0", "retrieve": "#dd8452", "run": "#55a868"}
     for ax, scenario in zip(axes.flat, scenarios, strict=False):
@@ -236,7 +247,22 @@ def write_chart(path: Path, results: Sequence[Result], titles: dict[str, str]) -
         ax.invert_yaxis()
         ax.set_xlim(0, max(lefts or [1.0]) * 1.6 or 1.0)
         ax.legend(fontsize=7, loc="lower right")
-    for ax in list(axes.flat)[len(scenarios) :]:
+    if rows_profile:
+        ax = list(axes.flat)[len(scenarios)]
+        labels = [_bytes(row["serialized"]) for row in rows_profile]
+        places = list(range(len(rows_profile)))
+        for offset, step, color in (
+            (-0.2, "store total", "#4c72b0"),
+            (0.2, "floor (blake3+zstd)", "#999999"),
+        ):
+            values = [row["steps_us"][step] for row in rows_profile]
+            ax.bar([p + offset for p in places], values, width=0.4, label=step, color=color)
+        ax.set_xticks(places, labels)
+        ax.set_yscale("log")
+        ax.set_ylabel("CPU us per payload (log)")
+        ax.set_title("casstore store CPU per payload vs. hashing + compressing", fontsize=9)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[panels:]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
