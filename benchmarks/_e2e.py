@@ -29,8 +29,9 @@ class EndToEnd(Scenario):
         size, count = size_label(sizes.e2e_bytes), sizes.e2e_activities
         self.title = f"End to end: {size} input fanned out to {count} activities on a dev server"
         self.models = (
-            f"A parent workflow started with a {size} JSON input schedules {count} activities "
-            "that each take that input and an index, on a Temporal server, with a client and "
+            f"A parent workflow started with a {size} JSON document (passed as bytes) schedules "
+            f"{count} activities that each take that input and an index, on a Temporal server, "
+            "with a client and "
             "a worker in this process sharing one driver and payload_size_threshold=0 (so the "
             "indices and results are externalized too). Timed from start to result."
         )
