@@ -216,6 +216,7 @@ async def run_scenario(
         for rep in range(repeat):
             try:
                 async with open_rig(kind, env, f"{scenario.name}-{kind}-{rep}") as rig:
+                    result.unit = rig.unit
                     meter = Meter(rig, server_pids)
                     await scenario.run(rig, meter)
                     sample: Sample = await meter.finish()

@@ -172,7 +172,11 @@ class FloorDriver(StorageDriver):
 
 
 class MeteredBackend(Backend):
-    """Counts a backend's calls by kind and the object bytes written and read."""
+    """Counts a backend's calls by kind and the object bytes written and read.
+
+    Like :class:`casstore.testing.CountingBackend`, plus bytes, and without
+    that module's pytest dependency.
+    """
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
