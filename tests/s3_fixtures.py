@@ -121,19 +121,27 @@ class S3Place:
     prefix: str
     raw: S3Client
 
-    def session(self, *, log: RequestLog | None = None, access_key: str | None = None) -> Any:
+    def session(
+        self, *, log: RequestLog | None = None, access_key: str | None = None
+    ) -> aioboto3.Session:
         session = self.target.session(access_key=access_key)
         return log.attach(session) if log else session
 
     def backend(
-        self, *, log: RequestLog | None = None, bucket: str | None = None, **options: Any
+        self,
+        *,
+        log: RequestLog | None = None,
+        bucket: str | None = None,
+        session: aioboto3.Session | None = None,
+        access_key: str | None = None,
+        **options: Any,
     ) -> S3Backend:
         """An S3Backend that builds (and owns) its client, as most users run it."""
         options.setdefault("conditional_writes", self.target.conditional_writes)
         return S3Backend(
             bucket or self.bucket,
             self.prefix,
-            session=self.session(log=log, access_key=options.pop("access_key", None)),
+            session=session or self.session(log=log, access_key=access_key),
             endpoint_url=self.target.endpoint_url,
             **options,
         )
