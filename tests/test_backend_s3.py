@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -136,7 +137,7 @@ async def test_large_objects_go_up_in_parts(s3: S3Place) -> None:
     }
     if backend.exact_create:
         # The losing upload is aborted, not left behind to be billed.
-        uploads = await s3.raw.list_multipart_uploads(Bucket=s3.bucket)
+        uploads = await s3.raw.list_multipart_uploads(Bucket=s3.bucket, Prefix=s3.prefix)
         assert uploads.get("Uploads", []) == []
 
 
@@ -165,7 +166,7 @@ async def test_failed_multipart_upload_is_aborted(moto_s3: S3Target) -> None:
         async with backend:
             with pytest.raises(BackendUnavailableError, match=s3.bucket):
                 await backend.put(KEY, bytes(11 * 1024 * 1024))
-        uploads = await s3.raw.list_multipart_uploads(Bucket=s3.bucket)
+        uploads = await s3.raw.list_multipart_uploads(Bucket=s3.bucket, Prefix=s3.prefix)
         assert uploads.get("Uploads", []) == []
         assert await s3.raw_keys() == []
         assert 2 in parts_seen
@@ -175,12 +176,13 @@ async def test_failed_multipart_upload_is_aborted(moto_s3: S3Target) -> None:
 
 
 async def test_missing_bucket_says_so(s3: S3Place) -> None:
-    async with s3.backend(bucket="casstore-no-such-bucket") as backend:
+    missing = f"casstore-missing-{secrets.token_hex(8)}"
+    async with s3.backend(bucket=missing) as backend:
         assert await backend.stat(KEY) is None  # HEAD cannot tell a missing bucket apart
         for call in (backend.put(KEY, b"x"), backend.get(KEY)):
             with pytest.raises(BackendUnavailableError, match="does not exist") as info:
                 await call
-            assert "bucket=casstore-no-such-bucket" in str(info.value)
+            assert f"bucket={missing}" in str(info.value)
 
 
 async def test_wrong_credentials_are_a_permission_error(rclone_s3: S3Target) -> None:
@@ -206,6 +208,21 @@ async def test_unreachable_endpoint_is_unavailable_naming_it() -> None:
     ) as backend:
         with pytest.raises(BackendUnavailableError, match=f"endpoint={endpoint}"):
             await backend.get(KEY)
+
+
+async def test_no_credentials_anywhere_is_a_permission_error(
+    moto_s3: S3Target, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # loopback only: no IMDS probe
+    async with S3Backend(
+        "casstore-test", region="us-east-1", endpoint_url=moto_s3.endpoint_url
+    ) as backend:
+        with pytest.raises(BackendPermissionError, match="no usable AWS credentials"):
+            await backend.stat(KEY)
 
 
 # Client ownership.

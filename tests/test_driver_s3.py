@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -173,11 +174,12 @@ async def test_wrong_credentials_name_bucket_and_permissions(rclone_s3: S3Target
 
 
 async def test_missing_bucket_names_it(s3: S3Place) -> None:
-    async with s3.backend(bucket="casstore-missing-bucket") as backend:
+    missing = f"casstore-missing-{secrets.token_hex(8)}"
+    async with s3.backend(bucket=missing) as backend:
         converter = in_workflow(make_converter(CasStorageDriver(backend)))
         with pytest.raises(BackendUnavailableError, match="does not exist") as info:
             await converter.encode([big_json(1_000)])
-        assert "bucket=casstore-missing-bucket" in str(info.value)
+        assert f"bucket={missing}" in str(info.value)
 
 
 async def test_20_mib_payload_round_trips_in_parts(s3: S3Place) -> None:

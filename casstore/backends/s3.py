@@ -559,9 +559,9 @@ class S3Backend(Backend):
 
     def _where(self, s3_key: str) -> str:
         facts = self.describe()
+        key = f", key={s3_key}" if s3_key else ""
         return (
-            f" [bucket={self._bucket}, key={s3_key}, region={facts['region']}, "
-            f"endpoint={facts['endpoint']}]"
+            f" [bucket={self._bucket}{key}, region={facts['region']}, endpoint={facts['endpoint']}]"
         )
 
     @contextlib.contextmanager
