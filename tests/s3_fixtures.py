@@ -157,9 +157,10 @@ class S3Place:
     async def raw_put(self, key: str, data: bytes) -> None:
         await self.raw.put_object(Bucket=self.bucket, Key=self.s3_key(key), Body=data)
 
-    async def raw_keys(self) -> list[str]:
+    async def raw_keys(self, prefix: str | None = None) -> list[str]:
+        """Keys under the backend's prefix (or under ``prefix``), as stored in S3."""
         pages = self.raw.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix + "/"
+            Bucket=self.bucket, Prefix=self.prefix + "/" if prefix is None else prefix
         )
         return [item["Key"] async for page in pages for item in page.get("Contents", ())]
 
@@ -181,13 +182,14 @@ async def s3_place(target: S3Target) -> AsyncIterator[S3Place]:
             await raw.create_bucket(Bucket=bucket)
         else:
             bucket = target.bucket
-        prefix = f"casstore-test/{secrets.token_hex(6)}"
-        place = S3Place(target=target, bucket=bucket, prefix=prefix, raw=raw)
+        # Tests may write next to the backend's prefix too: clean up the parent.
+        scratch = f"casstore-test/{secrets.token_hex(6)}/"
+        place = S3Place(target=target, bucket=bucket, prefix=scratch + "store", raw=raw)
         try:
             yield place
         finally:
             if target.bucket is not None:
-                for key in await place.raw_keys():
+                for key in await place.raw_keys(scratch):
                     await raw.delete_object(Bucket=bucket, Key=key)
 
 

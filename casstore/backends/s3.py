@@ -16,7 +16,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, get_args
 from urllib.parse import unquote, urlsplit
 
 from casstore._driver import _gather_cancel_on_error
@@ -65,6 +65,8 @@ if TYPE_CHECKING:
 
 __all__ = ["S3Backend"]
 
+_T = TypeVar("_T")
+
 RetryMode = Literal["standard", "adaptive"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 
@@ -74,13 +76,16 @@ MIN_PART_SIZE = 5 * _MIB
 MAX_PARTS = 10_000
 """S3's largest number of parts in one multipart upload."""
 
-_DEFAULTS: dict[str, Any] = {
-    "retry_mode": "standard",
-    "max_attempts": 5,
-    "connect_timeout": 10.0,
-    "read_timeout": 60.0,
-    "max_pool_connections": 32,
-}
+DEFAULT_RETRY_MODE: RetryMode = "standard"
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_MAX_POOL_CONNECTIONS = 32
+"""The driver's default ``max_concurrency``: one connection per request in flight."""
+DEFAULT_MULTIPART_THRESHOLD = 16 * _MIB
+DEFAULT_MULTIPART_PART_SIZE = 8 * _MIB
+DEFAULT_MULTIPART_CONCURRENCY = 4
+
 # A PUT that races a concurrent conditional write of the same key gets 409;
 # AWS asks for a retry, which then resolves to 200 (we won) or 412 (they did).
 _CONFLICT_ATTEMPTS = 4
@@ -195,9 +200,9 @@ class S3Backend(Backend):
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         max_pool_connections: int | None = None,
-        multipart_threshold: int = 16 * _MIB,
-        multipart_part_size: int = 8 * _MIB,
-        multipart_concurrency: int = 4,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        multipart_part_size: int = DEFAULT_MULTIPART_PART_SIZE,
+        multipart_concurrency: int = DEFAULT_MULTIPART_CONCURRENCY,
         conditional_writes: bool = True,
     ) -> None:
         self._bucket = _check_bucket(bucket)
@@ -252,17 +257,11 @@ class S3Backend(Backend):
             raise ConfigurationError("pass either session= or profile=, not both")
         self._session = session or _new_session(profile)
         self._config = _client_config(
-            retry_mode=retry_mode or _DEFAULTS["retry_mode"],
-            max_attempts=_DEFAULTS["max_attempts"] if max_attempts is None else max_attempts,
-            connect_timeout=(
-                _DEFAULTS["connect_timeout"] if connect_timeout is None else connect_timeout
-            ),
-            read_timeout=_DEFAULTS["read_timeout"] if read_timeout is None else read_timeout,
-            max_pool_connections=(
-                _DEFAULTS["max_pool_connections"]
-                if max_pool_connections is None
-                else max_pool_connections
-            ),
+            retry_mode=retry_mode or DEFAULT_RETRY_MODE,
+            max_attempts=_or_default(max_attempts, DEFAULT_MAX_ATTEMPTS),
+            connect_timeout=_or_default(connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+            read_timeout=_or_default(read_timeout, DEFAULT_READ_TIMEOUT),
+            max_pool_connections=_or_default(max_pool_connections, DEFAULT_MAX_POOL_CONNECTIONS),
             addressing_style=addressing_style or ("path" if endpoint_url else None),
         )
 
@@ -304,9 +303,9 @@ class S3Backend(Backend):
 
         def size(name: str, default: int) -> int:
             value = options.get(name)
-            match = _SIZE_RE.fullmatch(value.strip()) if value is not None else None
             if value is None:
                 return default
+            match = _SIZE_RE.fullmatch(value.strip())
             if match is None:
                 raise ConfigurationError(
                     f"option {name} must be a size in bytes, like 16777216 or 16MiB, "
@@ -334,11 +333,11 @@ class S3Backend(Backend):
             connect_timeout=number("connect_timeout", float),
             read_timeout=number("read_timeout", float),
             max_pool_connections=number("max_pool_connections"),
-            multipart_threshold=size("multipart_threshold", 16 * _MIB),
-            multipart_part_size=size("multipart_part_size", 8 * _MIB),
-            multipart_concurrency=number("multipart_concurrency")
-            if "multipart_concurrency" in options
-            else 4,
+            multipart_threshold=size("multipart_threshold", DEFAULT_MULTIPART_THRESHOLD),
+            multipart_part_size=size("multipart_part_size", DEFAULT_MULTIPART_PART_SIZE),
+            multipart_concurrency=_or_default(
+                number("multipart_concurrency"), DEFAULT_MULTIPART_CONCURRENCY
+            ),
             conditional_writes=_flag(url, options, "conditional_writes", default=True),
         )
 
@@ -619,6 +618,10 @@ class S3Backend(Backend):
                 f"S3 {operation} failed, the server is unavailable or throttling: {reason}{where}"
             ) from exc
         raise BackendError(f"S3 {operation} failed: {reason}{where}") from exc
+
+
+def _or_default(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
 
 
 def _error_code(exc: ClientError) -> str:
