@@ -18,6 +18,7 @@ from casstore._servers import free_port
 from casstore.backends import Backend
 from casstore.backends.s3 import S3Backend
 from casstore.errors import (
+    BackendError,
     BackendPermissionError,
     BackendUnavailableError,
     ConfigurationError,
@@ -194,6 +195,48 @@ async def test_wrong_credentials_are_a_permission_error(rclone_s3: S3Target) -> 
             assert f"bucket={s3.bucket}" in message
             assert f"key={s3.prefix}/{KEY}" in message
             assert "region=us-east-1" in message
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "headers", "error", "message"),
+    [
+        (503, "SlowDown", {}, BackendUnavailableError, "unavailable or throttling"),
+        (500, "InternalError", {}, BackendUnavailableError, "unavailable or throttling"),
+        (
+            301,
+            "PermanentRedirect",
+            {"x-amz-bucket-region": "eu-west-1"},
+            BackendError,
+            "set region=eu-west-1",
+        ),
+        (501, "NotImplemented", {}, BackendError, "set conditional_writes=false"),
+        (400, "InvalidArgument", {}, BackendError, "InvalidArgument \\(HTTP 400\\)"),
+    ],
+)
+async def test_s3_error_answers_map_to_casstore_errors(
+    moto_s3: S3Target,
+    status: int,
+    code: str,
+    headers: dict[str, str],
+    error: type[Exception],
+    message: str,
+) -> None:
+    # Answers neither local server gives on demand, injected at the client.
+    def answer(**_: Any) -> Any:
+        metadata = {"HTTPStatusCode": status, "HTTPHeaders": headers}
+        return SimpleNamespace(status_code=status), {
+            "Error": {"Code": code, "Message": "injected"},
+            "ResponseMetadata": metadata,
+        }
+
+    async with s3_place(moto_s3) as s3:
+        session = s3.session()
+        session.events.register("before-call.s3.PutObject", answer)
+        async with s3.backend(session=session) as backend:
+            with pytest.raises(error, match=message) as info:
+                await backend.put(KEY, b"data")
+    assert type(info.value) is error
+    assert f"bucket={s3.bucket}, key={s3.prefix}/{KEY}, region=us-east-1" in str(info.value)
 
 
 async def test_unreachable_endpoint_is_unavailable_naming_it() -> None:
