@@ -480,7 +480,7 @@ class S3Backend(Backend):
                     endpoint_url=self._endpoint_url,
                     config=self._config,
                 )
-                with self._translate("connect", ""):
+                with self._translate("client setup", ""):
                     self._client = await context.__aenter__()
                 self._client_context = context
             return self._client
@@ -493,7 +493,8 @@ class S3Backend(Backend):
             try:
                 await client.put_object(**request)
             except ClientError as exc:
-                return _lost_create_race(exc)
+                _raise_unless_lost_race(exc)
+                return False
         return True
 
     async def _put_multipart(self, client: S3Client, s3_key: str, data: bytes) -> bool:
@@ -515,12 +516,13 @@ class S3Backend(Backend):
                     await client.complete_multipart_upload(**request)
                     return True
                 except ClientError as exc:
-                    created = _lost_create_race(exc)
+                    _raise_unless_lost_race(exc)
         except BaseException:
             await self._abort_upload(client, s3_key, upload_id)
             raise
+        # Lost the race: the upload was never completed, so free its parts.
         await self._abort_upload(client, s3_key, upload_id)
-        return created
+        return False
 
     async def _upload_parts(
         self, client: S3Client, s3_key: str, upload_id: str, data: bytes
@@ -629,19 +631,18 @@ def _error_code(exc: ClientError) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
-def _lost_create_race(exc: ClientError) -> bool:
-    """Return False for "someone else created it" (412); raise otherwise.
+def _raise_unless_lost_race(exc: ClientError) -> None:
+    """Return if ``exc`` says another writer created the object first (412).
 
     Raises:
         _ConditionalConflict: For 409, a concurrent conditional write in flight.
-        ClientError: For anything else.
+        ClientError: ``exc`` itself, for anything else.
     """
     code = _error_code(exc)
-    if code == "PreconditionFailed":
-        return False
     if code == "ConditionalRequestConflict":
         raise _ConditionalConflict from exc
-    raise exc
+    if code != "PreconditionFailed":
+        raise exc
 
 
 def _check_bucket(bucket: object) -> str:
