@@ -211,6 +211,7 @@ async def test_wrong_credentials_are_a_permission_error(rclone_s3: S3Target) -> 
         ),
         (501, "NotImplemented", {}, BackendError, "set conditional_writes=false"),
         (400, "InvalidArgument", {}, BackendError, "InvalidArgument \\(HTTP 400\\)"),
+        (403, "InvalidObjectState", {}, BackendError, "archived"),
     ],
 )
 async def test_s3_error_answers_map_to_casstore_errors(

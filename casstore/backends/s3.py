@@ -598,6 +598,11 @@ class S3Backend(Backend):
             ) from exc
         if code in _NOT_FOUND_CODES or code == "NoSuchUpload":
             raise ObjectNotFoundError(f"object not found in S3: {reason}{where}") from exc
+        if code == "InvalidObjectState":
+            raise BackendError(
+                f"S3 object is archived and cannot be read or copied: {reason}; keep casstore "
+                f"objects in an instant-access storage class{where}"
+            ) from exc
         if status == 403:
             raise BackendPermissionError(
                 f"S3 refused {operation}: {reason}; check the credentials and that they "
