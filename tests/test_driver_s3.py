@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -73,30 +74,30 @@ async def test_two_drivers_racing_to_create_one_object(s3: S3Place) -> None:
         await barrier.wait()
 
     log = RequestLog()
-    backends = []
-    for _ in range(2):
-        session = s3.session(log=log)
-        session.events.register("before-call.s3.PutObject", after_both_headed)
-        backends.append(s3.backend(session=session))
-    drivers = [CasStorageDriver(backend) for backend in backends]
-    value = big_json(20_000)
-    async with asyncio.timeout(30):
-        results = await asyncio.gather(
-            *(in_workflow(make_converter(driver)).encode([value]) for driver in drivers)
-        )
-    assert log.counts == {"HeadObject": 2, "PutObject": 2}
-    written = [driver.stats.objects_written for driver in drivers]
-    if s3.target.conditional_writes:
-        # The loser's 412 is a dedup hit, not an error.
-        assert sorted(written) == [0, 1]
-        assert sorted(driver.stats.dedup_backend_hits for driver in drivers) == [0, 1]
-    else:
-        assert written == [1, 1]  # the server let the second PUT overwrite
-    assert results[0] == results[1]
-    for driver in drivers:
-        reader = CasStorageDriver(driver.backend)
-        assert await make_converter(reader).decode(results[0]) == [value]
-        await driver.backend.aclose()
+    async with contextlib.AsyncExitStack() as stack:
+        drivers = []
+        for _ in range(2):
+            session = s3.session(log=log)
+            session.events.register("before-call.s3.PutObject", after_both_headed)
+            backend = await stack.enter_async_context(s3.backend(session=session))
+            drivers.append(CasStorageDriver(backend))
+        value = big_json(20_000)
+        async with asyncio.timeout(30):
+            results = await asyncio.gather(
+                *(in_workflow(make_converter(driver)).encode([value]) for driver in drivers)
+            )
+        assert log.counts == {"HeadObject": 2, "PutObject": 2}
+        written = [driver.stats.objects_written for driver in drivers]
+        if s3.target.conditional_writes:
+            # The loser's 412 is a dedup hit, not an error.
+            assert sorted(written) == [0, 1]
+            assert sorted(driver.stats.dedup_backend_hits for driver in drivers) == [0, 1]
+        else:
+            assert written == [1, 1]  # the server let the second PUT overwrite
+        assert results[0] == results[1]
+        for driver in drivers:
+            reader = CasStorageDriver(driver.backend)
+            assert await make_converter(reader).decode(results[0]) == [value]
     assert len(await s3.raw_keys()) == 1
 
 
