@@ -235,10 +235,7 @@ async def test_claims_can_only_reach_this_bucket_and_prefix(s3: S3Place) -> None
     log = RequestLog()
     async with s3.backend(log=log) as backend:
         driver = CasStorageDriver(backend)
-        claim = {
-            "c": json.dumps([1, "other-bucket/secrets", "A" * 43, 10, 0]),
-            "bucket": "other-bucket",
-        }
+        claim = {"c": json.dumps([1, "other-bucket/secrets", "A" * 43, 10, 0])}
         with pytest.raises(ObjectNotFoundError):
             await driver.retrieve(
                 StorageDriverRetrieveContext(), [StorageDriverClaim(claim_data=claim)]
