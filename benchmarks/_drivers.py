@@ -108,7 +108,10 @@ async def open_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
 async def _s3_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
     if env.s3 is None:
         raise DriverUnavailableError("no S3 endpoint (start one or pass --s3-endpoint)")
-    import aioboto3
+    try:
+        import aioboto3
+    except ImportError as exc:
+        raise DriverUnavailableError(f"aioboto3 is not installed: {exc}") from exc
 
     async with aioboto3.Session().client("s3", **env.s3.client_kwargs()) as client:
         bucket = bucket_name(tag)
@@ -124,12 +127,8 @@ async def _s3_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
 
                 driver = S3StorageDriver(new_aioboto3_client(client), bucket=bucket)
             else:
-                try:
-                    from casstore.backends.s3 import S3Backend  # type: ignore[import-not-found, unused-ignore]
-                except ImportError as exc:
-                    raise DriverUnavailableError(
-                        f"casstore.backends.s3 is not available: {exc}"
-                    ) from exc
+                from casstore.backends.s3 import S3Backend
+
                 cas = CasStorageDriver(S3Backend(bucket=bucket, client=client))
                 driver, details = cas, lambda: {"driver_stats": cas.stats.as_dict()}
             yield Rig(
