@@ -74,6 +74,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--s3-region", default=os.environ.get("AWS_REGION", "us-east-1"))
     parser.add_argument(
+        "--s3-latency-ms",
+        type=float,
+        default=0.0,
+        help="add this much simulated round-trip time to every S3 request of both S3 drivers "
+        "(default 0: loopback as it is)",
+    )
+    parser.add_argument(
         "--temporal-address", help="use this Temporal server instead of starting a dev server"
     )
     args = parser.parse_args(argv)
@@ -81,6 +88,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.driver_list = _choose(parser, "--drivers", args.drivers, tuple(DRIVERS))
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.s3_latency_ms < 0:
+        parser.error("--s3-latency-ms must not be negative")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} exists and is not a directory")
     return args
@@ -260,7 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers(args, progress) as found,
         tempfile.TemporaryDirectory(prefix="casstore-bench-") as scratch,
     ):
-        env = Environment(s3=found["s3"], scratch=Path(scratch))
+        env = Environment(
+            s3=found["s3"], scratch=Path(scratch), s3_latency_s=args.s3_latency_ms / 1000
+        )
         scenarios = build_scenarios(args, sizes, found["temporal"])
         for scenario in scenarios:
             progress.say(f"preparing {scenario.name} payloads ...")
@@ -290,13 +301,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             "quick": args.quick,
             "sizes": asdict(sizes),
             "repetitions": repeats,
+            "s3_latency_ms": args.s3_latency_ms,
             "drivers": {d: DRIVERS[d] for d in args.driver_list},
             "scenarios": {s.name: {"title": s.title, "models": s.models} for s in scenarios},
             "servers": found["servers"],
             "machine": machine_facts(),
             "versions": library_versions(),
         }
-    report = markdown(results, titles, profile)
+    notes = []
+    if args.s3_latency_ms:
+        notes.append(
+            f"Every S3 request carries {args.s3_latency_ms:g} ms of simulated round-trip time "
+            "(--s3-latency-ms)."
+        )
+    if args.quick:
+        notes.append("--quick: smoke-test sizes; the figures say nothing about speed.")
+    report = markdown(results, titles, profile, notes)
     json_path = args.out / "results.json"
     chart_path = args.out / "results.png"
     write_json(json_path, meta, results, profile)

@@ -19,7 +19,14 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
-from benchmarks._s3 import S3Endpoint, Traffic, bucket_name, count_requests, delete_bucket
+from benchmarks._s3 import (
+    S3Endpoint,
+    Traffic,
+    add_latency,
+    bucket_name,
+    count_requests,
+    delete_bucket,
+)
 from benchmarks._s3 import objects_at_rest as s3_objects_at_rest
 from benchmarks.doc_local import DocLocalDiskDriver
 from casstore import CasStorageDriver
@@ -60,6 +67,8 @@ class Environment:
 
     s3: S3Endpoint | None
     scratch: Path
+    s3_latency_s: float = 0.0
+    """Simulated round-trip time added to every S3 request (0: loopback as it is)."""
 
 
 @asynccontextmanager
@@ -119,6 +128,8 @@ async def _s3_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
         try:
             traffic = Traffic()
             count_requests(client, traffic)  # after create_bucket: only driver traffic counts
+            if env.s3_latency_s:
+                add_latency(client, env.s3_latency_s)
             driver: StorageDriver
             details: Callable[[], dict[str, Any]] = lambda: {}  # noqa: E731
             if kind == "sdk-s3":

@@ -115,10 +115,13 @@ def goal_lines(results: Sequence[Result]) -> list[str]:
 
 
 def markdown(
-    results: Sequence[Result], titles: dict[str, str], profile: dict[str, Any] | None
+    results: Sequence[Result],
+    titles: dict[str, str],
+    profile: dict[str, Any] | None,
+    notes: Sequence[str] = (),
 ) -> str:
-    """The whole report as markdown: one table per scenario, goals, profile."""
-    out: list[str] = []
+    """The whole report as markdown: notes, one table per scenario, goals, profile."""
+    out: list[str] = [f"> {note}\n" for note in notes]
     scenarios = list(dict.fromkeys(r.scenario for r in results))
     for scenario in scenarios:
         rows = [r for r in results if r.scenario == scenario]

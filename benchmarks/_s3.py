@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections import Counter
@@ -77,6 +78,21 @@ def count_requests(client: S3Client, traffic: Traffic) -> None:
 
     client.meta.events.register("before-send.s3", before_send)
     client.meta.events.register("response-received.s3", response_received)
+
+
+def add_latency(client: S3Client, seconds: float) -> None:
+    """Delay every request ``client`` sends by ``seconds``, like a network round trip.
+
+    The delay is taken before the request gets a pooled connection, so many
+    concurrent requests wait out their latency side by side: if anything, this
+    flatters a driver that makes many concurrent requests.
+    """
+
+    async def delay(**_: Any) -> None:
+        await asyncio.sleep(seconds)
+
+    # aiobotocore awaits a handler's awaitable result; botocore's stubs only know sync handlers.
+    client.meta.events.register("before-send.s3", delay)  # type: ignore[arg-type]
 
 
 def bucket_name(*parts: str) -> str:

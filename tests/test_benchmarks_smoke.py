@@ -51,6 +51,19 @@ def test_quick_run_covers_every_scenario_and_driver(
     assert "/" in report.err  # progress lines go to stderr
 
 
+def test_simulated_s3_latency_is_recorded_and_announced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = json.loads(
+        _run_json(
+            tmp_path, "--scenarios", "large-json", "--drivers", "sdk-s3", "--s3-latency-ms", "5"
+        )
+    )
+    assert data["meta"]["s3_latency_ms"] == 5
+    assert data["results"][0]["error"] is None
+    assert "5 ms of simulated round-trip time" in capsys.readouterr().out
+
+
 def test_fanout_dedups_for_casstore_but_not_for_the_doc_style_driver(tmp_path: Path) -> None:
     data = json.loads(
         _run_json(tmp_path, "--scenarios", "fanout", "--drivers", "casstore-local,doc-local")
