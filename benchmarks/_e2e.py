@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import logging
 import uuid
 from datetime import timedelta
 
 from temporalio.client import Client
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.worker import Worker
 
 from benchmarks._drivers import Rig
@@ -15,6 +24,24 @@ from benchmarks._measure import Meter
 from benchmarks._scenarios import Scenario, Sizes, converter_for, size_label
 from benchmarks._workflows import FanOutWorkflow, summarize
 from benchmarks._workloads import records_json
+
+
+@functools.cache
+def _quiet_runtime() -> Runtime:
+    """A runtime whose core warnings go to Python logging (stderr), not into the report.
+
+    By default the SDK core prints its warnings to stdout, where they would
+    land in the middle of the markdown report.
+    """
+    return Runtime(
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(
+                filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+            )
+        )
+    )
+
 
 RUN_TIMEOUT = timedelta(minutes=5)
 """A run that takes longer has failed; the workflow is timed out, not waited for."""
@@ -43,7 +70,9 @@ class EndToEnd(Scenario):
     async def run(self, rig: Rig, meter: Meter) -> None:
         if self.address is None:
             raise RuntimeError("the end-to-end scenario needs a Temporal server")
-        client = await Client.connect(self.address, data_converter=converter_for(rig))
+        client = await Client.connect(
+            self.address, data_converter=converter_for(rig), runtime=_quiet_runtime()
+        )
         task_queue = f"bench-{uuid.uuid4()}"
         workflow_id = f"fanout-{uuid.uuid4()}"
         activities = self.sizes.e2e_activities
