@@ -33,9 +33,6 @@ from benchmarks._s3 import S3Endpoint
 from benchmarks._scenarios import FanOut, Large, Scenario, Sizes, SmallPayloads
 
 SCENARIOS = ("fanout", "threshold0", "large-json", "large-random", "e2e", "profile")
-# Repetitions are capped for the scenario whose single run takes over a
-# minute against the S3 drivers, to keep a full run well under 10 minutes.
-HEAVY_REPEAT_CAP = {"threshold0": 1}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -57,11 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeat",
         type=int,
         default=3,
-        help="repetitions per scenario and driver; the median is reported (default 3; "
-        f"capped at {HEAVY_REPEAT_CAP} unless --no-cap)",
-    )
-    parser.add_argument(
-        "--no-cap", action="store_true", help="do not cap repetitions of the heavy scenarios"
+        help="repetitions per scenario and driver; the median is reported (default 3)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes (the CI smoke test): checks, not numbers"
@@ -255,10 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = Sizes.quick() if args.quick else Sizes()
     scenario_names = [s for s in args.scenario_list if s != "profile"]
-    repeats = {
-        s: args.repeat if args.no_cap else min(args.repeat, HEAVY_REPEAT_CAP.get(s, args.repeat))
-        for s in scenario_names
-    }
+    repeats = dict.fromkeys(scenario_names, args.repeat)
     total = sum(repeats.values()) * len(args.driver_list) + ("profile" in args.scenario_list)
     progress = Progress(total)
     args.out.mkdir(parents=True, exist_ok=True)
