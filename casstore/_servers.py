@@ -782,6 +782,20 @@ class RcloneS3Server(S3Server):
             self._remove_workdir()
             raise
 
+    def flush_dir_cache(self) -> None:
+        """Make rclone forget its cached directory listings (via SIGHUP).
+
+        Writes through the S3 API are visible at once, but files changed
+        directly under :attr:`root` after rclone listed their directory stay
+        invisible (or deleted ones visible) for ``--dir-cache-time`` (5 min
+        by default). Call this after tampering with :attr:`root` on disk.
+        The signal is handled asynchronously, hence the short sleep.
+        """
+        if self._proc is None or self._proc.exited():
+            raise RuntimeError("RcloneS3Server is not running")
+        os.kill(self._proc.pid, signal.SIGHUP)
+        time.sleep(0.05)
+
     def stop(self) -> None:
         """Terminate rclone and remove the temporary directories. Idempotent."""
         proc, self._proc = self._proc, None

@@ -69,8 +69,10 @@ def _port_free(port: int) -> bool:
 
 
 def _error(exc: ClientError) -> tuple[str, int]:
-    response: dict[str, Any] = exc.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
+    """Return ``(error code, HTTP status)`` of a botocore ``ClientError``."""
+    error = exc.response.get("Error", {})
+    meta = exc.response.get("ResponseMetadata", {})
+    return str(error.get("Code")), int(meta.get("HTTPStatusCode", 0))
 
 
 # ---------------------------------------------------------------------------
@@ -274,6 +276,24 @@ def test_rclone_given_root_is_kept_and_stop_is_idempotent(tmp_path: Path) -> Non
     assert (root / "prebucket" / "obj").read_bytes() == b"on-disk"
 
 
+def test_rclone_flush_dir_cache_shows_out_of_band_changes(
+    rclone_server: RcloneS3Server,
+) -> None:
+    rclone_server.create_bucket("oob")
+    s3 = rclone_server.boto3_client()
+    s3.put_object(Bucket="oob", Key="d/old", Body=b"1")
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="oob")["Contents"]] == ["d/old"]
+    (rclone_server.root / "oob" / "d" / "new").write_bytes(b"2")
+    (rclone_server.root / "oob" / "d" / "old").unlink()
+    # rclone's directory cache hides changes made behind its back ...
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket="oob", Key="d/new")
+    # ... until it is flushed.
+    rclone_server.flush_dir_cache()
+    assert s3.get_object(Bucket="oob", Key="d/new")["Body"].read() == b"2"
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="oob")["Contents"]] == ["d/new"]
+
+
 def test_rclone_temp_root_is_removed() -> None:
     with RcloneS3Server() as server:
         root = server.root
@@ -288,8 +308,9 @@ def test_rclone_temp_root_is_removed() -> None:
 
 _CHILD = textwrap.dedent(
     """
-    import os, signal, sys
+    import os, signal, sys, tempfile
     from casstore._servers import RcloneS3Server, TemporalDevServer
+    tempfile.tempdir = sys.argv[2]  # a SIGKILLed caller cannot clean up
     server = {cls}()
     server.start()
     print(server.pid, flush=True)
@@ -309,9 +330,9 @@ _CHILD = textwrap.dedent(
         ("TemporalDevServer", "sigkill"),
     ],
 )
-def test_server_does_not_outlive_crashed_caller(cls: str, how: str) -> None:
+def test_server_does_not_outlive_crashed_caller(cls: str, how: str, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", _CHILD.format(cls=cls), how],
+        [sys.executable, "-c", _CHILD.format(cls=cls), how, str(tmp_path)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
