@@ -48,27 +48,14 @@ def _parser() -> argparse.ArgumentParser:
         help="casstore backend: a folder, file://, memory:// or s3://bucket/prefix?... URL "
         f"(default: ./{DEFAULT_STORE})",
     )
-    demo.add_argument(
-        "--fan-out",
-        type=_count,
-        default=defaults.activities,
-        metavar="N",
-        help=f"activities the parent starts (default {defaults.activities})",
-    )
-    demo.add_argument(
-        "--children",
-        type=_count,
-        default=defaults.children,
-        metavar="N",
-        help=f"child workflows the parent starts (default {defaults.children})",
-    )
-    demo.add_argument(
-        "--child-fan-out",
-        type=_count,
-        default=defaults.child_activities,
-        metavar="N",
-        help=f"activities each child starts (default {defaults.child_activities})",
-    )
+    for flag, default, what in (
+        ("--fan-out", defaults.activities, "activities the parent starts"),
+        ("--children", defaults.children, "child workflows the parent starts"),
+        ("--child-fan-out", defaults.child_activities, "activities each child starts"),
+    ):
+        demo.add_argument(
+            flag, type=_count, default=default, metavar="N", help=f"{what} (default {default})"
+        )
     demo.add_argument(
         "--input-mib",
         type=_mib,
@@ -138,8 +125,11 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     except KeyboardInterrupt:
         print("\ncasstore demo: interrupted; worker and servers stopped", file=sys.stderr)
         return _INTERRUPTED
-    except (DemoError, CasstoreError, OSError, RuntimeError) as exc:
+    except (DemoError, CasstoreError) as exc:
         print(f"\ncasstore demo failed: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a CLI reports, it does not dump a traceback
+        print(f"\ncasstore demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(f"  {'total time':<21}  {time.monotonic() - started:.1f} s", file=out)
     return 0

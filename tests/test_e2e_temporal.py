@@ -475,33 +475,30 @@ async def test_a_corrupted_activity_input_fails_the_activity_naming_key_and_caus
 
 # The demo.
 
+DEMO = [sys.executable, "-m", "casstore", "demo"]
+
+
+def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DEMO, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+
 
 def test_the_demo_prints_its_summary(temporal: TemporalDevServer, tmp_path: Path) -> None:
     store = tmp_path / "demo-store"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "casstore",
-            "demo",
-            "--address",
-            temporal.address,
-            "--store",
-            str(store),
-            "--fan-out",
-            "6",
-            "--children",
-            "2",
-            "--child-fan-out",
-            "3",
-            "--input-mib",
-            "0.25",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONWARNINGS": "error::ResourceWarning"},
+    done = run_demo(
+        "--address",
+        temporal.address,
+        "--store",
+        str(store),
+        "--fan-out",
+        "6",
+        "--children",
+        "2",
+        "--child-fan-out",
+        "3",
+        "--input-mib",
+        "0.25",
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -530,7 +527,7 @@ def test_the_demo_prints_its_summary(temporal: TemporalDevServer, tmp_path: Path
 
 def test_the_demo_stops_its_server_on_ctrl_c(tmp_path: Path) -> None:
     demo = subprocess.Popen(
-        [sys.executable, "-m", "casstore", "demo", "--store", str(tmp_path), "--fan-out", "500"],
+        [*DEMO, "--store", str(tmp_path), "--fan-out", "500"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -553,22 +550,7 @@ def test_the_demo_stops_its_server_on_ctrl_c(tmp_path: Path) -> None:
         os.kill(server_pid, 0)
 
 
-def test_the_demo_fails_clearly(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "casstore",
-            "demo",
-            "--address",
-            "127.0.0.1:1",
-            "--store",
-            "ftp://x",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_the_demo_fails_clearly() -> None:
+    done = run_demo("--address", "127.0.0.1:1", "--store", "ftp://x")
     assert done.returncode == 1
     assert "casstore demo failed: unknown backend URL scheme 'ftp'" in done.stderr
