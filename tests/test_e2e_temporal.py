@@ -62,16 +62,19 @@ def temporal() -> Iterator[TemporalDevServer]:
 
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[RcloneS3Server]:
-    with RcloneS3Server() as server:
+    """rclone's S3 server; its credentials go in the environment, where the AWS
+    credential chain finds them (worker subprocesses inherit them)."""
+    with RcloneS3Server() as server, pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", server.access_key)
+        env.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
+        env.delenv("AWS_SESSION_TOKEN", raising=False)
+        env.delenv("AWS_PROFILE", raising=False)
         server.create_bucket(BUCKET)
         yield server
 
 
 def s3_url(server: RcloneS3Server, prefix: str) -> str:
-    return (
-        f"s3://{BUCKET}/{prefix}?endpoint_url={server.endpoint_url}&region={server.region}"
-        f"&access_key_id={server.access_key}&secret_access_key={server.secret_key}"
-    )
+    return f"s3://{BUCKET}/{prefix}?endpoint_url={server.endpoint_url}&region={server.region}"
 
 
 @pytest.fixture(
