@@ -1,13 +1,14 @@
 """End to end on a real Temporal dev server: workflows, workers, replay, failures, the demo.
 
 One ``temporal server start-dev`` serves the whole module (unique task queues
-and workflow ids keep tests apart); every test runs on the local backend and
-on S3 (``rclone serve s3``) when the S3 backend is installed.
+and workflow ids keep tests apart); every test that stores payloads runs on the
+local backend and on S3 (``rclone serve s3``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import os
 import signal
@@ -25,6 +26,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, Work
 from temporalio.converter import (
     DataConverter,
     ExternalStorage,
+    StorageDriver,
     StorageDriverClaim,
     StorageDriverRetrieveContext,
 )
@@ -147,16 +149,6 @@ def waiting_after_first_activity(history: WorkflowHistory) -> bool:
         return False
     after = types[types.index(EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED) :]
     return EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in after
-
-
-def input_key(history: WorkflowHistory) -> str:
-    """The object key of the workflow's (first) input."""
-    started = [
-        r
-        for r in history_references(history)
-        if r.event_type == "EVENT_TYPE_WORKFLOW_EXECUTION_STARTED"
-    ]
-    return started[0].object_key()
 
 
 # Dedup and references.
@@ -356,8 +348,9 @@ async def test_payloads_of_the_sdk_s3_driver_stay_readable_after_moving_to_casst
         region_name=s3_server.region,
     ) as s3:
         sdk_driver = S3StorageDriver(client=new_aioboto3_client(s3), bucket=BUCKET)
-        before = dataclasses_replace_storage(sdk_driver)
-        old_client = await Client.connect(temporal.address, data_converter=before)
+        old_client = await Client.connect(
+            temporal.address, data_converter=sdk_only_converter(sdk_driver)
+        )
         async with Worker(
             old_client, task_queue=task_queue, workflows=[WaitsForSignal], activities=[describe]
         ):
@@ -388,9 +381,7 @@ async def test_payloads_of_the_sdk_s3_driver_stay_readable_after_moving_to_casst
     assert retrieved > 0
 
 
-def dataclasses_replace_storage(driver: Any) -> DataConverter:
-    import dataclasses
-
+def sdk_only_converter(driver: StorageDriver) -> DataConverter:
     return dataclasses.replace(
         DataConverter.default,
         external_storage=ExternalStorage(drivers=[driver], payload_size_threshold=0),
@@ -400,16 +391,40 @@ def dataclasses_replace_storage(driver: Any) -> DataConverter:
 # Failures: a bad object never reaches workflow or activity code.
 
 
-async def test_a_missing_workflow_input_fails_the_workflow_task_naming_key_and_cause(
-    temporal: TemporalDevServer, store_url: str
+DAMAGE = {
+    "missing": "not found",
+    "corrupted": "does not match its claim",
+}
+
+
+async def damage(backend: Backend, reference: HistoryReference, how: str) -> str:
+    """Delete the referenced object, or replace it with other bytes of the same size
+    (so that only the digest check can tell); return its key."""
+    key = reference.object_key()
+    await backend.delete(key)
+    if how == "corrupted":
+        await backend.put(key, encode_object(b"x" * reference.casstore_claim().size, None)[1])
+    return key
+
+
+def workflow_input(history: WorkflowHistory) -> HistoryReference:
+    return next(
+        r
+        for r in history_references(history)
+        if r.event_type == "EVENT_TYPE_WORKFLOW_EXECUTION_STARTED"
+    )
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+async def test_a_bad_workflow_input_fails_the_workflow_task_naming_key_and_cause(
+    temporal: TemporalDevServer, store_url: str, how: str
 ) -> None:
-    workflow_id, task_queue = unique("missing"), unique("q")
+    workflow_id, task_queue = unique(how), unique("q")
     async with connected(temporal, store_url) as (client, plugin):
         handle = await client.start_workflow(
             WaitsForSignal.run, make_document(8 * 1024), id=workflow_id, task_queue=task_queue
         )
-        key = input_key(await handle.fetch_history())
-        await plugin.backend.delete(key)
+        key = await damage(plugin.backend, workflow_input(await handle.fetch_history()), how)
         async with (
             connected(temporal, store_url) as (worker_client, _),
             Worker(
@@ -428,14 +443,16 @@ async def test_a_missing_workflow_input_fails_the_workflow_task_naming_key_and_c
 
     [message, *_] = workflow_task_failures(history)
     assert key in message
-    assert "not found" in message
+    assert DAMAGE[how] in message
+    # The workflow code never ran: it would have scheduled an activity first thing.
     assert not has_event(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)(history)
 
 
-async def test_a_corrupted_activity_input_fails_the_activity_naming_key_and_cause(
-    temporal: TemporalDevServer, store_url: str
+@pytest.mark.parametrize("how", DAMAGE)
+async def test_a_bad_activity_input_fails_the_activity_naming_key_and_cause(
+    temporal: TemporalDevServer, store_url: str, how: str
 ) -> None:
-    workflow_id, workflow_queue, activity_queue = unique("corrupt"), unique("q"), unique("q")
+    workflow_id, workflow_queue, activity_queue = unique(how), unique("q"), unique("q")
     async with (
         connected(temporal, store_url) as (client, plugin),
         Worker(client, task_queue=workflow_queue, workflows=[ActivityElsewhere]),
@@ -451,13 +468,9 @@ async def test_a_corrupted_activity_input_fails_the_activity_naming_key_and_caus
             has_event(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED),
             "scheduled activity",
         )
-        # The activity's input is the workflow's input: one object, overwritten here
-        # with other bytes of the same size, so only the digest check can catch it.
-        [reference, *_] = history_references(history)
-        key, size = reference.object_key(), reference.casstore_claim().size
-        await plugin.backend.delete(key)
-        await plugin.backend.put(key, encode_object(b"x" * size, None)[1])
-
+        # The activity's input is the workflow's input: one object. The workflow
+        # worker has it cached; the activity worker below has to read it.
+        key = await damage(plugin.backend, workflow_input(history), how)
         async with (
             connected(temporal, store_url) as (activity_client, _),
             Worker(activity_client, task_queue=activity_queue, activities=[describe]),
@@ -472,7 +485,7 @@ async def test_a_corrupted_activity_input_fails_the_activity_naming_key_and_caus
         cause = cause.__cause__
     text = " / ".join(messages)
     assert key in text
-    assert "does not match its claim" in text
+    assert DAMAGE[how] in text
     assert "Failed decoding arguments" in text  # the activity itself never ran
 
 
