@@ -70,3 +70,7 @@ def big_json(size: int, seed: int = 0) -> dict[str, object]:
         )
         i += 1
     return {"rows": rows}
+
+
+# S3 targets and places (two local servers, or your own endpoint): see tests/s3_fixtures.py.
+from tests.s3_fixtures import env_s3, moto_s3, rclone_s3, s3, s3_target  # noqa: E402, F401

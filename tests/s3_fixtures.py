@@ -1,0 +1,237 @@
+"""S3 test targets: two real local servers, or an endpoint named by the environment.
+
+Every S3 test gets an :class:`S3Place`: an empty bucket-and-prefix on one
+target plus a raw client that bypasses :class:`~casstore.backends.s3.S3Backend`.
+On the local servers that is a fresh bucket per test (cheaper than resetting,
+and immune to other tests resetting moto's process-wide state); on an endpoint
+from the environment, where tests cannot create buckets, it is a fresh prefix
+in the given bucket, deleted afterwards.
+
+Environment variables for testing against your own endpoint (MinIO, Ceph, AWS)::
+
+    CASSTORE_TEST_S3_BUCKET              bucket to test in (required; enables the target)
+    CASSTORE_TEST_S3_ENDPOINT            endpoint URL (unset: AWS)
+    CASSTORE_TEST_S3_REGION              region (default us-east-1)
+    CASSTORE_TEST_S3_CONDITIONAL_WRITES  false if the server ignores If-None-Match
+    AWS_ACCESS_KEY_ID, AWS_PROFILE, ...  credentials, from the standard AWS chain
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aioboto3
+import pytest
+from aiobotocore.config import AioConfig
+
+from casstore._servers import MotoS3Server, RcloneS3Server, S3Server
+from casstore.backends.s3 import S3Backend
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.client import S3Client
+
+ENV_BUCKET = "CASSTORE_TEST_S3_BUCKET"
+ENV_ENDPOINT = "CASSTORE_TEST_S3_ENDPOINT"
+ENV_REGION = "CASSTORE_TEST_S3_REGION"
+ENV_CONDITIONAL_WRITES = "CASSTORE_TEST_S3_CONDITIONAL_WRITES"
+
+
+@dataclass(frozen=True)
+class S3Target:
+    """An S3 endpoint to run tests against."""
+
+    name: str
+    endpoint_url: str | None
+    region: str
+    access_key: str | None = None
+    """None: credentials come from the standard AWS chain."""
+    secret_key: str | None = None
+    bucket: str | None = None
+    """None: tests create a fresh bucket each."""
+    conditional_writes: bool = True
+    """Whether the server honours ``If-None-Match: *``."""
+
+    @classmethod
+    def of_server(cls, name: str, server: S3Server, *, conditional_writes: bool) -> S3Target:
+        return cls(
+            name=name,
+            endpoint_url=server.endpoint_url,
+            region=server.region,
+            access_key=server.access_key,
+            secret_key=server.secret_key,
+            conditional_writes=conditional_writes,
+        )
+
+    @classmethod
+    def from_env(cls) -> S3Target | None:
+        bucket = os.environ.get(ENV_BUCKET)
+        if not bucket:
+            return None
+        conditional = os.environ.get(ENV_CONDITIONAL_WRITES, "true").lower()
+        return cls(
+            name="env",
+            endpoint_url=os.environ.get(ENV_ENDPOINT) or None,
+            region=os.environ.get(ENV_REGION) or "us-east-1",
+            bucket=bucket,
+            conditional_writes=conditional not in ("0", "false", "no", "off"),
+        )
+
+    def session(self, *, access_key: str | None = None) -> aioboto3.Session:
+        """A new session for this target (``access_key`` overrides the key id)."""
+        return aioboto3.Session(
+            aws_access_key_id=access_key or self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
+
+
+@dataclass
+class RequestLog:
+    """Records every S3 API call made by clients of the sessions it is attached to."""
+
+    calls: list[tuple[str, str, str]] = field(default_factory=list)
+    """(operation, bucket, key) in order."""
+
+    def attach(self, session: aioboto3.Session) -> aioboto3.Session:
+        # Clients copy their session's handlers when created.
+        session.events.register("before-parameter-build.s3", self._record)
+        return session
+
+    def _record(self, params: dict[str, Any], event_name: str, **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        self.calls.append((operation, params.get("Bucket", ""), params.get("Key", "")))
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(operation for operation, _, _ in self.calls)
+
+
+@dataclass
+class S3Place:
+    """An empty bucket and prefix on a target, and a raw client bypassing S3Backend."""
+
+    target: S3Target
+    bucket: str
+    prefix: str
+    raw: S3Client
+
+    def session(
+        self, *, log: RequestLog | None = None, access_key: str | None = None
+    ) -> aioboto3.Session:
+        session = self.target.session(access_key=access_key)
+        return log.attach(session) if log else session
+
+    def backend(
+        self,
+        *,
+        log: RequestLog | None = None,
+        bucket: str | None = None,
+        session: aioboto3.Session | None = None,
+        access_key: str | None = None,
+        **options: Any,
+    ) -> S3Backend:
+        """An S3Backend that builds (and owns) its client, as most users run it."""
+        options.setdefault("conditional_writes", self.target.conditional_writes)
+        return S3Backend(
+            bucket or self.bucket,
+            self.prefix,
+            session=session or self.session(log=log, access_key=access_key),
+            endpoint_url=self.target.endpoint_url,
+            **options,
+        )
+
+    def s3_key(self, key: str) -> str:
+        return f"{self.prefix}/{key}"
+
+    async def raw_get(self, key: str) -> bytes:
+        response = await self.raw.get_object(Bucket=self.bucket, Key=self.s3_key(key))
+        async with response["Body"] as body:
+            return await body.read()
+
+    async def raw_put(self, key: str, data: bytes) -> None:
+        await self.raw.put_object(Bucket=self.bucket, Key=self.s3_key(key), Body=data)
+
+    async def raw_keys(self, prefix: str | None = None) -> list[str]:
+        """Keys under the backend's prefix (or under ``prefix``), as stored in S3."""
+        pages = self.raw.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + "/" if prefix is None else prefix
+        )
+        return [item["Key"] async for page in pages for item in page.get("Contents", ())]
+
+
+def _raw_config() -> AioConfig:
+    return AioConfig(
+        s3={"addressing_style": "path"}, retries={"mode": "standard", "total_max_attempts": 3}
+    )
+
+
+@asynccontextmanager
+async def s3_place(target: S3Target) -> AsyncIterator[S3Place]:
+    """Open a fresh place on ``target``; remove what it held afterwards where shared."""
+    async with target.session().client(
+        "s3", endpoint_url=target.endpoint_url, config=_raw_config()
+    ) as raw:
+        if target.bucket is None:
+            bucket = f"casstore-{secrets.token_hex(6)}"
+            await raw.create_bucket(Bucket=bucket)
+        else:
+            bucket = target.bucket
+        # Tests may write next to the backend's prefix too: clean up the parent.
+        scratch = f"casstore-test/{secrets.token_hex(6)}/"
+        place = S3Place(target=target, bucket=bucket, prefix=scratch + "store", raw=raw)
+        try:
+            yield place
+        finally:
+            if target.bucket is not None:
+                for key in await place.raw_keys(scratch):
+                    await raw.delete_object(Bucket=bucket, Key=key)
+
+
+# Fixtures (imported into tests/conftest.py). Servers start once per session,
+# on first use, on free loopback ports.
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[S3Target]:
+    with MotoS3Server() as server:
+        yield S3Target.of_server("moto", server, conditional_writes=True)
+
+
+@pytest.fixture(scope="session")
+def rclone_s3() -> Iterator[S3Target]:
+    # rclone ignores If-None-Match: it cannot report a lost create race.
+    with RcloneS3Server() as server:
+        yield S3Target.of_server("rclone", server, conditional_writes=False)
+
+
+@pytest.fixture(scope="session")
+def env_s3() -> S3Target:
+    target = S3Target.from_env()
+    if target is None:
+        pytest.skip(f"set {ENV_BUCKET} (see tests/s3_fixtures.py) to test your own S3 endpoint")
+    return target
+
+
+# Your own endpoint joins the targets only when configured, so that a plain
+# `make test` does not list dozens of skipped tests.
+TARGETS = ["moto", "rclone"] + (["env"] if S3Target.from_env() else [])
+
+
+@pytest.fixture(params=TARGETS)
+def s3_target(request: pytest.FixtureRequest) -> S3Target:
+    """Each S3 target in turn."""
+    target: S3Target = request.getfixturevalue(f"{request.param}_s3")
+    return target
+
+
+@pytest.fixture
+async def s3(s3_target: S3Target) -> AsyncIterator[S3Place]:
+    """A fresh bucket-and-prefix on each S3 target in turn."""
+    async with s3_place(s3_target) as place:
+        yield place
