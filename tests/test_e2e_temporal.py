@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib.util
 import os
 import signal
 import subprocess
@@ -42,14 +41,14 @@ from casstore._demo import (
     workflow_task_failures,
 )
 from casstore._demo_workflows import FanOutChild, FanOutParent, analyze_shard
-from casstore._servers import RcloneS3Server, TemporalDevServer
+from casstore._servers import TemporalDevServer
 from casstore.backends import Backend
 from casstore.plugin import CasStorePlugin
 from tests.e2e_workflows import ActivityElsewhere, ManySmall, WaitsForSignal, describe, echo
+from tests.s3_fixtures import S3Place, S3Target
+from tests.s3_fixtures import s3_place as open_s3_place
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BUCKET = "casstore-e2e"
-HAS_S3_BACKEND = importlib.util.find_spec("casstore.backends.s3") is not None
 WAIT_SECONDS = 60.0
 
 
@@ -62,40 +61,34 @@ def temporal() -> Iterator[TemporalDevServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[RcloneS3Server]:
-    """rclone's S3 server; its credentials go in the environment, where the AWS
-    credential chain finds them (worker subprocesses inherit them)."""
-    with RcloneS3Server() as server, pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ACCESS_KEY_ID", server.access_key)
-        env.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
-        env.delenv("AWS_SESSION_TOKEN", raising=False)
-        env.delenv("AWS_PROFILE", raising=False)
-        server.create_bucket(BUCKET)
-        yield server
+@pytest.fixture
+async def s3_place(rclone_s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[S3Place]:
+    """A fresh bucket on rclone's S3 server (tests/s3_fixtures.py).
+
+    S3Backend takes credentials from the AWS chain, never from URLs: they go in
+    the environment, which worker subprocesses inherit.
+    """
+    assert rclone_s3.access_key is not None
+    assert rclone_s3.secret_key is not None
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", rclone_s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", rclone_s3.secret_key)
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    async with open_s3_place(rclone_s3) as place:
+        yield place
 
 
-def s3_url(server: RcloneS3Server, prefix: str) -> str:
-    return f"s3://{BUCKET}/{prefix}?endpoint_url={server.endpoint_url}&region={server.region}"
-
-
-@pytest.fixture(
-    params=[
-        "local",
-        pytest.param(
-            "s3",
-            marks=pytest.mark.skipif(
-                not HAS_S3_BACKEND, reason="casstore.backends.s3 is not installed yet"
-            ),
-        ),
-    ]
-)
+@pytest.fixture(params=["local", "s3"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty store for one test, as a URL every process can open."""
     if request.param == "local":
         return str(tmp_path / "store")
-    server: RcloneS3Server = request.getfixturevalue("s3_server")
-    return s3_url(server, f"run-{uuid.uuid4().hex[:12]}")
+    place: S3Place = request.getfixturevalue("s3_place")
+    target = place.target
+    return (
+        f"s3://{place.bucket}/{place.prefix}?endpoint_url={target.endpoint_url}"
+        f"&region={target.region}&conditional_writes={str(target.conditional_writes).lower()}"
+    )
 
 
 def unique(prefix: str) -> str:
@@ -331,43 +324,34 @@ async def test_a_history_replays_with_a_replayer_configured_with_casstore(
 
 
 async def test_payloads_of_the_sdk_s3_driver_stay_readable_after_moving_to_casstore(
-    temporal: TemporalDevServer, store_url: str, s3_server: RcloneS3Server
+    temporal: TemporalDevServer, store_url: str, s3_place: S3Place
 ) -> None:
-    import aioboto3
     from temporalio.contrib.aws.s3driver import S3StorageDriver
     from temporalio.contrib.aws.s3driver.aioboto3 import new_aioboto3_client
 
     document = make_document(50 * 1024)
     workflow_id, task_queue = unique("migrate"), unique("q")
-    session = aioboto3.Session()
-    async with session.client(
-        "s3",
-        endpoint_url=s3_server.endpoint_url,
-        aws_access_key_id=s3_server.access_key,
-        aws_secret_access_key=s3_server.secret_key,
-        region_name=s3_server.region,
-    ) as s3:
-        sdk_driver = S3StorageDriver(client=new_aioboto3_client(s3), bucket=BUCKET)
-        old_client = await Client.connect(
-            temporal.address, data_converter=sdk_only_converter(sdk_driver)
+    sdk_driver = S3StorageDriver(client=new_aioboto3_client(s3_place.raw), bucket=s3_place.bucket)
+    old_client = await Client.connect(
+        temporal.address, data_converter=sdk_only_converter(sdk_driver)
+    )
+    async with Worker(
+        old_client, task_queue=task_queue, workflows=[WaitsForSignal], activities=[describe]
+    ):
+        handle = await old_client.start_workflow(
+            WaitsForSignal.run, document, id=workflow_id, task_queue=task_queue
         )
-        async with Worker(
-            old_client, task_queue=task_queue, workflows=[WaitsForSignal], activities=[describe]
-        ):
-            handle = await old_client.start_workflow(
-                WaitsForSignal.run, document, id=workflow_id, task_queue=task_queue
-            )
-            await wait_for_history(handle, waiting_after_first_activity, "first activity")
+        await wait_for_history(handle, waiting_after_first_activity, "first activity")
 
-        async with connected(temporal, store_url, extra_drivers=[sdk_driver]) as (client, plugin):
-            async with Worker(
-                client, task_queue=task_queue, workflows=[WaitsForSignal], activities=[describe]
-            ):
-                handle = client.get_workflow_handle(workflow_id)
-                await handle.signal(WaitsForSignal.proceed)
-                result = await asyncio.wait_for(handle.result(), WAIT_SECONDS)
-            refs = await references(client, [workflow_id])
-            retrieved = plugin.driver.stats.payloads_retrieved
+    async with connected(temporal, store_url, extra_drivers=[sdk_driver]) as (client, plugin):
+        async with Worker(
+            client, task_queue=task_queue, workflows=[WaitsForSignal], activities=[describe]
+        ):
+            handle = client.get_workflow_handle(workflow_id)
+            await handle.signal(WaitsForSignal.proceed)
+            result = await asyncio.wait_for(handle.result(), WAIT_SECONDS)
+        refs = await references(client, [workflow_id])
+        retrieved = plugin.driver.stats.payloads_retrieved
 
     rows = len(document["rows"])
     assert result == [f"first:{rows}", f"second:{rows}"]
