@@ -31,6 +31,8 @@ from temporalio.converter import (
 )
 from temporalio.worker import Replayer, Worker
 
+import casstore
+from casstore._cli import main as cli_main
 from casstore._codec import encode_object
 from casstore._demo import (
     HistoryReference,
@@ -554,3 +556,27 @@ def test_the_demo_fails_clearly() -> None:
     done = run_demo("--address", "127.0.0.1:1", "--store", "ftp://x")
     assert done.returncode == 1
     assert "casstore demo failed: unknown backend URL scheme 'ftp'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--fan-out", "-1"], "must be between 0 and 2000"),
+        (["--input-mib", "0"], "must be above 0"),
+        (["--scope", "planet"], "invalid choice"),
+    ],
+)
+def test_the_demo_refuses_bad_flags(
+    args: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["demo", *args])
+    assert exited.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+def test_the_cli_says_its_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"casstore {casstore.__version__}"
