@@ -87,12 +87,18 @@ def parse_claim_data(claim_data: Mapping[str, str], *, max_size: int) -> ClaimV1
         The validated claim.
 
     Raises:
-        ClaimError: Naming what is wrong: a missing or non-string entry, bad
+        ClaimError: Naming what is wrong: a missing, extra or non-string entry, bad
             JSON, wrong field types, an unknown version, a malformed digest or
             location, an unknown codec, or a size above ``max_size``.
     """
     if not isinstance(claim_data, Mapping):
         raise ClaimError(f"claim data must be a mapping, got {type(claim_data).__name__}")
+    if set(claim_data) - {CLAIM_DATA_KEY}:
+        # Versions live inside "c"; anything else (a bucket, a key) is not ours to honour.
+        raise ClaimError(
+            f"claim data has unexpected entries; a casstore claim holds only {CLAIM_DATA_KEY!r} "
+            f"[keys={sorted(map(str, claim_data))}]"
+        )
     raw = claim_data.get(CLAIM_DATA_KEY)
     if not isinstance(raw, str):
         raise ClaimError(

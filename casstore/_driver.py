@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from temporalio.converter import (
     StorageDriverWorkflowInfo,
 )
 
+from casstore._aio import gather_cancel_on_error
 from casstore._cache import ByteLRU, KnownObjects, SingleFlight
 from casstore._claim import decode_digest, make_claim_data, parse_claim_data
 from casstore._codec import HEADER_SIZE, Codec, decode_object, encode_object
@@ -168,7 +169,7 @@ class CasStorageDriver(StorageDriver):
                 position, the key and the backend.
         """
         location = self._location(context)
-        return await _gather_cancel_on_error(
+        return await gather_cancel_on_error(
             [
                 self._labelled(self._store_one(location, payload), i, len(payloads), "store")
                 for i, payload in enumerate(payloads)
@@ -261,7 +262,7 @@ class CasStorageDriver(StorageDriver):
             BackendError: The backend failed.
         """
         del context  # carries nothing; a claim holds everything retrieval needs
-        return await _gather_cancel_on_error(
+        return await gather_cancel_on_error(
             [
                 self._labelled(self._retrieve_one(claim), i, len(claims), "retrieve")
                 for i, claim in enumerate(claims)
@@ -361,17 +362,3 @@ def _decode_and_verify(obj: bytes, size: int, digest: bytes, key: str) -> bytes:
             f"{digest.hex()}, got {actual.hex()}"
         )
     return data
-
-
-async def _gather_cancel_on_error(coros: Sequence[Coroutine[Any, Any, _T]]) -> list[_T]:
-    """Run coroutines concurrently; if one fails, cancel the rest and raise its error."""
-    if len(coros) == 1:
-        return [await coros[0]]
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise

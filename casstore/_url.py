@@ -46,10 +46,12 @@ def open_backend(url: str) -> Backend:
             raise ConfigurationError(
                 f"file URLs need an absolute path, like file:///var/lib/casstore [url={url}]"
             )
-        options = _options(url, parts.query, allowed={"fsync"})
-        return LocalBackend(unquote(parts.path), fsync=_flag(url, options, "fsync", default=True))
+        options = url_options(url, parts.query, allowed={"fsync"})
+        return LocalBackend(
+            unquote(parts.path), fsync=url_flag(url, options, "fsync", default=True)
+        )
     if scheme == "memory":
-        _options(url, parts.query, allowed=set())
+        url_options(url, parts.query, allowed=set())
         name = parts.netloc + parts.path
         if not name:
             return MemoryBackend()
@@ -65,7 +67,8 @@ def open_backend(url: str) -> Backend:
     )
 
 
-def _options(url: str, query: str, *, allowed: set[str]) -> dict[str, str]:
+def url_options(url: str, query: str, *, allowed: set[str]) -> dict[str, str]:
+    """Parse a URL query, rejecting options not in ``allowed`` with a ConfigurationError."""
     options: dict[str, str] = {}
     for name, values in parse_qs(query, keep_blank_values=True, strict_parsing=False).items():
         if name not in allowed:
@@ -77,7 +80,8 @@ def _options(url: str, query: str, *, allowed: set[str]) -> dict[str, str]:
     return options
 
 
-def _flag(url: str, options: dict[str, str], name: str, *, default: bool) -> bool:
+def url_flag(url: str, options: dict[str, str], name: str, *, default: bool) -> bool:
+    """Read a boolean query option (true/false, yes/no, on/off, 1/0)."""
     value = options.get(name)
     if value is None:
         return default

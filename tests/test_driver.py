@@ -331,7 +331,8 @@ _DIGEST = "A" * 42 + "A"
     ("claim_data", "message"),
     [
         ({}, "no string entry 'c'"),
-        ({"bucket": "other", "key": "v0/x"}, "no string entry 'c'"),
+        ({"bucket": "other", "key": "v0/x"}, "unexpected entries"),
+        ({"c": f'[1,"default/wf","{_DIGEST}",10,0]', "bucket": "other"}, "unexpected entries"),
         ({"c": "not json"}, "not valid JSON"),
         ({"c": "{}"}, "malformed"),
         ({"c": f'[2,"default/wf","{_DIGEST}",10,0]'}, "unsupported format version 2"),

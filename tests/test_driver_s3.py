@@ -220,6 +220,7 @@ async def test_hostile_claims_are_rejected_before_any_request(s3: S3Place) -> No
             {"c": json.dumps([1, "default/../../../etc", digest, 10, 0])},
             {"c": json.dumps([1, "s3://other-bucket/x", digest, 10, 0])},
             {"c": json.dumps([1, "default/wf/" + "a" * 64, digest, 10, 0])},
+            {"c": json.dumps([1, "default/wf", digest, 10, 0]), "bucket": "other-bucket"},
         ]
         for claim_data in hostile:
             with pytest.raises(ClaimError):

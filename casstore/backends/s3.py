@@ -19,9 +19,9 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, get_args
 from urllib.parse import unquote, urlsplit
 
-from casstore._driver import _gather_cancel_on_error
+from casstore._aio import gather_cancel_on_error
 from casstore._keys import check_key
-from casstore._url import _flag, _options
+from casstore._url import url_flag, url_options
 from casstore.backends._base import Backend, ObjectStat
 from casstore.errors import (
     BackendError,
@@ -285,7 +285,7 @@ class S3Backend(Backend):
                 "S3 URLs take no credentials or port; credentials come from the AWS "
                 f"credential chain and the server from ?endpoint_url= [url={url}]"
             )
-        options = _options(url, parts.query, allowed=_URL_OPTIONS)
+        options = url_options(url, parts.query, allowed=_URL_OPTIONS)
 
         def text(name: str) -> str | None:
             return options.get(name) or None
@@ -338,7 +338,7 @@ class S3Backend(Backend):
             multipart_concurrency=_or_default(
                 number("multipart_concurrency"), DEFAULT_MULTIPART_CONCURRENCY
             ),
-            conditional_writes=_flag(url, options, "conditional_writes", default=True),
+            conditional_writes=url_flag(url, options, "conditional_writes", default=True),
         )
 
     @property
@@ -546,7 +546,7 @@ class S3Backend(Backend):
             return {"PartNumber": number, "ETag": part["ETag"]}
 
         starts = range(0, len(data), part_size)
-        return await _gather_cancel_on_error(
+        return await gather_cancel_on_error(
             [upload(number, start) for number, start in enumerate(starts, 1)]
         )
 

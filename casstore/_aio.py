@@ -1,0 +1,23 @@
+"""Small asyncio helpers shared by the driver and backends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+async def gather_cancel_on_error(coros: Sequence[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """Run coroutines concurrently; if one fails, cancel the rest and raise its error."""
+    if len(coros) == 1:
+        return [await coros[0]]
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
