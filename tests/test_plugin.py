@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from casstore import CasStorageDriver
 from casstore._demo_workflows import FanOutChild
 from casstore.backends import Backend, LocalBackend, MemoryBackend
 from casstore.errors import ConfigurationError
-from casstore.plugin import CasStorePlugin
+from casstore.plugin import CasStorePlugin, DriverOptions
 from casstore.testing import CountingBackend
 from tests.conftest import big_json, in_workflow, make_converter, reference_of
 
@@ -223,3 +224,12 @@ def test_the_external_storage_matches_what_the_sdk_expects() -> None:
     assert [d.name() for d in storage.drivers] == ["casstore", "legacy"]
     # Rebuilding it the way the SDK copies converters keeps it valid.
     assert dataclasses.replace(storage).drivers == storage.drivers
+
+
+def test_driver_options_name_every_driver_option() -> None:
+    keyword_only = {
+        name
+        for name, parameter in inspect.signature(CasStorageDriver).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert set(DriverOptions.__annotations__) == keyword_only
