@@ -254,7 +254,10 @@ def start_worker_process(temporal: TemporalDevServer, task_queue: str, store: st
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    assert line.strip() == "worker running", f"worker process said {line!r}, exit {proc.poll()}"
+    if line.strip() != "worker running":
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"worker process said {line!r}, exit code {proc.returncode}")
     return proc
 
 
