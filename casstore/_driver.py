@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -193,27 +194,33 @@ class CasStorageDriver(StorageDriver):
         return NO_TARGET_LOCATION
 
     async def _store_one(self, location: str, payload: Payload) -> StorageDriverClaim:
-        size = payload.ByteSize()
-        if size > self._max_payload_size:
+        # Serializing is one memory copy, and upb's ByteSize() serializes anyway
+        # (into fresh memory each call), so the copy is made once, here, and the
+        # hashing of large payloads goes to a worker thread.
+        data = payload.SerializeToString(deterministic=True)
+        if len(data) > self._max_payload_size:
             raise PayloadTooLargeError(
-                f"payload is {size} bytes, above max_payload_size {self._max_payload_size} "
-                f"[location={location}]"
+                f"payload is {len(data)} bytes, above max_payload_size "
+                f"{self._max_payload_size} [location={location}]"
             )
-        data, digest = await self._cpu(size, _serialize_and_hash, payload)
+        digest = await self._cpu(len(data), _hash, data)
         key = object_key(location, digest)
         self.stats.payloads_stored += 1
         self.stats.logical_bytes_stored += len(data)
 
+        size = len(data)
         codec = self._known.get(key)
         if codec is not None:
             self.stats.dedup_cache_hits += 1
         else:
-            codec, joined = await self._stores.run(
-                key, lambda: self._store_object(key, digest, data)
-            )
+            store = functools.partial(self._store_object, key, digest, data)
+            # Only the leader of a single flight needs the bytes; a fan-out's
+            # joiners must not keep a copy each alive while they wait.
+            del data
+            codec, joined = await self._stores.run(key, store)
             if joined:
                 self.stats.dedup_inflight_hits += 1
-        return StorageDriverClaim(claim_data=make_claim_data(location, digest, len(data), codec))
+        return StorageDriverClaim(claim_data=make_claim_data(location, digest, size, codec))
 
     async def _store_object(self, key: str, digest: bytes, data: bytes) -> Codec:
         """Make sure the object exists (write or find it); return its codec."""
@@ -367,20 +374,19 @@ class CasStorageDriver(StorageDriver):
             raise type(exc)(f"{verb} of payload {index + 1} of {count} failed: {exc}") from exc
 
 
-def _serialize_and_hash(payload: Payload) -> tuple[bytes, bytes]:
-    data = payload.SerializeToString(deterministic=True)
+def _hash(data: bytes) -> bytes:
     hasher = (
         blake3.blake3(max_threads=blake3.blake3.AUTO)
         if len(data) >= _MULTITHREAD_HASH_SIZE
         else blake3.blake3()
     )
     hasher.update(data)
-    return data, hasher.digest()
+    return hasher.digest()
 
 
 def _decode_and_verify(obj: bytes, size: int, digest: bytes, key: str) -> bytes:
     data = decode_object(obj, size=size, key=key)
-    actual = blake3.blake3(data).digest()
+    actual = _hash(data)
     if actual != digest:
         raise IntegrityError(
             f"stored object does not match its claim [key={key}]: expected blake3 "
