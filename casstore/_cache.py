@@ -118,6 +118,9 @@ class SingleFlight(Generic[K, V]):
             future = asyncio.ensure_future(operation())
             self._inflight[key] = future
             future.add_done_callback(lambda done: self._finish(key, done))
+        # Drop our reference before waiting: a joiner's operation may hold large
+        # buffers that nothing needs any more.
+        del operation
         return await asyncio.shield(future), joined
 
     def _finish(self, key: K, done: asyncio.Future[V]) -> None:

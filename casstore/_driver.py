@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -40,6 +41,10 @@ _T = TypeVar("_T")
 
 DRIVER_TYPE = "casstore"
 _MULTITHREAD_HASH_SIZE = 1 << 20
+WRITE_FIRST_MAX_SIZE = 64 * 1024
+"""Payloads up to this size are written without an existence check first (unless
+``refresh_after`` is set, which needs the object's age), when the
+backend's create-if-absent reports existing objects (``Backend.exact_create``)."""
 
 
 class CasStorageDriver(StorageDriver):
@@ -189,46 +194,73 @@ class CasStorageDriver(StorageDriver):
         return NO_TARGET_LOCATION
 
     async def _store_one(self, location: str, payload: Payload) -> StorageDriverClaim:
-        size = payload.ByteSize()
-        if size > self._max_payload_size:
+        # Serializing is one memory copy, and upb's ByteSize() serializes anyway
+        # (into fresh memory each call), so the copy is made once, here, and the
+        # hashing of large payloads goes to a worker thread.
+        data = payload.SerializeToString(deterministic=True)
+        if len(data) > self._max_payload_size:
             raise PayloadTooLargeError(
-                f"payload is {size} bytes, above max_payload_size {self._max_payload_size} "
-                f"[location={location}]"
+                f"payload is {len(data)} bytes, above max_payload_size "
+                f"{self._max_payload_size} [location={location}]"
             )
-        data, digest = await self._cpu(size, _serialize_and_hash, payload)
+        digest = await self._cpu(len(data), _hash, data)
         key = object_key(location, digest)
         self.stats.payloads_stored += 1
         self.stats.logical_bytes_stored += len(data)
 
+        size = len(data)
         codec = self._known.get(key)
         if codec is not None:
             self.stats.dedup_cache_hits += 1
         else:
-            codec, joined = await self._stores.run(key, lambda: self._store_object(key, data))
+            store = functools.partial(self._store_object, key, digest, data)
+            # Only the leader of a single flight needs the bytes; a fan-out's
+            # joiners must not keep a copy each alive while they wait.
+            del data
+            codec, joined = await self._stores.run(key, store)
             if joined:
                 self.stats.dedup_inflight_hits += 1
-        return StorageDriverClaim(claim_data=make_claim_data(location, digest, len(data), codec))
+        return StorageDriverClaim(claim_data=make_claim_data(location, digest, size, codec))
 
-    async def _store_object(self, key: str, data: bytes) -> Codec:
+    async def _store_object(self, key: str, digest: bytes, data: bytes) -> Codec:
         """Make sure the object exists (write or find it); return its codec."""
-        found = await self._request("stat", key, self._backend.stat(key))
-        if found is not None:
-            self.stats.dedup_backend_hits += 1
-            expires_at = await self._keep_alive(key, found)
-            # A raw object is exactly header + payload; our zstd objects are smaller.
-            codec = Codec.RAW if found.size == HEADER_SIZE + len(data) else Codec.ZSTD
-            self._known.add(key, codec, expires_at)
-            return codec
+        # For small objects on a backend whose create-if-absent reports existence,
+        # the write doubles as the existence check: one request instead of two.
+        # Large objects are checked first, so a hit does not upload them again.
+        write_first = self._backend.exact_create and self._refresh_after is None
+        if not (write_first and len(data) <= WRITE_FIRST_MAX_SIZE):
+            found = await self._request("stat", key, self._backend.stat(key))
+            if found is not None:
+                # A raw object is exactly header + payload; our zstd objects are smaller.
+                codec = Codec.RAW if found.size == HEADER_SIZE + len(data) else Codec.ZSTD
+                await self._found_existing(key, found, codec)
+                self._verified.put(digest, data)
+                return codec
 
         codec, obj = await self._cpu(len(data), encode_object, data, self._compression_level)
         written_at = time.time()
         if await self._request("put", key, self._backend.put(key, obj)):
             self.stats.objects_written += 1
+            self.stats.logical_bytes_written += len(data)
             self.stats.bytes_written += len(obj)
+            self._known.add(key, codec, self._expiry(written_at))
         else:
-            self.stats.dedup_backend_hits += 1  # another writer created it first
-        self._known.add(key, codec, self._expiry(written_at))
+            # Another writer created it first (or before our write-first attempt).
+            found = None
+            if self._refresh_after is not None:
+                found = await self._request("stat", key, self._backend.stat(key))
+            await self._found_existing(key, found, codec)
+        # These bytes hash to the digest by construction: later retrievals need no read.
+        self._verified.put(digest, data)
         return codec
+
+    async def _found_existing(self, key: str, found: ObjectStat | None, codec: Codec) -> None:
+        """Count a backend dedup hit and remember the object for as long as it is safe."""
+        self.stats.dedup_backend_hits += 1
+        expires_at = (
+            self._expiry(time.time()) if found is None else await self._keep_alive(key, found)
+        )
+        self._known.add(key, codec, expires_at)
 
     async def _keep_alive(self, key: str, found: ObjectStat) -> float:
         """Refresh an object too old to vouch for; return until when it may be vouched for."""
@@ -342,20 +374,19 @@ class CasStorageDriver(StorageDriver):
             raise type(exc)(f"{verb} of payload {index + 1} of {count} failed: {exc}") from exc
 
 
-def _serialize_and_hash(payload: Payload) -> tuple[bytes, bytes]:
-    data = payload.SerializeToString(deterministic=True)
+def _hash(data: bytes) -> bytes:
     hasher = (
         blake3.blake3(max_threads=blake3.blake3.AUTO)
         if len(data) >= _MULTITHREAD_HASH_SIZE
         else blake3.blake3()
     )
     hasher.update(data)
-    return data, hasher.digest()
+    return hasher.digest()
 
 
 def _decode_and_verify(obj: bytes, size: int, digest: bytes, key: str) -> bytes:
     data = decode_object(obj, size=size, key=key)
-    actual = blake3.blake3(data).digest()
+    actual = _hash(data)
     if actual != digest:
         raise IntegrityError(
             f"stored object does not match its claim [key={key}]: expected blake3 "

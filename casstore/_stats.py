@@ -22,6 +22,8 @@ class DriverStats:
     """Serialized size of those payloads."""
     objects_written: int = 0
     """Objects this driver created in the backend."""
+    logical_bytes_written: int = 0
+    """Serialized size of the payloads in those objects (before compression)."""
     bytes_written: int = 0
     """Bytes of those objects (after compression, header included)."""
     dedup_cache_hits: int = 0

@@ -88,15 +88,32 @@ async def test_workflow_scope_keeps_workflows_apart_and_namespace_scope_shares()
         assert len(await keys_in(backend)) == expected_objects, scope
 
 
-async def test_a_second_process_finds_the_object_with_one_existence_check(tmp_path: Path) -> None:
-    value = big_json(50_000)
+@pytest.mark.parametrize(
+    ("size", "requests"),
+    [(10_000, {"put": 1}), (200_000, {"stat": 1})],
+    ids=["small-write-first", "large-check-first"],
+)
+async def test_a_second_process_finds_the_object_with_one_request(
+    tmp_path: Path, size: int, requests: dict[str, int]
+) -> None:
+    value = big_json(size)
     await in_workflow(make_converter(CasStorageDriver(LocalBackend(tmp_path)))).encode([value])
     backend = counted(LocalBackend(tmp_path))
     driver = CasStorageDriver(backend)
     await in_workflow(make_converter(driver)).encode([value])
-    assert backend.calls == {"stat": 1}
+    assert backend.calls == requests
     assert driver.stats.dedup_backend_hits == 1
     assert driver.stats.objects_written == 0
+
+
+async def test_stored_bytes_serve_later_retrievals_without_a_read() -> None:
+    backend = counted()
+    driver = CasStorageDriver(backend)
+    converter = in_workflow(make_converter(driver))
+    [reference] = await converter.encode([big_json(100_000)])
+    assert await converter.decode([reference]) == [big_json(100_000)]
+    assert "get" not in backend.calls
+    assert driver.stats.retrieval_cache_hits == 1
 
 
 async def test_thousand_concurrent_stores_make_one_check_and_one_write() -> None:
@@ -117,7 +134,8 @@ async def test_repeated_retrievals_read_the_object_once() -> None:
     driver = CasStorageDriver(backend)
     converter = in_workflow(make_converter(driver))
     value = b"0123456789abcdef" * 20_000
-    [reference] = await converter.encode([value])
+    [reference] = await in_workflow(make_converter(CasStorageDriver(backend))).encode([value])
+    # This driver stored nothing itself, like a worker reading a client's input.
     decoded = await asyncio.gather(*(converter.decode([reference], [bytes]) for _ in range(1000)))
     assert all(d == [value] for d in decoded)
     assert backend.calls["get"] == 1

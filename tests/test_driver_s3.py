@@ -30,11 +30,13 @@ async def last_modified(s3: S3Place, key: str) -> datetime:
     return head["LastModified"]
 
 
-async def test_dedup_costs_one_head_and_one_put_then_nothing(s3: S3Place) -> None:
+async def test_dedup_of_a_large_payload_costs_one_head_and_one_put_then_nothing(
+    s3: S3Place,
+) -> None:
     log = RequestLog()
     async with s3.backend(log=log) as backend:
         converter = in_workflow(make_converter(CasStorageDriver(backend)))
-        value = big_json(50_000)
+        value = big_json(100_000)  # above WRITE_FIRST_MAX_SIZE: checked before upload
         for _ in range(3):
             [reference] = await converter.encode([value])
         assert log.counts == {"HeadObject": 1, "PutObject": 1}
@@ -44,10 +46,28 @@ async def test_dedup_costs_one_head_and_one_put_then_nothing(s3: S3Place) -> Non
         assert await fresh.encode([value]) == [reference]
         assert log.counts == {"HeadObject": 1}
 
-        log.calls.clear()
+        log.calls.clear()  # a reader that stored nothing itself
+        reader = make_converter(CasStorageDriver(backend))
         for _ in range(3):
-            assert await fresh.decode([reference]) == [value]
+            assert await reader.decode([reference]) == [value]
         assert log.counts == {"GetObject": 1}
+
+
+async def test_small_payload_is_written_with_one_request(s3: S3Place) -> None:
+    log = RequestLog()
+    async with s3.backend(log=log) as backend:
+        value = big_json(10_000)
+        for process in range(2):  # two worker processes storing the same payload
+            log.calls.clear()
+            await in_workflow(make_converter(CasStorageDriver(backend))).encode([value])
+            if s3.target.conditional_writes:
+                # The conditional PUT is the existence check: 412 the second time.
+                assert log.counts == {"PutObject": 1}
+            else:
+                assert log.counts == (
+                    {"HeadObject": 1, "PutObject": 1} if process == 0 else {"HeadObject": 1}
+                )
+    assert len(await s3.raw_keys()) == 1
 
 
 async def test_fan_out_of_one_payload_costs_one_put(s3: S3Place) -> None:
@@ -86,7 +106,10 @@ async def test_two_drivers_racing_to_create_one_object(s3: S3Place) -> None:
             results = await asyncio.gather(
                 *(in_workflow(make_converter(driver)).encode([value]) for driver in drivers)
             )
-        assert log.counts == {"HeadObject": 2, "PutObject": 2}
+        if s3.target.conditional_writes:
+            assert log.counts == {"PutObject": 2}  # small: the conditional PUT checks
+        else:
+            assert log.counts == {"HeadObject": 2, "PutObject": 2}
         written = [driver.stats.objects_written for driver in drivers]
         if s3.target.conditional_writes:
             # The loser's 412 is a dedup hit, not an error.
@@ -161,7 +184,8 @@ async def test_object_deleted_behind_the_drivers_back(s3: S3Place) -> None:
         # payload again writes it again instead of trusting the cache.
         log.calls.clear()
         assert await converter.encode([value]) == [reference]
-        assert log.counts == {"HeadObject": 1, "PutObject": 1}
+        assert log.counts["PutObject"] == 1
+        assert len(await s3.raw_keys()) == 1
         assert await converter.decode([reference]) == [value]
 
 
