@@ -59,6 +59,13 @@ class Rig:
     unit: str
     at_rest: Callable[[], Awaitable[tuple[int, int]]]
     details: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    another: Callable[[], StorageDriver] | None = None
+    """Builds another instance of the driver on the same storage, with cold caches
+    and the same meters: what another worker process would have. None: ``driver``."""
+
+    def another_driver(self) -> StorageDriver:
+        """A driver as another worker process has it (see :attr:`another`)."""
+        return self.another() if self.another else self.driver
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,14 @@ async def open_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
     try:
         if kind == "doc-local":
             doc = DocLocalDiskDriver(directory)
-            yield Rig(kind, doc, doc.traffic, FILE_OPS, lambda: _dir_at_rest(directory))
+            yield Rig(
+                kind,
+                doc,
+                doc.traffic,
+                FILE_OPS,
+                lambda: _dir_at_rest(directory),
+                another=lambda: DocLocalDiskDriver(directory, doc.traffic),
+            )
         else:
             metered = MeteredBackend(LocalBackend(directory))
             cas = CasStorageDriver(metered)
@@ -108,6 +122,7 @@ async def open_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
                 FILE_OPS,
                 lambda: _dir_at_rest(directory),
                 lambda: {"driver_stats": cas.stats.as_dict()},
+                another=lambda: CasStorageDriver(metered),
             )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -130,20 +145,36 @@ async def _s3_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
             count_requests(client, traffic)  # after create_bucket: only driver traffic counts
             if env.s3_latency_s:
                 add_latency(client, env.s3_latency_s)
-            driver: StorageDriver
-            details: Callable[[], dict[str, Any]] = lambda: {}  # noqa: E731
+            make: Callable[[], StorageDriver]
             if kind == "sdk-s3":
                 from temporalio.contrib.aws.s3driver import S3StorageDriver
                 from temporalio.contrib.aws.s3driver.aioboto3 import new_aioboto3_client
 
-                driver = S3StorageDriver(new_aioboto3_client(client), bucket=bucket)
+                def make() -> StorageDriver:
+                    return S3StorageDriver(new_aioboto3_client(client), bucket=bucket)
             else:
                 from casstore.backends.s3 import S3Backend
 
-                cas = CasStorageDriver(S3Backend(bucket=bucket, client=client))
-                driver, details = cas, lambda: {"driver_stats": cas.stats.as_dict()}
+                def make() -> StorageDriver:
+                    return CasStorageDriver(S3Backend(bucket=bucket, client=client))
+
+            driver = make()
+
+            def details() -> dict[str, Any]:
+                if isinstance(driver, CasStorageDriver):
+                    return {"driver_stats": driver.stats.as_dict()}
+                return {}
+
+            # Another "worker process" shares the client (and so the meters) but
+            # none of the driver's caches.
             yield Rig(
-                kind, driver, traffic, HTTP, lambda: s3_objects_at_rest(client, bucket), details
+                kind,
+                driver,
+                traffic,
+                HTTP,
+                lambda: s3_objects_at_rest(client, bucket),
+                details,
+                another=make,
             )
         finally:
             await delete_bucket(client, bucket)

@@ -21,6 +21,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     DataConverter,
     ExternalStorage,
+    StorageDriver,
     StorageDriverStoreContext,
     StorageDriverWorkflowInfo,
 )
@@ -57,11 +58,11 @@ class Sizes:
         )
 
 
-def converter_for(rig: Rig) -> DataConverter:
-    """The default converter with ``rig.driver`` externalizing every payload."""
+def converter_for(rig: Rig, driver: StorageDriver | None = None) -> DataConverter:
+    """The default converter with ``driver`` (``rig.driver``) externalizing every payload."""
     return dataclasses.replace(
         DataConverter.default,
-        external_storage=ExternalStorage(drivers=[rig.driver], payload_size_threshold=0),
+        external_storage=ExternalStorage(drivers=[driver or rig.driver], payload_size_threshold=0),
     )
 
 
@@ -145,16 +146,24 @@ class FanOut(Scenario):
 
 
 class SmallPayloads(Scenario):
-    name = "threshold0"
-
-    def __init__(self, sizes: Sizes) -> None:
+    def __init__(self, sizes: Sizes, *, cold_reader: bool = False) -> None:
         super().__init__(sizes)
+        self.cold_reader = cold_reader
         workflows = -(-sizes.small_count // sizes.small_per_workflow)
-        self.title = f"Threshold 0: {sizes.small_count:,} small payloads"
+        self.name = "threshold0-cold" if cold_reader else "threshold0"
+        self.title = f"Threshold 0: {sizes.small_count:,} small payloads" + (
+            ", read back by another worker" if cold_reader else ""
+        )
         self.models = (
             "payload_size_threshold=0, so every argument and result is externalized: "
             f"{workflows} workflows (run concurrently) each store {sizes.small_per_workflow} "
-            "small JSON values one after another, then read them back the same way."
+            "small JSON values one after another, then read them back the same way"
+            + (
+                ", through a second driver instance on the same storage with cold caches, "
+                "as another worker process (or a restarted one) reads them."
+                if cold_reader
+                else "."
+            )
         )
 
     def prepare(self) -> None:
@@ -164,13 +173,14 @@ class SmallPayloads(Scenario):
 
     async def run(self, rig: Rig, meter: Meter) -> None:
         converter = converter_for(rig)
+        reader = converter_for(rig, rig.another_driver()) if self.cold_reader else converter
 
         async def store(workflow_id: str, payloads: Sequence[Payload]) -> list[Payload]:
             bound = in_workflow(converter, workflow_id)
             return [await bound._transform_outbound_payload(p) for p in payloads]
 
         async def retrieve(refs: Sequence[Payload]) -> list[Payload]:
-            return [await converter._transform_inbound_payload(r) for r in refs]
+            return [await reader._transform_inbound_payload(r) for r in refs]
 
         async with meter.phase("store"):
             refs = await asyncio.gather(*(store(w.workflow_id, w.payloads) for w in self.workload))

@@ -22,7 +22,8 @@ from benchmarks.doc_local import DocLocalDiskDriver
 def test_quick_run_covers_every_scenario_and_driver(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["--quick", "--repeat", "1", "--out", str(tmp_path)]) == 0
+    scenarios = ",".join(SCENARIOS)
+    assert main(["--quick", "--repeat", "1", "--scenarios", scenarios, "--out", str(tmp_path)]) == 0
     report = capsys.readouterr()
     document = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
@@ -71,6 +72,18 @@ def test_fanout_dedups_for_casstore_but_not_for_the_doc_style_driver(tmp_path: P
     by_driver = {r["driver"]: r["median"] for r in data["results"]}
     assert by_driver["casstore-local"]["objects_at_rest"] == 1
     assert by_driver["doc-local"]["objects_at_rest"] == by_driver["doc-local"]["payloads"]
+
+
+def test_cold_reader_reads_each_distinct_object_from_storage(tmp_path: Path) -> None:
+    data = json.loads(
+        _run_json(
+            tmp_path, "--scenarios", "threshold0,threshold0-cold", "--drivers", "casstore-local"
+        )
+    )
+    warm, cold = (r["median"] for r in data["results"])
+    assert warm["requests"].get("get", 0) == 0  # the writer's own cache serves its reads
+    assert cold["requests"]["get"] > 0
+    assert cold["requests"]["get"] <= cold["objects_at_rest"]
 
 
 def _run_json(tmp_path: Path, *args: str) -> str:
