@@ -41,6 +41,8 @@ SCENARIOS = (
     "e2e",
     "profile",
 )
+REPETITION_TIMEOUT_S = 600
+"""Longest one repetition of one scenario for one driver may take before it counts as failed."""
 # threshold0-cold repeats threshold0's heaviest work; it runs when asked for.
 DEFAULT_SCENARIOS = tuple(s for s in SCENARIOS if s != "threshold0-cold")
 
@@ -229,7 +231,11 @@ async def run_scenario(
         result = Result(scenario.name, kind, HTTP if kind.endswith("-s3") else FILE_OPS)
         for rep in range(repeat):
             try:
-                async with open_rig(kind, env, f"{scenario.name}-{kind}-{rep}") as rig:
+                # A request that never gets an answer must not stall the whole run.
+                async with (
+                    asyncio.timeout(REPETITION_TIMEOUT_S),
+                    open_rig(kind, env, f"{scenario.name}-{kind}-{rep}") as rig,
+                ):
                     result.unit = rig.unit
                     meter = Meter(rig, server_pids)
                     await scenario.run(rig, meter)
