@@ -33,6 +33,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -282,14 +283,16 @@ def _clean_env(prefixes: Sequence[str]) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(tuple(prefixes))}
 
 
-class _ContextManagerMixin:
+class _ContextManagerMixin(ABC):
     """``with`` support in terms of ``start``/``stop``."""
 
-    def start(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def start(self) -> None:
+        """Start the server and wait until it answers."""
 
-    def stop(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop the server; safe to call more than once."""
 
     def __enter__(self) -> Self:
         self.start()
