@@ -1,11 +1,16 @@
+import asyncio
+import concurrent.futures
 import contextlib
+import multiprocessing
+import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from casstore.backends import Backend, LocalBackend
-from casstore.errors import BackendError
+from casstore.errors import BackendError, ObjectNotFoundError
 from casstore.testing import BackendTests
 
 
@@ -43,3 +48,56 @@ class TestLocalBackend(BackendTests):
         (tmp_path / "file").write_bytes(b"")
         with pytest.raises(BackendError, match="file"):
             LocalBackend(tmp_path / "file")
+
+
+def _put_from_another_process(root: str, key: str, data: bytes) -> list[bool]:
+    async def put_many() -> list[bool]:
+        backend = LocalBackend(root)
+        return [await backend.put(key, data) for _ in range(20)]
+
+    return asyncio.run(put_many())
+
+
+async def test_processes_writing_one_key_all_succeed_and_exactly_one_creates(
+    tmp_path: Path,
+) -> None:
+    key = "v1/default/wf/" + "ef" * 32
+    data = os.urandom(512 * 1024)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(4, mp_context=context) as pool:
+        futures = [
+            pool.submit(_put_from_another_process, str(tmp_path), key, data) for _ in range(4)
+        ]
+        results = [created for future in futures for created in future.result()]
+    assert results.count(True) == 1
+    assert len(results) == 80
+    assert await LocalBackend(tmp_path).get(key) == data
+    assert [p.name for p in tmp_path.rglob(".*")] == []
+
+
+async def test_readers_never_see_a_partial_object(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path)
+    data = os.urandom(32 * 1024 * 1024)
+    keys = [f"v1/default/wf/{i:064x}" for i in range(4)]
+    seen: list[int] = []
+    done = threading.Event()
+
+    def keep_reading() -> None:
+        # Another process's view: plain reads in a loop while the writes happen.
+        while not done.is_set():
+            for key in keys:
+                with contextlib.suppress(ObjectNotFoundError):
+                    seen.append(len(asyncio.run(backend.get(key))))
+
+    readers = [threading.Thread(target=keep_reading) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        for key in keys:
+            await backend.put(key, data)
+    finally:
+        done.set()
+        for reader in readers:
+            reader.join()
+    assert seen
+    assert set(seen) == {len(data)}
