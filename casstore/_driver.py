@@ -315,14 +315,9 @@ class CasStorageDriver(StorageDriver):
             if joined:
                 self.stats.retrieval_inflight_hits += 1
         self.stats.payloads_retrieved += 1
-        payload = Payload()
-        try:
-            payload.ParseFromString(data)
-        except DecodeError as exc:
-            raise IntegrityError(
-                f"stored bytes match their digest but are not a Payload [key={key}]"
-            ) from exc
-        return payload
+        # Each caller gets its own Payload (callers may mutate it); parsing a
+        # large one is a copy of its bytes, so it runs off the loop too.
+        return await self._cpu(len(data), _parse, data, key)
 
     async def _read_object(self, key: str, digest: bytes, size: int) -> bytes:
         try:
@@ -382,6 +377,17 @@ def _hash(data: bytes) -> bytes:
     )
     hasher.update(data)
     return hasher.digest()
+
+
+def _parse(data: bytes, key: str) -> Payload:
+    payload = Payload()
+    try:
+        payload.ParseFromString(data)
+    except DecodeError as exc:
+        raise IntegrityError(
+            f"stored bytes match their digest but are not a Payload [key={key}]"
+        ) from exc
+    return payload
 
 
 def _decode_and_verify(obj: bytes, size: int, digest: bytes, key: str) -> bytes:

@@ -511,7 +511,7 @@ async def test_large_payload_cpu_work_runs_off_the_event_loop() -> None:
     stored_jobs = len(threads)
     await make_converter(CasStorageDriver(backend)).decode([large])
     assert stored_jobs == 2  # hash, then compress
-    assert len(threads) == 3  # then decompress and verify
+    assert len(threads) == 4  # then decompress and verify, then parse
     assert loop_thread not in threads
 
 
