@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
@@ -121,11 +122,32 @@ class SingleFlight(Generic[K, V]):
         # Drop our reference before waiting: a joiner's operation may hold large
         # buffers that nothing needs any more.
         del operation
-        return await asyncio.shield(future), joined
+        try:
+            return await asyncio.shield(future), joined
+        finally:
+            # A failure's traceback holds this frame; without this, frame ->
+            # future -> exception -> traceback -> frame is a cycle that keeps
+            # the operation's buffers alive until a full garbage collection.
+            del future
 
     def _finish(self, key: K, done: asyncio.Future[V]) -> None:
         if self._inflight.get(key) is done:
             del self._inflight[key]
         # Mark the exception retrieved: every caller may have been cancelled.
-        if not done.cancelled():
-            done.exception()
+        if not done.cancelled() and (exc := done.exception()) is not None:
+            _release_frames(exc)
+
+
+def _release_frames(exc: BaseException) -> None:
+    """Drop the locals of the finished frames an exception (and its causes) holds.
+
+    The shared operation failed and will not resume: its frames' locals (the
+    payload buffers it read or decoded) are of no use to anyone, yet would
+    live as long as the exception, which every caller shares and may keep.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__

@@ -266,6 +266,9 @@ class FaultProxy:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, ValueError, OSError):
             pass
+        except asyncio.CancelledError:
+            # Only stop() cancels connections; ending quietly is the point.
+            pass
         finally:
             self._connections.discard(task)
             _reset(writer)
