@@ -233,9 +233,9 @@ class MeteredBackend(Backend):
         self.traffic.bytes_sent += len(data)
         return await self.inner.put(key, data)
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         self.traffic.requests["get"] += 1
-        data = await self.inner.get(key)
+        data = await self.inner.get(key, max_size=max_size)
         self.traffic.bytes_received += len(data)
         return data
 

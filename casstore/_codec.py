@@ -150,3 +150,14 @@ def decode_object(obj: bytes, *, size: int, key: str) -> bytes:
             key=key,
         )
     return data
+
+
+def max_object_size(size: int) -> int:
+    """Return the largest valid object for a payload of ``size`` bytes.
+
+    A raw object is exactly header + payload; a zstd object is kept only when
+    smaller than that, and no zstd frame exceeds zstd's compress bound. Readers
+    refuse anything larger before reading it.
+    """
+    small_input_margin = (128 * 1024 - size) >> 11 if size < 128 * 1024 else 0
+    return HEADER_SIZE + size + (size >> 8) + small_input_margin + 64

@@ -113,7 +113,7 @@ class Deadline:
                     await limit.acquire()
             except TimeoutError as exc:
                 last = exc
-                reasons.append(f"no free request slot (max_concurrency) within {remaining:.1f}s")
+                reasons.append(f"no free request slot (max_concurrency) within {remaining:.2f}s")
                 break
             started = time.monotonic()
             window = min(self.attempt_timeout, self.remaining())
@@ -122,11 +122,11 @@ class Deadline:
                     return await call()
             except TimeoutError as exc:
                 last = exc
-                reasons.append(f"no answer within {window:.1f}s")
+                reasons.append(f"no answer within {window:.2f}s")
             except BackendUnavailableError as exc:
                 last = exc
                 took = time.monotonic() - started
-                reasons.append(f"{_first_line(exc)} (after {took:.1f}s)")
+                reasons.append(f"{_first_line(exc)} (after {took:.2f}s)")
             finally:
                 limit.release()
             # Full jitter: retries of many callers spread out instead of stampeding.
@@ -134,8 +134,8 @@ class Deadline:
             await asyncio.sleep(max(0.0, min(backoff, self.remaining())))
         attempts = "; ".join(f"attempt {i}: {r}" for i, r in enumerate(reasons, 1))
         raise BackendUnavailableError(
-            f"{what} gave up after {len(reasons)} attempt(s) in {self.elapsed():.1f}s, "
-            f"past its {self.budget:.1f}s deadline {where}: {attempts or 'no time to try'}"
+            f"{what} gave up after {len(reasons)} attempt(s) in {self.elapsed():.2f}s, "
+            f"past its {self.budget:.2f}s deadline {where}: {attempts or 'no time to try'}"
         ) from last
 
 

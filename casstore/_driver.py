@@ -12,18 +12,23 @@ from typing import Any, TypeVar
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     StorageDriver,
-    StorageDriverActivityInfo,
     StorageDriverClaim,
     StorageDriverRetrieveContext,
     StorageDriverStoreContext,
-    StorageDriverWorkflowInfo,
 )
 
 from casstore._aio import gather_cancel_on_error
 from casstore._cache import ByteLRU, KnownObjects, SingleFlight
 from casstore._claim import make_claim_data, parse_claim_data
-from casstore._codec import HEADER_SIZE, Codec, encode_object
-from casstore._keys import NO_TARGET_LOCATION, Scope, location_for, object_key
+from casstore._codec import HEADER_SIZE, Codec, encode_object, max_object_size
+from casstore._deadline import (
+    DEFAULT_ATTEMPT_TIMEOUT,
+    DEFAULT_MIN_THROUGHPUT,
+    DEFAULT_TIMEOUT,
+    Deadline,
+    RetryPolicy,
+)
+from casstore._keys import Scope, object_key, target_location
 from casstore._stats import DriverStats
 from casstore._verify import content_digest, decode_and_verify, parse_payload
 from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
@@ -76,6 +81,11 @@ class CasStorageDriver(StorageDriver):
             backend (see docs/backends.md).
         offload_threshold: Payloads at least this large are hashed, compressed
             and decompressed in a worker thread instead of on the event loop.
+        timeout: Seconds for all backend requests of one small payload,
+            retries included (default 5); see docs/reliability.md.
+        attempt_timeout: Seconds for one attempt before it is retried (default 2).
+        min_throughput: Bytes/s a transfer must sustain; ``n`` bytes add
+            ``n / min_throughput`` seconds to both timeouts (default 2 MiB/s).
     """
 
     def __init__(
@@ -91,6 +101,9 @@ class CasStorageDriver(StorageDriver):
         retrieval_cache_bytes: int = 128 * 1024 * 1024,
         refresh_after: timedelta | None = None,
         offload_threshold: int = 64 * 1024,
+        timeout: float = DEFAULT_TIMEOUT,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+        min_throughput: float = DEFAULT_MIN_THROUGHPUT,
     ) -> None:
         if not isinstance(backend, Backend):
             raise ConfigurationError(
@@ -120,6 +133,9 @@ class CasStorageDriver(StorageDriver):
         if refresh_after is not None and refresh_after <= timedelta(0):
             raise ConfigurationError(f"refresh_after must be positive, got {refresh_after}")
 
+        self._retry = RetryPolicy(
+            timeout=timeout, attempt_timeout=attempt_timeout, min_throughput=min_throughput
+        )
         self._backend = backend
         self._name = name
         self._scope: Scope = scope
@@ -132,7 +148,9 @@ class CasStorageDriver(StorageDriver):
         self._known: KnownObjects[Codec] = KnownObjects(known_objects_cache_size)
         self._verified: ByteLRU[bytes] = ByteLRU(retrieval_cache_bytes)
         self._stores: SingleFlight[str, Codec] = SingleFlight()
-        self._reads: SingleFlight[str, bytes] = SingleFlight()
+        # Reads are shared by everything that changes their outcome: a claim
+        # promising another size must not fail (or be failed by) this one.
+        self._reads: SingleFlight[tuple[str, int], bytes] = SingleFlight()
         self.stats = DriverStats()
         """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
 
@@ -170,25 +188,13 @@ class CasStorageDriver(StorageDriver):
             BackendError: The backend failed; the message names the payload's
                 position, the key and the backend.
         """
-        location = self._location(context)
+        location = target_location(self._scope, context.target)
         return await gather_cancel_on_error(
             [
                 self._labelled(self._store_one(location, payload), i, len(payloads), "store")
                 for i, payload in enumerate(payloads)
             ]
         )
-
-    def _location(self, context: StorageDriverStoreContext) -> str:
-        target = context.target
-        if isinstance(target, StorageDriverWorkflowInfo):
-            return location_for(
-                scope=self._scope, namespace=target.namespace, workflow_id=target.id
-            )
-        if isinstance(target, StorageDriverActivityInfo):
-            return location_for(
-                scope=self._scope, namespace=target.namespace, activity_id=target.id
-            )
-        return NO_TARGET_LOCATION
 
     async def _store_one(self, location: str, payload: Payload) -> StorageDriverClaim:
         # Serializing is one memory copy, and upb's ByteSize() serializes anyway
@@ -221,22 +227,25 @@ class CasStorageDriver(StorageDriver):
 
     async def _store_object(self, key: str, digest: bytes, data: bytes) -> Codec:
         """Make sure the object exists (write or find it); return its codec."""
+        deadline = self._retry.deadline(len(data))
         # For small objects on a backend whose create-if-absent reports existence,
         # the write doubles as the existence check: one request instead of two.
         # Large objects are checked first, so a hit does not upload them again.
         write_first = self._backend.exact_create and self._refresh_after is None
         if not (write_first and len(data) <= WRITE_FIRST_MAX_SIZE):
-            found = await self._request("stat", key, lambda: self._backend.stat(key))
+            found = await self._request("stat", key, lambda: self._backend.stat(key), deadline)
             if found is not None:
                 # A raw object is exactly header + payload; our zstd objects are smaller.
                 codec = Codec.RAW if found.size == HEADER_SIZE + len(data) else Codec.ZSTD
-                await self._found_existing(key, found, codec)
+                await self._found_existing(key, found, codec, deadline)
                 self._verified.put(digest, data)
                 return codec
 
         codec, obj = await self._cpu(len(data), encode_object, data, self._compression_level)
         written_at = time.time()
-        if await self._request("put", key, lambda: self._backend.put(key, obj)):
+        # A put retried after an ambiguous failure (the answer was lost) finds
+        # its own object and reports it existing: a success either way.
+        if await self._request("put", key, lambda: self._backend.put(key, obj), deadline):
             self.stats.objects_written += 1
             self.stats.logical_bytes_written += len(data)
             self.stats.bytes_written += len(obj)
@@ -245,21 +254,24 @@ class CasStorageDriver(StorageDriver):
             # Another writer created it first (or before our write-first attempt).
             found = None
             if self._refresh_after is not None:
-                found = await self._request("stat", key, lambda: self._backend.stat(key))
-            await self._found_existing(key, found, codec)
+                found = await self._request("stat", key, lambda: self._backend.stat(key), deadline)
+            await self._found_existing(key, found, codec, deadline)
         # These bytes hash to the digest by construction: later retrievals need no read.
         self._verified.put(digest, data)
         return codec
 
-    async def _found_existing(self, key: str, found: ObjectStat | None, codec: Codec) -> None:
+    async def _found_existing(
+        self, key: str, found: ObjectStat | None, codec: Codec, deadline: Deadline
+    ) -> None:
         """Count a backend dedup hit and remember the object for as long as it is safe."""
         self.stats.dedup_backend_hits += 1
-        expires_at = (
-            self._expiry(time.time()) if found is None else await self._keep_alive(key, found)
-        )
+        if found is None:
+            expires_at = self._expiry(time.time())
+        else:
+            expires_at = await self._keep_alive(key, found, deadline)
         self._known.add(key, codec, expires_at)
 
-    async def _keep_alive(self, key: str, found: ObjectStat) -> float:
+    async def _keep_alive(self, key: str, found: ObjectStat, deadline: Deadline) -> float:
         """Refresh an object too old to vouch for; return until when it may be vouched for."""
         if self._refresh_after is None:
             return float("inf")
@@ -267,7 +279,7 @@ class CasStorageDriver(StorageDriver):
         if time.time() - modified < self._refresh_after:
             return modified + self._refresh_after
         refreshed_at = time.time()
-        await self._request("touch", key, lambda: self._backend.touch(key))
+        await self._request("touch", key, lambda: self._backend.touch(key), deadline)
         self.stats.objects_refreshed += 1
         return self._expiry(refreshed_at)
 
@@ -306,7 +318,7 @@ class CasStorageDriver(StorageDriver):
             self.stats.retrieval_cache_hits += 1
         else:
             data, joined = await self._reads.run(
-                key, lambda: self._read_object(key, digest, record.size)
+                (key, record.size), lambda: self._read_object(key, digest, record.size)
             )
             if joined:
                 self.stats.retrieval_inflight_hits += 1
@@ -316,8 +328,14 @@ class CasStorageDriver(StorageDriver):
         return await self._cpu(len(data), parse_payload, data, key)
 
     async def _read_object(self, key: str, digest: bytes, size: int) -> bytes:
+        deadline = self._retry.deadline(size)
+        # No valid object for this claim is larger: a hostile one is refused
+        # before it is read, not after it has been allocated.
+        bound = max_object_size(size)
         try:
-            obj = await self._request("get", key, lambda: self._backend.get(key))
+            obj = await self._request(
+                "get", key, lambda: self._backend.get(key, max_size=bound), deadline
+            )
         except ObjectNotFoundError:
             self._known.discard(key)
             raise
@@ -336,16 +354,22 @@ class CasStorageDriver(StorageDriver):
         async with self._limit():
             return await asyncio.get_running_loop().run_in_executor(None, func, *args)
 
-    async def _request(self, kind: str, key: str, call: Callable[[], Awaitable[_T]]) -> _T:
-        """Make one backend request under the concurrency bound, translating errors.
+    async def _request(
+        self, kind: str, key: str, call: Callable[[], Awaitable[_T]], deadline: Deadline
+    ) -> _T:
+        """Make one backend request under the concurrency bound and ``deadline``.
 
-        ``call`` makes the request's coroutine only once a slot is held, so a
-        caller cancelled while waiting leaves no coroutine that never ran.
+        Transient failures are retried while the deadline allows; errors are
+        translated. ``call`` makes each attempt's coroutine once a slot is held.
         """
         self.stats.backend_requests[kind] += 1
         try:
-            async with self._limit():
-                return await call()
+            return await deadline.run(
+                call,
+                limit=self._limit(),
+                what=f"backend {kind}",
+                where=f"[key={key}{describe_suffix(self._backend)}]",
+            )
         except CasstoreError as exc:
             # Backends name the key in their messages; make sure it is structured too.
             if exc.key is None:

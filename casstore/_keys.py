@@ -29,6 +29,7 @@ import string
 from typing import Literal
 
 import blake3
+from temporalio.converter import StorageDriverActivityInfo, StorageDriverWorkflowInfo
 
 from casstore.errors import ClaimError
 
@@ -73,6 +74,15 @@ def escape_id(value: str, *, kind: bytes) -> str:
     if len(escaped) <= MAX_SEGMENT_LENGTH:
         return escaped
     return _HASHED_MARKER + blake3.blake3(kind + b"\0" + raw).digest(length=16).hex()
+
+
+def target_location(scope: Scope, target: object) -> str:
+    """Return the location for a store context's target (workflow, activity or none)."""
+    if isinstance(target, StorageDriverWorkflowInfo):
+        return location_for(scope=scope, namespace=target.namespace, workflow_id=target.id)
+    if isinstance(target, StorageDriverActivityInfo):
+        return location_for(scope=scope, namespace=target.namespace, activity_id=target.id)
+    return NO_TARGET_LOCATION
 
 
 def location_for(

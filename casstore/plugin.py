@@ -61,6 +61,9 @@ class DriverOptions(TypedDict, total=False):
     retrieval_cache_bytes: int
     refresh_after: timedelta | None
     offload_threshold: int
+    timeout: float
+    attempt_timeout: float
+    min_throughput: float
 
 
 class CasStorePlugin(SimplePlugin):

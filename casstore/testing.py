@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from casstore.backends._base import Backend, ObjectStat
-from casstore.errors import BackendError, ObjectNotFoundError
+from casstore.errors import BackendError, IntegrityError, ObjectNotFoundError
 
 __all__ = ["BackendTests", "CountingBackend", "FailingBackend", "LatencyBackend"]
 
@@ -49,9 +49,9 @@ class _WrappingBackend(Backend):
         await self._before("put", key)
         return await self.inner.put(key, data)
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         await self._before("get", key)
-        return await self.inner.get(key)
+        return await self.inner.get(key, max_size=max_size)
 
     async def touch(self, key: str) -> None:
         await self._before("touch", key)
@@ -160,6 +160,15 @@ class BackendTests:
         with pytest.raises(ObjectNotFoundError, match="order-42") as info:
             await backend.get(_KEY)
         assert isinstance(info.value, FileNotFoundError)
+
+    async def test_get_refuses_an_object_above_max_size(self, backend: Backend) -> None:
+        data = os.urandom(64 * 1024)
+        await self.raw_put(backend, _KEY, data)
+        assert await backend.get(_KEY, max_size=len(data)) == data
+        with pytest.raises(IntegrityError, match=str(len(data) - 1)) as info:
+            await backend.get(_KEY, max_size=len(data) - 1)
+        assert "order-42" in str(info.value)
+        assert await backend.get(_KEY, max_size=None) == data
 
     async def test_empty_object_round_trips(self, backend: Backend) -> None:
         assert await backend.put(_KEY, b"") is True

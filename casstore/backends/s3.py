@@ -28,6 +28,7 @@ from casstore.errors import (
     BackendPermissionError,
     BackendUnavailableError,
     ConfigurationError,
+    IntegrityError,
     ObjectNotFoundError,
 )
 
@@ -240,7 +241,7 @@ class S3Backend(Backend):
         }
         self._client: S3Client | None = client
         self._client_context: AbstractAsyncContextManager[S3Client] | None = None
-        self._client_lock = asyncio.Lock()
+        self._client_task: asyncio.Task[S3Client] | None = None
         self._region = region
         self._endpoint_url = endpoint_url
         if client is not None:
@@ -389,14 +390,30 @@ class S3Backend(Backend):
             f"attempts{self._where(s3_key)}"
         )
 
-    async def get(self, key: str) -> bytes:
-        """GET the object's bytes; ``NoSuchKey`` is an :class:`ObjectNotFoundError`."""
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
+        """GET the object's bytes; ``NoSuchKey`` is an :class:`ObjectNotFoundError`.
+
+        An object whose ``Content-Length`` is above ``max_size`` is refused
+        before its body is read; a body without one is read up to the bound.
+        """
         s3_key = self.s3_key(key)
         client = await self._s3()
         with self._translate("get", s3_key):
             response = await client.get_object(Bucket=self._bucket, Key=s3_key)
             async with response["Body"] as body:
-                return await body.read()
+                length = response.get("ContentLength")
+                if max_size is None or (length is not None and length <= max_size):
+                    return await body.read()
+                if length is not None:
+                    raise _too_large(length, max_size, self._where(s3_key), key)
+                chunks: list[bytes] = []
+                total = 0
+                while chunk := await body.read(min(1 << 20, max_size + 1 - total)):
+                    chunks.append(chunk)
+                    total += len(chunk)
+                    if total > max_size:
+                        raise _too_large(total, max_size, self._where(s3_key), key)
+                return b"".join(chunks)
 
     async def touch(self, key: str) -> None:
         """Reset ``LastModified`` by copying the object onto itself, server-side."""
@@ -460,6 +477,11 @@ class S3Backend(Backend):
 
     async def aclose(self) -> None:
         """Close the client this backend built, if any; a passed-in client stays open."""
+        task, self._client_task = self._client_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         context, self._client_context = self._client_context, None
         if context is not None:
             self._client = None
@@ -471,19 +493,28 @@ class S3Backend(Backend):
         """Return the client, building and entering our own on first use."""
         if self._client is not None:
             return self._client
-        async with self._client_lock:
-            if self._client is None:
-                assert self._session is not None
-                context = self._session.client(
-                    "s3",
-                    region_name=self._region,
-                    endpoint_url=self._endpoint_url,
-                    config=self._config,
-                )
-                with self._translate("client setup", ""):
-                    self._client = await context.__aenter__()
-                self._client_context = context
-            return self._client
+        task = self._client_task
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._client_task = asyncio.ensure_future(self._open_client())
+        # Shielded: building a client costs seconds of CPU on a loaded machine;
+        # a caller whose deadline passes stops waiting, the build goes on for
+        # the next caller instead of starting over.
+        return await asyncio.shield(task)
+
+    async def _open_client(self) -> S3Client:
+        assert self._session is not None
+        context = self._session.client(
+            "s3", region_name=self._region, endpoint_url=self._endpoint_url, config=self._config
+        )
+        with self._translate("client setup", ""):
+            client = await context.__aenter__()
+        # botocore asks for "100 Continue" before sending a body; a server that
+        # never answers it (rclone racing to create a directory) stalls the
+        # request. The body is sent at once instead; deadlines bound the rest.
+        client.meta.events.register_last("before-call.s3", _no_expect_continue)
+        self._client_context = context
+        self._client = client
+        return client
 
     async def _put_single(self, client: S3Client, s3_key: str, data: bytes) -> bool:
         request: PutObjectRequestTypeDef = {"Bucket": self._bucket, "Key": s3_key, "Body": data}
@@ -625,6 +656,17 @@ class S3Backend(Backend):
                 f"S3 {operation} failed, the server is unavailable or throttling: {reason}{where}"
             ) from exc
         raise BackendError(f"S3 {operation} failed: {reason}{where}") from exc
+
+
+def _too_large(size: int, max_size: int, where: str, key: str) -> IntegrityError:
+    return IntegrityError(
+        f"stored object is {size} bytes, above the {max_size} bytes its claim allows{where}",
+        key=key,
+    )
+
+
+def _no_expect_continue(params: dict[str, Any], **_: Any) -> None:
+    params.get("headers", {}).pop("Expect", None)
 
 
 def _or_default(value: _T | None, default: _T) -> _T:
