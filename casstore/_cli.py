@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"give up after this long (default {defaults.timeout:g})",
     )
+    from casstore.ops import _cat, _stats, _verify
+
+    for module in (_stats, _verify, _cat):
+        module.register(commands)
     return parser
 
 
@@ -99,6 +103,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     args = _parser().parse_args(argv)
     if args.command == "demo":
         return _demo(args, stream)
+    if hasattr(args, "func"):
+        code: int = args.func(args, stream)
+        return code
     raise AssertionError(f"unhandled command {args.command}")  # argparse enforces the choices
 
 
