@@ -9,6 +9,7 @@ object needs about its stored size in memory, whatever it decompresses to.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import blake3
@@ -18,6 +19,7 @@ from casstore._codec import HEADER_SIZE, MAGIC, OBJECT_FORMAT_VERSION, Codec
 
 _CHUNK = 1 << 20
 _MULTITHREAD_HASH_SIZE = 1 << 20
+_local = threading.local()
 
 
 class ObjectProblem(Exception):
@@ -119,7 +121,7 @@ def check_object(obj: bytes, digest: bytes, *, max_payload_size: int) -> ObjectF
 
 def _hash_zstd(body: memoryview, size: int, hasher: blake3.blake3) -> None:
     """Decompress one zstd frame in chunks into ``hasher``, holding it to its declared size."""
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    decompressor = _decompressor().decompressobj()
     produced = 0
     try:
         for start in range(0, len(body), _CHUNK):
@@ -139,3 +141,12 @@ def _hash_zstd(body: memoryview, size: int, hasher: blake3.blake3) -> None:
         raise ObjectProblem(f"truncated zstd frame: decoded {produced} of {size} bytes")
     if produced != size:
         raise ObjectProblem(f"zstd frame declares {size} bytes but decodes to {produced}")
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    # One per thread: a decompressor is not thread-safe, and making one per
+    # object costs more than checking a small object.
+    decompressor: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
