@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio.api.common.v1 import Payload
+from temporalio.common import MetricMeter
 from temporalio.converter import (
     StorageDriver,
     StorageDriverActivityInfo,
@@ -24,7 +25,8 @@ from casstore._cache import ByteLRU, KnownObjects, SingleFlight
 from casstore._claim import make_claim_data, parse_claim_data
 from casstore._codec import HEADER_SIZE, Codec, encode_object
 from casstore._keys import NO_TARGET_LOCATION, Scope, location_for, object_key
-from casstore._stats import DriverStats
+from casstore._metrics import DriverMetrics, timed
+from casstore._stats import DriverStats, error_kind
 from casstore._verify import content_digest, decode_and_verify, parse_payload
 from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
 from casstore.errors import (
@@ -135,6 +137,7 @@ class CasStorageDriver(StorageDriver):
         self._reads: SingleFlight[str, bytes] = SingleFlight()
         self.stats = DriverStats()
         """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
+        self._metrics: DriverMetrics | None = None
 
     def name(self) -> str:
         """Return this driver instance's name (recorded in every reference)."""
@@ -148,6 +151,13 @@ class CasStorageDriver(StorageDriver):
     def backend(self) -> Backend:
         """The backend objects are stored in."""
         return self._backend
+
+    def set_metric_meter(self, meter: MetricMeter | None) -> None:
+        """Report :attr:`stats` and request latencies to a Temporal metric meter (or stop).
+
+        The plugin passes the client runtime's meter; see docs/operations.md.
+        """
+        self._metrics = None if meter is None else DriverMetrics(meter, driver_name=self._name)
 
     def __repr__(self) -> str:
         return (
@@ -171,7 +181,7 @@ class CasStorageDriver(StorageDriver):
                 position, the key and the backend.
         """
         location = self._location(context)
-        return await gather_cancel_on_error(
+        return await self._batch(
             [
                 self._labelled(self._store_one(location, payload), i, len(payloads), "store")
                 for i, payload in enumerate(payloads)
@@ -291,7 +301,7 @@ class CasStorageDriver(StorageDriver):
             BackendError: The backend failed.
         """
         del context  # carries nothing; a claim holds everything retrieval needs
-        return await gather_cancel_on_error(
+        return await self._batch(
             [
                 self._labelled(self._retrieve_one(claim), i, len(claims), "retrieve")
                 for i, claim in enumerate(claims)
@@ -345,7 +355,7 @@ class CasStorageDriver(StorageDriver):
         self.stats.backend_requests[kind] += 1
         try:
             async with self._limit():
-                return await call()
+                return await timed(self._metrics, kind, call)
         except CasstoreError as exc:
             # Backends name the key in their messages; make sure it is structured too.
             if exc.key is None:
@@ -360,6 +370,14 @@ class CasStorageDriver(StorageDriver):
                 backend=describe_backend(self._backend),
             ) from exc
 
+    async def _batch(self, work: list[Coroutine[Any, Any, _T]]) -> list[_T]:
+        """Run a batch's per-payload work, then report the counters to the metric meter."""
+        try:
+            return await gather_cancel_on_error(work)
+        finally:
+            if self._metrics is not None:
+                self._metrics.sync(self.stats)
+
     def _limit(self) -> asyncio.Semaphore:
         # Created lazily: a driver may be built before the event loop exists.
         if self._semaphore is None:
@@ -371,6 +389,7 @@ class CasStorageDriver(StorageDriver):
         try:
             return await work
         except CasstoreError as exc:
+            self.stats.errors[error_kind(exc)] += 1
             if count > 1:
                 exc.in_batch(index, count, verb)
             raise

@@ -18,15 +18,18 @@ docs/operations.md lists the metrics with sample queries.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio.common import MetricCounter, MetricHistogramTimedelta, MetricMeter
 
 from casstore._stats import DriverStats
 
 _BYTES = "By"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -173,3 +176,14 @@ class DriverMetrics:
     def request(self, kind: str, elapsed: timedelta) -> None:
         """Record one backend request's latency."""
         self._latency.record(elapsed, {"kind": kind})
+
+
+async def timed(metrics: DriverMetrics | None, kind: str, call: Callable[[], Awaitable[_T]]) -> _T:
+    """Make a backend request, recording its latency when metrics are on."""
+    if metrics is None:
+        return await call()
+    started = time.monotonic()
+    try:
+        return await call()
+    finally:
+        metrics.request(kind, timedelta(seconds=time.monotonic() - started))

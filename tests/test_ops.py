@@ -27,9 +27,8 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver
-from casstore._claim import decode_digest, parse_claim_data
+from casstore._claim import parse_claim_data
 from casstore._cli import main as cli_main
-from casstore._keys import object_key
 from casstore.backends import Backend, LocalBackend
 from casstore.ops import store_stats, verify_store
 from tests.conftest import big_json, in_workflow, make_converter
@@ -112,7 +111,7 @@ async def populate(backend: Backend) -> Stored:
         claims = await used.store(StorageDriverStoreContext(target=target), payloads)
         for claim, payload in zip(claims, payloads, strict=True):
             record = parse_claim_data(claim.claim_data, max_size=1 << 30)
-            key = object_key(record.location, decode_digest(record.digest))
+            key = record.key
             objects[key] = payload.SerializeToString(deterministic=True)
 
     for i, (ns, wf) in enumerate(WORKFLOWS):
@@ -396,7 +395,7 @@ async def test_cat_reports_a_missing_or_corrupt_object_and_prints_the_rest(
     keys = []
     for ref in refs:
         claim = parse_claim_data(json.loads(ref.data)["claimData"], max_size=1 << 30)
-        keys.append(object_key(claim.location, decode_digest(claim.digest)))
+        keys.append(claim.key)
     await store.backend.delete(keys[1])
     await store.raw_put(keys[2], (await store.raw_get(keys[2]))[:-1] + b"X")
     history = {

@@ -12,9 +12,8 @@ from typing import Any, TextIO
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
 
-from casstore._claim import decode_digest, parse_claim_data
+from casstore._claim import parse_claim_data
 from casstore._driver import CasStorageDriver
-from casstore._keys import object_key
 from casstore.errors import BackendPermissionError, BackendUnavailableError, CasstoreError
 from casstore.ops._common import (
     EXIT_OK,
@@ -178,7 +177,7 @@ async def _fetch(driver: CasStorageDriver, found: FoundReference, max_size: int)
         else:
             entry["error"] = str(exc)
         return entry
-    entry["key"] = object_key(record.location, decode_digest(record.digest))
+    entry["key"] = record.key
     claim = StorageDriverClaim(claim_data=found.claim_data)
     try:
         [payload] = await driver.retrieve(StorageDriverRetrieveContext(), [claim])
