@@ -31,7 +31,7 @@ from casstore._claim import parse_claim_data
 from casstore._cli import main as cli_main
 from casstore.backends import Backend, LocalBackend
 from casstore.ops import store_stats, verify_store
-from tests.conftest import big_json, in_workflow, make_converter
+from tests.helpers import big_json, in_workflow, make_converter
 from tests.s3_fixtures import S3Place, S3Target, s3_place
 
 
