@@ -7,8 +7,6 @@ driver and then damaged by hand, bypassing the backend.
 
 from __future__ import annotations
 
-import asyncio
-import io
 import json
 import os
 import random
@@ -28,11 +26,12 @@ from temporalio.converter import (
 
 from casstore import CasStorageDriver
 from casstore._claim import parse_claim_data
-from casstore._cli import main as cli_main
 from casstore.backends import Backend, LocalBackend
 from casstore.ops import store_stats, verify_store
+from tests.cli_helpers import assert_one_line_error, cli, s3_url
+from tests.cli_helpers import aws_env as aws_env
 from tests.helpers import big_json, in_workflow, make_converter
-from tests.s3_fixtures import S3Place, S3Target, s3_place
+from tests.s3_fixtures import S3Target, s3_place
 
 
 @dataclass
@@ -51,26 +50,6 @@ class Stored:
 
     objects: dict[str, bytes]
     driver: CasStorageDriver
-
-
-def s3_url(place: S3Place) -> str:
-    target = place.target
-    return (
-        f"s3://{place.bucket}/{place.prefix}?endpoint_url={target.endpoint_url}"
-        f"&region={target.region}&conditional_writes={str(target.conditional_writes).lower()}"
-    )
-
-
-@pytest.fixture
-def aws_env(moto_s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> S3Target:
-    """Credentials in the environment, where the CLI's S3 backend finds them."""
-    assert moto_s3.access_key is not None
-    assert moto_s3.secret_key is not None
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    return moto_s3
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -137,47 +116,6 @@ async def populate(backend: Backend) -> Stored:
         scope_driver=namespace_driver,
     )
     return Stored(objects, driver)
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-async def cli(capsys: pytest.CaptureFixture[str], *argv: str, stdin: str | None = None) -> Result:
-    """Run ``casstore ARGV`` as a user would, in a thread with its own event loop."""
-    out = io.StringIO()
-    capsys.readouterr()
-
-    def run() -> int:
-        import sys
-
-        saved = sys.stdin
-        if stdin is not None:
-            sys.stdin = io.StringIO(stdin)
-        try:
-            return cli_main(list(argv), out=out)
-        except SystemExit as exc:  # argparse
-            return int(exc.code or 0)
-        finally:
-            sys.stdin = saved
-
-    code = await asyncio.to_thread(run)
-    return Result(code, out.getvalue(), capsys.readouterr().err)
-
-
-def assert_one_line_error(result: Result, *words: str) -> None:
-    assert result.code == 2, result
-    assert "Traceback" not in result.err
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1, result.err
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 # verify
