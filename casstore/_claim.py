@@ -26,16 +26,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 import msgspec
 
 from casstore._codec import Codec
+from casstore._keyring import validate_key_id
 from casstore._keys import DIGEST_SIZE, validate_location
-from casstore.errors import ClaimError
+from casstore.errors import ClaimError, ConfigurationError
 
 CLAIM_FORMAT_VERSION = 1
+CLAIM_V2 = 2
 CLAIM_DATA_KEY = "c"
 MAX_CLAIM_LENGTH = 4096
 """Longest encoded claim accepted; real ones are about 110 characters."""
@@ -74,6 +77,46 @@ def make_claim_data(location: str, digest: bytes, size: int, codec: Codec) -> di
     """Build the ``claim_data`` mapping for a stored payload."""
     claim = ClaimV1(location=location, digest=encode_digest(digest), size=size, codec=int(codec))
     return {CLAIM_DATA_KEY: _encoder.encode(claim).decode("ascii")}
+
+
+def make_claim_data_v2(
+    location: str, digest: bytes, size: int, key_id: str | None
+) -> dict[str, str]:
+    """Build a version 2 ``claim_data``: ``2,location,digest,size[,key_id]``."""
+    fields = [str(CLAIM_V2), location, encode_digest(digest), str(size)]
+    if key_id is not None:
+        fields.append(key_id)
+    return {CLAIM_DATA_KEY: ",".join(fields)}
+
+
+_V2_PREFIX_RE = re.compile(r"([0-9]{1,9}),")
+_SIZE_RE = re.compile(r"0|[1-9][0-9]{0,15}")
+
+
+def _parse_v2(raw: str, *, max_size: int) -> tuple[str, bytes, int, str | None]:
+    """Parse a version 2 claim into (location, digest, size, key id or None)."""
+    fields = raw.split(",")
+    if len(fields) not in (4, 5):
+        raise ClaimError(
+            f"version 2 claim has {len(fields)} fields, expected 4 or 5 "
+            f"(2,location,digest,size[,key_id]) [claim={raw[:200]!r}]"
+        )
+    location = validate_location(fields[1])
+    digest = decode_digest(fields[2])
+    if not _SIZE_RE.fullmatch(fields[3]):
+        raise ClaimError(f"claim size is not a canonical decimal number [claim={raw[:200]!r}]")
+    size = int(fields[3])
+    if size > max_size:
+        raise ClaimError(
+            f"claim size {size} bytes is above max_payload_size {max_size} [claim={raw[:200]}]"
+        )
+    key_id: str | None = None
+    if len(fields) == 5:
+        try:
+            key_id = validate_key_id(fields[4])
+        except ConfigurationError:
+            raise ClaimError(f"claim names a malformed key id [claim={raw[:200]!r}]") from None
+    return location, digest, size, key_id
 
 
 def parse_claim_data(claim_data: Mapping[str, str], *, max_size: int) -> ClaimV1:

@@ -6,6 +6,7 @@ or setting involved in ``[brackets]``::
 
     CasstoreError
     ├── ConfigurationError        a bad option, URL or missing optional dependency
+    │   └── MissingKeyError       a claim or object names a key the keyring lacks
     ├── PayloadTooLargeError      a payload above ``max_payload_size``
     ├── ClaimError                a claim that cannot be trusted (untrusted input)
     ├── IntegrityError            stored bytes that do not match their claim
@@ -30,6 +31,7 @@ __all__ = [
     "ClaimError",
     "ConfigurationError",
     "IntegrityError",
+    "MissingKeyError",
     "ObjectNotFoundError",
     "PayloadTooLargeError",
 ]
@@ -41,6 +43,18 @@ class CasstoreError(Exception):
 
 class ConfigurationError(CasstoreError, ValueError):
     """An option, backend URL or installation problem found before any I/O."""
+
+
+class MissingKeyError(ConfigurationError):
+    """An encrypted claim or object names a key id the driver's keyring does not hold.
+
+    Attributes:
+        key_id: The missing key's id (None if unknown).
+    """
+
+    def __init__(self, message: str, *, key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.key_id = key_id
 
 
 class PayloadTooLargeError(CasstoreError, ValueError):
