@@ -1,25 +1,33 @@
-"""Claim format v1: what a reference in Event History holds.
+"""Claim formats 1 and 2: what a reference in Event History holds.
 
-A claim is one msgspec struct encoded as a compact JSON array and carried as
-the single ``claim_data`` entry ``"c"``::
+A claim is carried as the single ``claim_data`` entry ``"c"``.
+
+Version 1 is a msgspec struct encoded as a compact JSON array::
 
     claim_data = {"c": '[1,"default/order-42","<digest>",1048576,1]'}
 
-with the array's elements, in order:
+with the elements: version 1; location (the dedup scope, see
+:mod:`casstore._keys`); BLAKE3-256 digest of the serialized payload, unpadded
+base64url (43 chars); size of the serialized payload in bytes; codec of the
+stored object as the writer knew it (0 raw, 1 zstd; informational, readers
+decode by the object header).
 
-1. claim format version (the struct's tag), 1;
-2. location: the dedup scope the object lives in (see :mod:`casstore._keys`);
-3. BLAKE3-256 digest of the serialized payload, unpadded base64url (43 chars);
-4. size of the serialized payload in bytes;
-5. codec of the stored object as the writer knew it (0 raw, 1 zstd); readers
-   decode by the object's own header, since the same content may have been
-   stored first by a writer with other settings.
+Version 2 is comma-separated text, so that no quote needs escaping inside the
+reference's JSON, and drops the codec::
 
-Schema evolution (msgspec rules): a new version is a new tagged struct; a
-field may be added to an existing version only at the end and with a
-default; a field's type never changes. Claims come from Event History, so
-decoding treats them as untrusted and reports every problem as a
-:class:`~casstore.errors.ClaimError`.
+    claim_data = {"c": "2,default/order-42,<digest>,1048576,k2026"}
+
+with the fields: version 2; location; digest (keyed BLAKE3-256 under the
+key's digest key when encrypted, plain BLAKE3-256 otherwise); size; and, only
+for an encrypted object, the id of the keyring key it is sealed with. No field
+can contain a comma (locations escape it, digests are base64url, key ids are
+``[A-Za-z0-9._-]``). A claim whose text starts with digits and a comma is
+version 2 or later; anything else is read as version 1 JSON.
+
+Schema evolution: version 1 follows msgspec rules (a field may be added only at
+the end and with a default; a field's type never changes); a later version is
+a new leading number. Claims come from Event History, so decoding treats them
+as untrusted and reports every problem as a :class:`~casstore.errors.ClaimError`.
 """
 
 from __future__ import annotations
@@ -28,13 +36,14 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 
 from casstore._codec import Codec
 from casstore._keyring import validate_key_id
-from casstore._keys import DIGEST_SIZE, validate_location
+from casstore._keys import DIGEST_SIZE, object_key, validate_location
 from casstore.errors import ClaimError, ConfigurationError
 
 CLAIM_FORMAT_VERSION = 1
@@ -51,6 +60,30 @@ class ClaimV1(msgspec.Struct, array_like=True, tag=1, frozen=True):
     digest: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]{43}$")]
     size: Annotated[int, msgspec.Meta(ge=0)]
     codec: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A validated claim, in the types its readers use."""
+
+    location: str
+    """The dedup scope the object lives in (see :mod:`casstore._keys`)."""
+    digest: bytes
+    """BLAKE3-256 digest of the serialized payload (32 bytes)."""
+    size: int
+    """Size of the serialized payload in bytes."""
+    codec: Codec | None
+    """Codec of the stored object as the writer knew it (informational; version 1
+    only, None for version 2: readers decode by the object header)."""
+    version: int
+    """Claim format version the claim was written in."""
+    key_id: str | None = None
+    """The keyring key the object is encrypted with (version 2), or None: plain."""
+
+    @property
+    def key(self) -> str:
+        """The key of the object the claim points at."""
+        return object_key(self.location, self.digest)
 
 
 _encoder = msgspec.json.Encoder()
@@ -89,12 +122,13 @@ def make_claim_data_v2(
     return {CLAIM_DATA_KEY: ",".join(fields)}
 
 
-_V2_PREFIX_RE = re.compile(r"([0-9]{1,9}),")
+_TEXT_VERSION_RE = re.compile(r"([0-9]{1,9}),")
+"""Version 2 on are comma-separated text starting with the version; version 1 is JSON."""
 _SIZE_RE = re.compile(r"0|[1-9][0-9]{0,15}")
 
 
-def _parse_v2(raw: str, *, max_size: int) -> tuple[str, bytes, int, str | None]:
-    """Parse a version 2 claim into (location, digest, size, key id or None)."""
+def _parse_v2(raw: str, *, max_size: int) -> Claim:
+    """Parse and validate a version 2 claim."""
     fields = raw.split(",")
     if len(fields) not in (4, 5):
         raise ClaimError(
@@ -116,11 +150,13 @@ def _parse_v2(raw: str, *, max_size: int) -> tuple[str, bytes, int, str | None]:
             key_id = validate_key_id(fields[4])
         except ConfigurationError:
             raise ClaimError(f"claim names a malformed key id [claim={raw[:200]!r}]") from None
-    return location, digest, size, key_id
+    return Claim(
+        location=location, digest=digest, size=size, codec=None, version=CLAIM_V2, key_id=key_id
+    )
 
 
-def parse_claim_data(claim_data: Mapping[str, str], *, max_size: int) -> ClaimV1:
-    """Decode and validate untrusted ``claim_data``.
+def parse_claim_data(claim_data: Mapping[str, str], *, max_size: int) -> Claim:
+    """Decode and validate untrusted ``claim_data``, once, into a :class:`Claim`.
 
     Args:
         claim_data: The mapping from a ``StorageDriverClaim``.
@@ -150,19 +186,34 @@ def parse_claim_data(claim_data: Mapping[str, str], *, max_size: int) -> ClaimV1
         )
     if len(raw) > MAX_CLAIM_LENGTH:
         raise ClaimError(f"claim is {len(raw)} characters, above the {MAX_CLAIM_LENGTH} limit")
+    text_version = _TEXT_VERSION_RE.match(raw)
+    if text_version is not None:
+        if text_version.group(1) != str(CLAIM_V2):
+            raise ClaimError(
+                f"claim has unsupported format version {text_version.group(1)} "
+                f"(this casstore reads versions {CLAIM_FORMAT_VERSION} and {CLAIM_V2}) "
+                f"[claim={raw[:200]!r}]"
+            )
+        return _parse_v2(raw, max_size=max_size)
     try:
         claim = _decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise ClaimError(_explain(raw, exc)) from exc
-    validate_location(claim.location)
-    decode_digest(claim.digest)
+    location = validate_location(claim.location)
+    digest = decode_digest(claim.digest)
     if claim.codec not in Codec._value2member_map_:
         raise ClaimError(f"claim names unknown codec {claim.codec} [claim={raw}]")
     if claim.size > max_size:
         raise ClaimError(
             f"claim size {claim.size} bytes is above max_payload_size {max_size} [claim={raw}]"
         )
-    return claim
+    return Claim(
+        location=location,
+        digest=digest,
+        size=claim.size,
+        codec=Codec(claim.codec),
+        version=CLAIM_FORMAT_VERSION,
+    )
 
 
 def _explain(raw: str, exc: msgspec.DecodeError) -> str:
@@ -174,7 +225,7 @@ def _explain(raw: str, exc: msgspec.DecodeError) -> str:
     version = generic[0] if isinstance(generic, list) and generic else None
     if isinstance(version, int) and version != CLAIM_FORMAT_VERSION:
         return (
-            f"claim has unsupported format version {version} "
-            f"(this casstore reads version {CLAIM_FORMAT_VERSION}) [claim={raw[:200]!r}]"
+            f"claim has unsupported format version {version} (this casstore reads JSON "
+            f"version {CLAIM_FORMAT_VERSION} and text version {CLAIM_V2}) [claim={raw[:200]!r}]"
         )
     return f"claim is malformed: {exc} [claim={raw[:200]!r}]"

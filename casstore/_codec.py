@@ -167,33 +167,39 @@ def read_header(obj: bytes, *, key: str) -> ObjectHeader:
             unknown format version, codec, cipher, or a malformed key id.
     """
     if len(obj) < HEADER_SIZE or obj[:3] != MAGIC:
-        raise IntegrityError(f"stored object has no casstore header [key={key}, bytes={len(obj)}]")
+        raise IntegrityError(
+            f"stored object has no casstore header [key={key}, bytes={len(obj)}]", key=key
+        )
     version = obj[3]
     if version not in (OBJECT_FORMAT_VERSION, ENCRYPTED_OBJECT_FORMAT_VERSION):
         raise IntegrityError(
             f"stored object has unsupported format version {version} (this casstore reads "
-            f"versions {OBJECT_FORMAT_VERSION} and {ENCRYPTED_OBJECT_FORMAT_VERSION}) [key={key}]"
+            f"versions {OBJECT_FORMAT_VERSION} and {ENCRYPTED_OBJECT_FORMAT_VERSION}) [key={key}]",
+            key=key,
         )
     try:
         codec = Codec(obj[4])
     except ValueError:
-        raise IntegrityError(f"stored object has unknown codec {obj[4]} [key={key}]") from None
+        raise IntegrityError(
+            f"stored object has unknown codec {obj[4]} [key={key}]", key=key
+        ) from None
     if version == OBJECT_FORMAT_VERSION:
         return ObjectHeader(version, codec, None, HEADER_SIZE)
     if len(obj) < _ENCRYPTED_FIXED_HEADER_SIZE:
-        raise IntegrityError(f"encrypted object header is truncated [key={key}]")
+        raise IntegrityError(f"encrypted object header is truncated [key={key}]", key=key)
     if obj[5] != CIPHER_AES_256_GCM_SIV:
-        raise IntegrityError(f"stored object names unknown cipher {obj[5]} [key={key}]")
+        raise IntegrityError(f"stored object names unknown cipher {obj[5]} [key={key}]", key=key)
     end = _ENCRYPTED_FIXED_HEADER_SIZE + obj[6]
     raw_id = bytes(obj[_ENCRYPTED_FIXED_HEADER_SIZE:end])
     try:
         key_id = validate_key_id(raw_id.decode("ascii"))
     except (UnicodeDecodeError, ConfigurationError):
         raise IntegrityError(
-            f"encrypted object header has a malformed key id {raw_id!r} [key={key}]"
+            f"encrypted object header has a malformed key id {raw_id!r} [key={key}]",
+            key=key,
         ) from None
     if len(obj) < end:
-        raise IntegrityError(f"encrypted object header is truncated [key={key}]")
+        raise IntegrityError(f"encrypted object header is truncated [key={key}]", key=key)
     return ObjectHeader(version, codec, key_id, end)
 
 
@@ -241,14 +247,16 @@ def decode_object(
         if header.key_id is not None:
             raise IntegrityError(
                 f"stored object is encrypted with key {header.key_id!r} but its claim is "
-                f"not encrypted [key={key}]"
+                f"not encrypted [key={key}]",
+                key=key,
             )
     else:
         if header.key_id != cipher.key_id:
             found = "not encrypted" if header.key_id is None else f"key {header.key_id!r}"
             raise IntegrityError(
                 f"claim says the object is encrypted with key {cipher.key_id!r}, the stored "
-                f"object says {found} [key={key}]"
+                f"object says {found} [key={key}]",
+                key=key,
             )
         associated = bytes(obj[: header.size]) + key.encode("utf-8")
         body = cipher.open(body, digest=digest, associated=associated, key=key)
@@ -265,26 +273,29 @@ def decode_body(codec: Codec, body: bytes | memoryview, *, size: int, key: str) 
     if codec is Codec.RAW:
         if len(body) != size:
             raise IntegrityError(
-                f"stored object size mismatch [key={key}]: expected {size} bytes, got {len(body)}"
+                f"stored object size mismatch [key={key}]: expected {size} bytes, got {len(body)}",
+                key=key,
             )
         return body if isinstance(body, bytes) else bytes(body)
     try:
         declared = zstandard.frame_content_size(body)
     except zstandard.ZstdError as exc:
-        raise IntegrityError(f"stored zstd frame is corrupt [key={key}]: {exc}") from exc
+        raise IntegrityError(f"stored zstd frame is corrupt [key={key}]: {exc}", key=key) from exc
     # zstandard allocates the frame's declared size up front, ignoring
     # max_output_size, so the declared size is checked before decompressing.
     if declared != size:
         raise IntegrityError(
             f"stored object size mismatch [key={key}]: expected {size} bytes, "
-            f"zstd frame declares {declared}"
+            f"zstd frame declares {declared}",
+            key=key,
         )
     try:
         data = zstandard.ZstdDecompressor().decompress(body, max_output_size=size)
     except zstandard.ZstdError as exc:
-        raise IntegrityError(f"stored zstd frame is corrupt [key={key}]: {exc}") from exc
+        raise IntegrityError(f"stored zstd frame is corrupt [key={key}]: {exc}", key=key) from exc
     if len(data) != size:
         raise IntegrityError(
-            f"stored object size mismatch [key={key}]: expected {size} bytes, decoded {len(data)}"
+            f"stored object size mismatch [key={key}]: expected {size} bytes, decoded {len(data)}",
+            key=key,
         )
     return data

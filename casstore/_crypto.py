@@ -113,7 +113,8 @@ class ObjectCipher:
         except InvalidTag:
             raise IntegrityError(
                 f"encrypted object failed authentication: it was altered, moved from another "
-                f"key, or sealed with a different key named {self.key_id!r} [key={key}]"
+                f"key, or sealed with a different key named {self.key_id!r} [key={key}]",
+                key=key,
             ) from None
 
 
@@ -150,5 +151,6 @@ class Ciphers:
                 f"object is encrypted with key {key_id!r}, which this keyring does not hold "
                 f"[key_id={key_id}, keyring={list(self.keyring.key_ids)}, key={key}]",
                 key_id=key_id,
+                key=key,
             )
         return cipher
