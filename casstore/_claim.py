@@ -112,6 +112,20 @@ def make_claim_data(location: str, digest: bytes, size: int, codec: Codec) -> di
     return {CLAIM_DATA_KEY: _encoder.encode(claim).decode("ascii")}
 
 
+def claim_data_for(
+    location: str, digest: bytes, size: int, codec: Codec, key_id: str | None
+) -> dict[str, str]:
+    """Build the ``claim_data`` a writer records.
+
+    Plain objects get version 1 claims, which every casstore release reads (so
+    a fleet can be upgraded one worker at a time); encrypted objects get
+    version 2, which names the key id and is shorter.
+    """
+    if key_id is None:
+        return make_claim_data(location, digest, size, codec)
+    return make_claim_data_v2(location, digest, size, key_id)
+
+
 def make_claim_data_v2(
     location: str, digest: bytes, size: int, key_id: str | None
 ) -> dict[str, str]:

@@ -130,6 +130,15 @@ def encode_encrypted_object(
     return codec, header + sealed
 
 
+def encode_stored(
+    data: bytes, compression_level: int | None, cipher: ObjectCipher | None, digest: bytes, key: str
+) -> tuple[Codec, bytes]:
+    """Encode ``data`` as a plain object, or an encrypted one when ``cipher`` is given."""
+    if cipher is None:
+        return encode_object(data, compression_level)
+    return encode_encrypted_object(data, compression_level, cipher, digest=digest, key=key)
+
+
 def _header(codec: Codec) -> bytes:
     return MAGIC + bytes((OBJECT_FORMAT_VERSION, codec))
 

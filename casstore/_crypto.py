@@ -27,7 +27,7 @@ import blake3
 from casstore._keyring import KeyRing
 from casstore.errors import ConfigurationError, IntegrityError, MissingKeyError
 
-__all__ = ["Ciphers", "ObjectCipher", "plain_digest"]
+__all__ = ["Ciphers", "ObjectCipher", "cipher_for", "plain_digest"]
 
 DIGEST_KEY_CONTEXT = "casstore 2026-11-25 content digest key v1"
 ENCRYPTION_KEY_CONTEXT = "casstore 2026-11-25 object encryption key v1"
@@ -116,6 +116,25 @@ class ObjectCipher:
                 f"key, or sealed with a different key named {self.key_id!r} [key={key}]",
                 key=key,
             ) from None
+
+
+def cipher_for(ciphers: Ciphers | None, key_id: str | None, *, key: str) -> ObjectCipher | None:
+    """Return the cipher a claim's key id calls for (None for a plain claim).
+
+    Raises:
+        MissingKeyError: The claim names a key id and there is no keyring, or
+            the keyring lacks that id.
+    """
+    if key_id is None:
+        return None
+    if ciphers is None:
+        raise MissingKeyError(
+            f"object is encrypted with key {key_id!r} but this driver has no keyring; "
+            f"pass keyring= with that key [key_id={key_id}, key={key}]",
+            key_id=key_id,
+            key=key,
+        )
+    return ciphers.get(key_id, key=key)
 
 
 class Ciphers:
