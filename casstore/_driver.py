@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio.api.common.v1 import Payload
-from temporalio.common import MetricMeter
 from temporalio.converter import (
     StorageDriver,
     StorageDriverActivityInfo,
@@ -27,7 +26,7 @@ from casstore._codec import HEADER_SIZE, Codec, encode_stored
 from casstore._crypto import Ciphers, ObjectCipher, cipher_for
 from casstore._keyring import KeyRing
 from casstore._keys import NO_TARGET_LOCATION, Scope, location_for, object_key
-from casstore._metrics import DriverMetrics, timed
+from casstore._metrics import DriverMetrics, MetricMeter, reported, timed
 from casstore._stats import DriverStats, error_kind
 from casstore._verify import content_digest, decode_and_verify, parse_payload
 from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
@@ -160,10 +159,7 @@ class CasStorageDriver(StorageDriver):
         return self._backend
 
     def set_metric_meter(self, meter: MetricMeter | None) -> None:
-        """Report :attr:`stats` and request latencies to a Temporal metric meter (or stop).
-
-        The plugin passes the client runtime's meter; see docs/operations.md.
-        """
+        """Report :attr:`stats` to a Temporal metric meter, or stop (docs/operations.md)."""
         self._metrics = None if meter is None else DriverMetrics(meter, driver_name=self._name)
 
     def __repr__(self) -> str:
@@ -387,12 +383,7 @@ class CasStorageDriver(StorageDriver):
             ) from exc
 
     async def _batch(self, work: list[Coroutine[Any, Any, _T]]) -> list[_T]:
-        """Run a batch's per-payload work, then report the counters to the metric meter."""
-        try:
-            return await gather_cancel_on_error(work)
-        finally:
-            if self._metrics is not None:
-                self._metrics.sync(self.stats)
+        return await reported(self._metrics, self.stats, gather_cancel_on_error(work))
 
     def _limit(self) -> asyncio.Semaphore:
         # Created lazily: a driver may be built before the event loop exists.

@@ -26,6 +26,8 @@ from typing import TypeVar
 
 from temporalio.common import MetricCounter, MetricHistogramTimedelta, MetricMeter
 
+__all__ = ["COUNTERS", "REQUEST_LATENCY", "DriverMetrics", "MetricMeter", "reported", "timed"]
+
 from casstore._stats import DriverStats
 
 _BYTES = "By"
@@ -187,3 +189,12 @@ async def timed(metrics: DriverMetrics | None, kind: str, call: Callable[[], Awa
         return await call()
     finally:
         metrics.request(kind, timedelta(seconds=time.monotonic() - started))
+
+
+async def reported(metrics: DriverMetrics | None, stats: DriverStats, work: Awaitable[_T]) -> _T:
+    """Await a batch of store or retrieve work, then report the counters' growth."""
+    try:
+        return await work
+    finally:
+        if metrics is not None:
+            metrics.sync(stats)
