@@ -12,11 +12,7 @@ import asyncio
 import base64
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +25,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from casstore.plugin import CasStorePlugin
-from testrig import TemporalDevServer, find_temporal_cli, free_port
+from testrig import CodecServerProcess, TemporalDevServer, find_temporal_cli, free_port
 from tests.server_workflows import ShipOrder
 
 ARTIFACTS = Path(os.environ.get("CASSTORE_TEST_ARTIFACTS", "test-artifacts"))
@@ -44,10 +40,11 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 INLINE_MAX_BYTES = 256
-ORDER = {"customer": "ada-lovelace", "items": ["sku-1", "sku-2"]}
+ITEMS = ["sku-1", "sku-2"]
+ORDER = {"customer": "ada-lovelace", "items": ITEMS}
 NOTE = {
     "shipped_to": "ada-lovelace",
-    "lines": [f"{sku}: packed in box {i}" for i, sku in enumerate(ORDER["items"] * 10)],
+    "lines": [f"{sku}: packed in box {i}" for i, sku in enumerate(ITEMS * 10)],
 }
 
 
@@ -57,30 +54,6 @@ class Setup:
     temporal: TemporalDevServer
     ui_url: str
     workflow_id: str
-
-
-class CodecServerProcess:
-    """``casstore serve`` in a child process; the URL is what it prints once listening."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "casstore", "serve", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # the server prints once it listens
-        if not line.startswith("casstore serve: listening on "):
-            self.proc.kill()
-            raise AssertionError(f"casstore serve did not start: {line!r} {self.proc.stderr}")
-        self.url = line.rsplit(" ", 1)[1].strip()
-
-    def stop(self) -> tuple[int, str]:
-        """SIGTERM; return the exit code and the rest of its output."""
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
-        return self.proc.returncode, out
 
 
 async def run_workflow(address: str, store: str) -> str:
@@ -95,24 +68,11 @@ async def run_workflow(address: str, store: str) -> str:
     return workflow_id
 
 
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    while True:
-        try:
-            with opener.open(url, timeout=5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     store = str(tmp_path_factory.mktemp("codec-store"))
     ui_port = free_port()
-    ui_url = f"http://127.0.0.1:{ui_port}"
+    ui_url = f"http://127.0.0.1:{ui_port}"  # the UI's origin, allowed by the codec server
     codec = CodecServerProcess(
         "--store", store, "--port", "0", "--cors-origin", ui_url,
         "--inline-max-bytes", str(INLINE_MAX_BYTES),
@@ -120,8 +80,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     try:
         with TemporalDevServer(ui_port=ui_port, ui_codec_endpoint=codec.url) as temporal:
             workflow_id = asyncio.run(run_workflow(temporal.address, store))
-            wait_http(ui_url)
-            yield Setup(codec.url, temporal, ui_url, workflow_id)
+            yield Setup(codec.url, temporal, temporal.ui_url, workflow_id)
     finally:
         code, out = codec.stop()
     # Stopping is part of the contract: SIGTERM ends it cleanly.
@@ -189,9 +148,9 @@ def test_web_ui_shows_the_input_and_downloads_the_result(setup: Setup, browser: 
     codec_calls: list[str] = []
     page.on(
         "response",
-        lambda r: codec_calls.append(f"{r.status} {r.url}")
-        if r.url.startswith(setup.codec_url)
-        else None,
+        lambda r: (
+            codec_calls.append(f"{r.status} {r.url}") if r.url.startswith(setup.codec_url) else None
+        ),
     )
     try:
         page.goto(f"{setup.ui_url}/namespaces/default/workflows/{setup.workflow_id}")

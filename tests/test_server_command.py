@@ -20,9 +20,9 @@ from temporalio.converter import DataConverter
 from casstore import CasStorageDriver
 from casstore._cli import main
 from casstore.backends import LocalBackend
+from testrig import CodecServerProcess
 from tests.server_codec import EncryptionCodec
 from tests.test_server_protocol import converter
-from testrig import CodecServerProcess
 
 ORDER = {"customer": "ada", "items": ["sku-1"]}
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +55,9 @@ def test_a_missing_token_variable_is_named(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("CASSTORE_TEST_NO_TOKEN", raising=False)
-    err = serve_error(capsys, "--store", str(tmp_path), "--auth-token-env", "CASSTORE_TEST_NO_TOKEN")
+    err = serve_error(
+        capsys, "--store", str(tmp_path), "--auth-token-env", "CASSTORE_TEST_NO_TOKEN"
+    )
     assert "environment variable CASSTORE_TEST_NO_TOKEN is not set or empty" in err
 
 

@@ -25,8 +25,7 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver
-from casstore._claim import decode_digest, parse_claim_data
-from casstore._keys import object_key
+from casstore._claim import parse_claim_data
 from casstore.backends import MemoryBackend
 from casstore.server import bearer_token_authorizer, create_app
 from tests.s3_fixtures import S3Target, s3_place
@@ -84,8 +83,7 @@ def is_reference(payload: Payload) -> bool:
 
 def key_of(reference: Payload) -> str:
     """The object key a casstore reference points at."""
-    claim = parse_claim_data(json.loads(reference.data)["claimData"], max_size=1 << 30)
-    return object_key(claim.location, decode_digest(claim.digest))
+    return parse_claim_data(json.loads(reference.data)["claimData"], max_size=1 << 30).key
 
 
 ClientFactory = Callable[..., httpx.AsyncClient]

@@ -16,7 +16,7 @@ DEFAULT_PORT = 8081
 _EXIT_USAGE = 2
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``serve`` subcommand (imports nothing from the web stack)."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
@@ -71,7 +71,7 @@ def register(subparsers: Any) -> None:
         help="show payloads up to this size decoded in the Web UI instead of as a download "
         "(default 0: every stored payload is a download, as the Go SDK's handler does)",
     )
-    parser.set_defaults(run=run)
+    parser.set_defaults(func=run)
 
 
 def _port(text: str) -> int:

@@ -23,9 +23,8 @@ from temporalio.converter import (
 )
 
 from casstore._aio import gather_cancel_on_error
-from casstore._claim import decode_digest, parse_claim_data
+from casstore._claim import parse_claim_data
 from casstore._driver import CasStorageDriver
-from casstore._keys import object_key
 from casstore.errors import (
     BackendUnavailableError,
     CasstoreError,
@@ -267,8 +266,7 @@ def _key_of(driver: StorageDriver, claim_data: dict[str, str]) -> str | None:
     """The object key a claim points at, to name it in errors."""
     if isinstance(driver, CasStorageDriver):
         try:
-            claim = parse_claim_data(claim_data, max_size=1 << 62)
-            return object_key(claim.location, decode_digest(claim.digest))
+            return parse_claim_data(claim_data, max_size=1 << 62).key
         except ClaimError:
             return None
     return claim_data.get("key") or claim_data.get("object_name")
