@@ -135,14 +135,6 @@ def test_cli_prints_decoded_input_and_result(setup: Setup) -> None:
     assert completed == [NOTE]
 
 
-def test_cli_shows_the_error_for_another_namespace(setup: Setup) -> None:
-    # The CLI sends X-Namespace: default; a path naming another namespace disagrees.
-    shown = show(setup, setup.codec_url + "/team-b", "--output", "json")
-    assert "path names namespace 'team-b' but X-Namespace says 'default'" in (
-        shown.stdout + shown.stderr
-    )
-
-
 def test_web_ui_shows_the_input_and_downloads_the_result(setup: Setup, browser: Browser) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
     codec_calls: list[str] = []

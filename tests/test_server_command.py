@@ -133,3 +133,39 @@ def test_a_real_server_with_a_token_and_a_codec(tmp_path: Path) -> None:
         code, out = server.stop()
     assert code == 0
     assert "casstore serve: stopped (SIGTERM)" in out
+
+
+def test_the_server_package_exports_its_public_names_only() -> None:
+    import casstore.server
+
+    assert sorted(casstore.server.__all__) == [
+        "Authorizer",
+        "ClaimNamespace",
+        "bearer_token_authorizer",
+        "create_app",
+    ]
+    for name in casstore.server.__all__:
+        assert getattr(casstore.server, name) is not None
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        casstore.server.nope  # noqa: B018
+
+
+def test_the_cli_and_the_library_do_not_import_the_web_stack() -> None:
+    probe = (
+        "import sys, casstore, casstore._cli\n"
+        "print(sorted({'starlette', 'uvicorn'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_server_extra_is_declared() -> None:
+    from importlib.metadata import metadata
+
+    meta = metadata("casstore")
+    assert "server" in (meta.get_all("Provides-Extra") or [])
+    required = meta.get_all("Requires-Dist") or []
+    assert any(r.startswith("starlette") and "extra == 'server'" in r for r in required)
+    assert any(r.startswith("uvicorn") and "extra == 'server'" in r for r in required)

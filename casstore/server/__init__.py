@@ -38,11 +38,11 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'casstore.server' has no attribute {name!r}")
-    require_server_extra()
+    _require_server_extra()
     return getattr(importlib.import_module(home), name)
 
 
-def require_server_extra() -> None:
+def _require_server_extra() -> None:
     """Raise a ConfigurationError with the install hint if the web stack is missing."""
     try:
         import starlette  # noqa: F401

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import os
 import signal
+import socket
 import sys
 from types import FrameType
 from typing import Any, TextIO
@@ -88,10 +88,10 @@ class ServeError(Exception):
 def run(args: argparse.Namespace, out: TextIO) -> int:
     """Run the server; return the exit code (0 after Ctrl-C or SIGTERM)."""
     from casstore.errors import CasstoreError
-    from casstore.server import require_server_extra
+    from casstore.server import _require_server_extra
 
     try:
-        require_server_extra()
+        _require_server_extra()
         app = _build_app(args)
         return asyncio.run(_serve(app, args.host, args.port, out))
     except (ServeError, CasstoreError) as exc:
@@ -155,10 +155,28 @@ def load_codec(spec: str) -> Any:
 async def _serve(app: Any, host: str, port: int, out: TextIO) -> int:
     import uvicorn
 
+    # Bind here, so a taken port or a bad address is reported in our words,
+    # and the printed port is the real one (--port 0).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"could not listen on {host}:{port}: {exc.strerror or exc}") from exc
+    ready = asyncio.Event()
+
     class Server(uvicorn.Server):
-        """uvicorn, minus re-raising the stop signal after a clean shutdown."""
+        """uvicorn that says when it serves and does not re-raise the stop signal after."""
 
         stopped_by: str | None = None
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                ready.set()
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             self.stopped_by = signal.Signals(sig).name
@@ -166,20 +184,25 @@ async def _serve(app: Any, host: str, port: int, out: TextIO) -> int:
                 self.force_exit = True
             self.should_exit = True
 
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
-    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            break
-        await asyncio.sleep(0.02)
-    if not server.started:
-        with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind
-            await task
-        raise ServeError(f"could not listen on {host}:{port} (see the message above)")
-    bound = server.servers[0].sockets[0].getsockname()[1]
+
+    async def serve() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        except SystemExit as exc:  # uvicorn exits when its startup fails; it logged why
+            raise ServeError("the server failed to start (see the message above)") from exc
+        finally:
+            sock.close()
+
+    task = asyncio.create_task(serve())
+    started = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    started.cancel()
+    if task.done():
+        await task  # raises why it stopped before serving
+        raise ServeError("the server stopped before it started serving")
+    bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"casstore serve: listening on http://{shown}:{bound}", file=out, flush=True)
     await task
