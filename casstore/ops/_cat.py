@@ -20,7 +20,9 @@ from casstore.ops._common import (
     EXIT_PROBLEMS,
     CommandError,
     add_json_argument,
+    add_keyring_argument,
     add_store_argument,
+    open_keyring,
     open_store,
     positive_int,
     run_command,
@@ -113,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="the reference JSON, or a file holding it (default: standard input)",
     )
     add_store_argument(parser, option=True)
+    add_keyring_argument(parser)
     parser.add_argument(
         "--max-payload-size",
         type=positive_int,
@@ -131,6 +134,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _cat(args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO) -> int:
+    keyring = open_keyring(args.keyring)
     text, source = read_input(args.ref, stdin)
     try:
         references = find_references(parse_input(text, source=source))
@@ -144,7 +148,7 @@ async def _cat(args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO
     entries: list[dict[str, Any]] = []
     failed = 0
     async with open_store(args.store) as backend:
-        driver = CasStorageDriver(backend, max_payload_size=args.max_payload_size)
+        driver = CasStorageDriver(backend, max_payload_size=args.max_payload_size, keyring=keyring)
         for found in references:
             entry = await _fetch(driver, found, args.max_payload_size)
             if "error" in entry:
