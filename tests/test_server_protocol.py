@@ -24,7 +24,7 @@ from temporalio.converter import (
     StorageDriverWorkflowInfo,
 )
 
-from casstore import CasStorageDriver
+from casstore import CasStorageDriver, KeyRing
 from casstore._claim import parse_claim_data
 from casstore.backends import MemoryBackend
 from casstore.server import bearer_token_authorizer, create_app
@@ -720,3 +720,22 @@ async def test_other_drivers_need_a_claim_namespace_callback(
     )
     assert values_of(await post(told, "/decode", body(history), namespace="team-a")) == [ORDER]
     assert (await post(told, "/decode", body(history), namespace="team-b")).status_code == 403
+
+
+# casstore's own encryption (a keyring instead of a codec).
+
+
+async def test_encrypted_objects_need_the_workers_keyring(make_client: ClientFactory) -> None:
+    backend = MemoryBackend()
+    keyring = KeyRing.from_bytes(bytes(range(32)), key_id="k2026a")
+    history = await stored(CasStorageDriver(backend, keyring=keyring), ORDER)
+    with_key = make_client(CasStorageDriver(backend, keyring=keyring))
+    assert values_of(await post(with_key, "/decode", body(history))) == [ORDER]
+    assert values_of(await post(with_key, "/download", body(history))) == [ORDER]
+    without = make_client(CasStorageDriver(backend))
+    response = await post(without, "/download", body(history))
+    assert response.status_code == 500
+    message = response.json()["message"]
+    assert "k2026a" in message
+    assert "start the server with the workers' keyring (--keyring)" in message
+    assert response.json()["key"] == key_of(history[0])

@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--codec", metavar="MODULE:ATTR", help="the workers' PayloadCodec (instance or factory)"
     )
     parser.add_argument(
+        "--keyring",
+        metavar="SPEC",
+        help="the workers' keyring, for encrypted objects: env:VAR (env: alone reads "
+        "CASSTORE_KEYRING) or file:PATH (see docs/encryption.md)",
+    )
+    parser.add_argument(
         "--auth-token-env",
         metavar="VAR",
         help="require Authorization: Bearer <token>, the token read from this environment variable",
@@ -100,6 +106,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _build_app(args: argparse.Namespace) -> Any:
+    from casstore import KeyRing
+    from casstore.errors import CasstoreError
     from casstore.server import bearer_token_authorizer, create_app
 
     authorize = None
@@ -108,6 +116,12 @@ def _build_app(args: argparse.Namespace) -> Any:
         if not token:
             raise ServeError(f"environment variable {args.auth_token_env} is not set or empty")
         authorize = bearer_token_authorizer(token)
+    keyring = None
+    if args.keyring:
+        try:
+            keyring = KeyRing.open(args.keyring)
+        except CasstoreError as exc:
+            raise ServeError(f"bad keyring: {exc}") from exc
     return create_app(
         args.store,
         codec=load_codec(args.codec) if args.codec else None,
@@ -117,6 +131,7 @@ def _build_app(args: argparse.Namespace) -> Any:
         payload_size_threshold=args.threshold,
         inline_max_bytes=args.inline_max_bytes,
         name=args.driver_name,
+        keyring=keyring,
     )
 
 
