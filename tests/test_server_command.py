@@ -140,6 +140,7 @@ def test_a_real_server_with_a_token_a_keyring_and_a_codec(tmp_path: Path) -> Non
     finally:
         code, out = server.stop()
     assert code == 0
+    assert "casstore serve: POST /decode -> 401: authorization required" in out
     assert "casstore serve: stopped (SIGTERM)" in out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import os
 import signal
 import socket
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     from casstore.errors import CasstoreError
     from casstore.server import _require_server_extra
 
+    _log_requests_to_stderr()
     try:
         _require_server_extra()
         app = _build_app(args)
@@ -103,6 +105,16 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     except (ServeError, CasstoreError) as exc:
         print(f"casstore serve: error: {exc}", file=sys.stderr)
         return _EXIT_USAGE
+
+
+def _log_requests_to_stderr() -> None:
+    """Show refused (4xx, info) and failed (5xx, with traceback) requests to the operator."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("casstore serve: %(message)s"))
+    log = logging.getLogger("casstore.server")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def _build_app(args: argparse.Namespace) -> Any:
