@@ -20,13 +20,21 @@ from casstore.ops._common import (
     EXIT_PROBLEMS,
     CommandError,
     add_json_argument,
+    add_keyring_argument,
     add_store_argument,
+    keyring_from_args,
     open_store,
     positive_int,
     run_command,
     write_json,
 )
-from casstore.ops._refs import FoundReference, InputError, find_references, parse_input
+from casstore.ops._refs import (
+    FoundReference,
+    InputError,
+    find_references,
+    looks_like_text_claim,
+    parse_input,
+)
 
 DEFAULT_MAX_PAYLOAD_SIZE = 50 * 1024 * 1024
 _JSON_ENCODINGS = ("json/plain", "json/protobuf")
@@ -66,7 +74,7 @@ def read_input(ref: str | None, stdin: TextIO) -> tuple[str, str]:
     """Return ``(text, source)``: the argument itself, a file it names, or stdin."""
     if ref is None or ref == "-":
         return stdin.read(), "standard input"
-    if ref.lstrip()[:1] in ("{", "[", '"'):
+    if ref.lstrip()[:1] in ("{", "[", '"') or looks_like_text_claim(ref):
         return ref, "the argument"
     path = Path(ref)
     if not path.is_file():
@@ -121,6 +129,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="largest payload a claim may promise, as the driver's max_payload_size "
         f"(default {DEFAULT_MAX_PAYLOAD_SIZE})",
     )
+    add_keyring_argument(parser)
     add_json_argument(parser)
     parser.set_defaults(func=run)
 
@@ -141,10 +150,11 @@ async def _cat(args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO
             f"{source} holds no storage references (inline payloads are in the history itself)"
         )
     single = len(references) == 1 and references[0].event_id is None
+    keyring = keyring_from_args(args)
     entries: list[dict[str, Any]] = []
     failed = 0
     async with open_store(args.store) as backend:
-        driver = CasStorageDriver(backend, max_payload_size=args.max_payload_size)
+        driver = CasStorageDriver(backend, max_payload_size=args.max_payload_size, keyring=keyring)
         for found in references:
             entry = await _fetch(driver, found, args.max_payload_size)
             if "error" in entry:

@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any, Self, TextIO
 from urllib.parse import unquote, urlsplit
 
+from casstore._keyring import DEFAULT_KEYRING_ENV, KeyRing
 from casstore._url import open_backend
 from casstore.backends._base import Backend
 from casstore.errors import (
@@ -72,6 +73,34 @@ def add_store_argument(parser: argparse.ArgumentParser, *, option: bool = False)
         parser.add_argument("--store", required=True, metavar="URL", help=STORE_HELP)
     else:
         parser.add_argument("store", metavar="STORE_URL", help=STORE_HELP)
+
+
+def add_keyring_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--keyring SPEC``: the keys that open encrypted objects (docs/encryption.md)."""
+    parser.add_argument(
+        "--keyring",
+        metavar="SPEC",
+        help="keys for encrypted objects: env:VAR or file:PATH "
+        f"(default: ${DEFAULT_KEYRING_ENV} when it is set)",
+    )
+
+
+def keyring_from_args(args: argparse.Namespace) -> KeyRing | None:
+    """The keyring ``--keyring`` names, else ``$CASSTORE_KEYRING`` if set, else None.
+
+    Raises:
+        CommandError: If the keyring cannot be read or is malformed (the message
+            never shows key material).
+    """
+    spec = getattr(args, "keyring", None)
+    try:
+        if spec is not None:
+            return KeyRing.open(spec)
+        if os.environ.get(DEFAULT_KEYRING_ENV):
+            return KeyRing.from_env()
+    except ConfigurationError as exc:
+        raise CommandError(f"bad keyring: {exc}") from exc
+    return None
 
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:

@@ -9,8 +9,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from casstore._codec import Codec
+from casstore._crypto import TAG_SIZE
 from casstore.backends._base import Backend
-from casstore.ops._check import ObjectProblem, logical_size, read_header
+from casstore.ops._check import ObjectProblem, encrypted_header, logical_size, read_header
 from casstore.ops._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -164,6 +166,13 @@ async def store_stats(
 
         def header(key: str, data: bytes) -> tuple[str, int] | ObjectProblem:
             try:
+                encrypted = encrypted_header(data, key)
+                if encrypted is not None:
+                    # The zstd frame header is sealed too: an encrypted zstd
+                    # object's payload size is not known without its key.
+                    sealed, key_id = encrypted
+                    known = len(data) - 7 - len(key_id) - TAG_SIZE if sealed is Codec.RAW else 0
+                    return f"{sealed.name.lower()}, encrypted", known
                 codec = read_header(data)
                 return codec.name.lower(), logical_size(data, codec)
             except ObjectProblem as exc:

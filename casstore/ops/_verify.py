@@ -10,15 +10,19 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from casstore._codec import Codec
+from casstore._crypto import Ciphers
+from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
-from casstore.ops._check import ObjectFacts, ObjectProblem, check_object
+from casstore.ops._check import ObjectFacts, ObjectProblem, ObjectSkipped, check_object
 from casstore.ops._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
     Progress,
     add_json_argument,
+    add_keyring_argument,
     add_store_argument,
     format_bytes,
+    keyring_from_args,
     open_store,
     positive_int,
     run_command,
@@ -57,6 +61,8 @@ class VerifyReport:
     """Listed, then gone when read (deleted meanwhile, e.g. by gc): not a fault."""
     other_keys: list[str] = field(default_factory=list)
     """Keys outside the object prefix (not casstore objects): skipped."""
+    no_key: dict[str, int] = field(default_factory=dict)
+    """Encrypted objects not checked, by the key id the keyring lacks: neither good nor bad."""
     sampled: bool = False
     seconds: float = 0.0
 
@@ -76,6 +82,7 @@ class VerifyReport:
             "bad": [{"key": b.key, "reason": b.reason} for b in self.bad],
             "vanished": self.vanished,
             "other_keys": self.other_keys,
+            "not_checked_no_key": dict(sorted(self.no_key.items())),
             "stored_bytes": self.stored_bytes,
             "logical_bytes": self.logical_bytes,
             "codecs": dict(sorted(self.codecs.items())),
@@ -93,6 +100,7 @@ async def verify_store(
     on_bad: Any = None,
     progress: Progress | None = None,
     rng: random.Random | None = None,
+    keyring: KeyRing | None = None,
 ) -> VerifyReport:
     """Check every object of a store (or a uniform random sample of ``sample``).
 
@@ -112,12 +120,15 @@ async def verify_store(
         on_bad: Called with each :class:`BadObject` as it is found.
         progress: Advanced once per object checked.
         rng: Random source for sampling (tests pass a seeded one).
+        keyring: Keys to check encrypted objects with; an encrypted object
+            whose key it lacks is counted in ``no_key``, neither good nor bad.
 
     Returns:
         The report; ``report.ok`` is False if any object is bad.
     """
     report = VerifyReport(sampled=sample is not None)
     started = time.monotonic()
+    ciphers = None if keyring is None else Ciphers(keyring)
 
     def found_bad(key: str, reason: str) -> None:
         bad = BadObject(key, reason)
@@ -133,11 +144,13 @@ async def verify_store(
             report.listed += 1
             yield key, size
 
-    def check(key: str, data: bytes) -> ObjectFacts | ObjectProblem | BadKeyError:
+    def check(key: str, data: bytes) -> ObjectFacts | ObjectProblem | ObjectSkipped | BadKeyError:
         try:
             name = parse_object_key(key)
-            return check_object(data, name.digest, max_payload_size=max_payload_size)
-        except (ObjectProblem, BadKeyError) as exc:
+            return check_object(
+                data, name.digest, max_payload_size=max_payload_size, key=key, ciphers=ciphers
+            )
+        except (ObjectProblem, ObjectSkipped, BadKeyError) as exc:
             return exc
 
     def done(outcome: Outcome) -> None:
@@ -154,7 +167,12 @@ async def verify_store(
             report.good += 1
             report.logical_bytes += outcome.result.logical_size
             codec = Codec(outcome.result.codec).name.lower()
+            if outcome.result.key_id is not None:
+                codec += ", encrypted"
             report.codecs[codec] = report.codecs.get(codec, 0) + 1
+        elif isinstance(outcome.result, ObjectSkipped):
+            key_id = outcome.result.key_id
+            report.no_key[key_id] = report.no_key.get(key_id, 0) + 1
         else:
             found_bad(outcome.key, str(outcome.result))
 
@@ -231,6 +249,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="largest payload an object may hold, as the driver's max_payload_size "
         f"(default {DEFAULT_MAX_PAYLOAD_SIZE})",
     )
+    add_keyring_argument(parser)
     add_json_argument(parser)
     parser.set_defaults(func=run)
 
@@ -241,6 +260,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    keyring = keyring_from_args(args)
     async with open_store(args.store) as backend:
         with Progress("verifying") as progress:
 
@@ -256,6 +276,7 @@ async def _verify(args: argparse.Namespace, out: TextIO) -> int:
                 concurrency=args.concurrency,
                 on_bad=on_bad,
                 progress=progress,
+                keyring=keyring,
             )
     if args.json:
         write_json(report.as_dict(), out)
@@ -280,5 +301,11 @@ def _print_summary(report: VerifyReport, out: TextIO) -> None:
     if report.other_keys:
         print(
             f"{len(report.other_keys):,} keys outside v1/ skipped (not casstore objects)",
+            file=out,
+        )
+    for key_id, count in sorted(report.no_key.items()):
+        print(
+            f"{count:,} encrypted objects not checked: key {key_id!r} is not in the keyring "
+            "(pass --keyring)",
             file=out,
         )
