@@ -22,7 +22,7 @@ from casstore.ops._common import (
     add_json_argument,
     add_keyring_argument,
     add_store_argument,
-    keyring_from_args,
+    open_keyring,
     open_store,
     positive_int,
     run_command,
@@ -121,6 +121,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="the reference JSON, or a file holding it (default: standard input)",
     )
     add_store_argument(parser, option=True)
+    add_keyring_argument(parser)
     parser.add_argument(
         "--max-payload-size",
         type=positive_int,
@@ -129,7 +130,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="largest payload a claim may promise, as the driver's max_payload_size "
         f"(default {DEFAULT_MAX_PAYLOAD_SIZE})",
     )
-    add_keyring_argument(parser)
     add_json_argument(parser)
     parser.set_defaults(func=run)
 
@@ -140,6 +140,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _cat(args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO) -> int:
+    keyring = open_keyring(args.keyring)
     text, source = read_input(args.ref, stdin)
     try:
         references = find_references(parse_input(text, source=source))
@@ -150,7 +151,6 @@ async def _cat(args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO
             f"{source} holds no storage references (inline payloads are in the history itself)"
         )
     single = len(references) == 1 and references[0].event_id is None
-    keyring = keyring_from_args(args)
     entries: list[dict[str, Any]] = []
     failed = 0
     async with open_store(args.store) as backend:

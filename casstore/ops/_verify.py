@@ -13,7 +13,7 @@ from casstore._codec import Codec
 from casstore._crypto import Ciphers
 from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
-from casstore.ops._check import ObjectFacts, ObjectProblem, ObjectSkipped, check_object
+from casstore.ops._check import NeedsKey, ObjectFacts, ObjectProblem, check_object
 from casstore.ops._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -22,7 +22,7 @@ from casstore.ops._common import (
     add_keyring_argument,
     add_store_argument,
     format_bytes,
-    keyring_from_args,
+    open_keyring,
     open_store,
     positive_int,
     run_command,
@@ -56,13 +56,17 @@ class VerifyReport:
     logical_bytes: int = 0
     """Payload bytes the good objects hold."""
     codecs: dict[str, int] = field(default_factory=dict)
+    encrypted: dict[str, int] = field(default_factory=dict)
+    """Good encrypted objects by the key id they are sealed with."""
     bad: list[BadObject] = field(default_factory=list)
+    unchecked: list[BadObject] = field(default_factory=list)
+    """Encrypted objects whose key was not given: not checked, not counted bad."""
+    needs_keys: set[str] = field(default_factory=set)
+    """The key ids those objects need."""
     vanished: list[str] = field(default_factory=list)
     """Listed, then gone when read (deleted meanwhile, e.g. by gc): not a fault."""
     other_keys: list[str] = field(default_factory=list)
     """Keys outside the object prefix (not casstore objects): skipped."""
-    no_key: dict[str, int] = field(default_factory=dict)
-    """Encrypted objects not checked, by the key id the keyring lacks: neither good nor bad."""
     sampled: bool = False
     seconds: float = 0.0
 
@@ -80,12 +84,14 @@ class VerifyReport:
             "sampled": self.sampled,
             "good": self.good,
             "bad": [{"key": b.key, "reason": b.reason} for b in self.bad],
+            "unchecked": [{"key": b.key, "reason": b.reason} for b in self.unchecked],
+            "needs_keys": sorted(self.needs_keys),
             "vanished": self.vanished,
             "other_keys": self.other_keys,
-            "not_checked_no_key": dict(sorted(self.no_key.items())),
             "stored_bytes": self.stored_bytes,
             "logical_bytes": self.logical_bytes,
             "codecs": dict(sorted(self.codecs.items())),
+            "encrypted": dict(sorted(self.encrypted.items())),
             "seconds": round(self.seconds, 3),
         }
 
@@ -94,13 +100,13 @@ async def verify_store(
     backend: Backend,
     *,
     sample: int | None = None,
+    keyring: KeyRing | None = None,
     max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
     concurrency: int = DEFAULT_CONCURRENCY,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     on_bad: Any = None,
     progress: Progress | None = None,
     rng: random.Random | None = None,
-    keyring: KeyRing | None = None,
 ) -> VerifyReport:
     """Check every object of a store (or a uniform random sample of ``sample``).
 
@@ -113,6 +119,8 @@ async def verify_store(
         backend: The store.
         sample: Check this many objects, chosen uniformly at random
             (reservoir sampling over the listing: memory for ``sample`` keys).
+        keyring: Keys for encrypted objects; an encrypted object whose key
+            is not in it is reported in ``unchecked`` ("needs key ID").
         max_payload_size: Objects declaring a larger payload are bad, as a
             driver with this limit would refuse them.
         concurrency: Objects read at once.
@@ -120,8 +128,6 @@ async def verify_store(
         on_bad: Called with each :class:`BadObject` as it is found.
         progress: Advanced once per object checked.
         rng: Random source for sampling (tests pass a seeded one).
-        keyring: Keys to check encrypted objects with; an encrypted object
-            whose key it lacks is counted in ``no_key``, neither good nor bad.
 
     Returns:
         The report; ``report.ok`` is False if any object is bad.
@@ -144,13 +150,13 @@ async def verify_store(
             report.listed += 1
             yield key, size
 
-    def check(key: str, data: bytes) -> ObjectFacts | ObjectProblem | ObjectSkipped | BadKeyError:
+    def check(key: str, data: bytes) -> ObjectFacts | ObjectProblem | BadKeyError | NeedsKey:
         try:
             name = parse_object_key(key)
             return check_object(
-                data, name.digest, max_payload_size=max_payload_size, key=key, ciphers=ciphers
+                data, name.digest, key=key, max_payload_size=max_payload_size, ciphers=ciphers
             )
-        except (ObjectProblem, ObjectSkipped, BadKeyError) as exc:
+        except (ObjectProblem, BadKeyError, NeedsKey) as exc:
             return exc
 
     def done(outcome: Outcome) -> None:
@@ -164,15 +170,16 @@ async def verify_store(
         if outcome.error is not None:
             found_bad(outcome.key, outcome.error)
         elif isinstance(outcome.result, ObjectFacts):
+            facts = outcome.result
             report.good += 1
-            report.logical_bytes += outcome.result.logical_size
-            codec = Codec(outcome.result.codec).name.lower()
-            if outcome.result.key_id is not None:
-                codec += ", encrypted"
+            report.logical_bytes += facts.logical_size or 0
+            codec = Codec(facts.codec).name.lower()
             report.codecs[codec] = report.codecs.get(codec, 0) + 1
-        elif isinstance(outcome.result, ObjectSkipped):
-            key_id = outcome.result.key_id
-            report.no_key[key_id] = report.no_key.get(key_id, 0) + 1
+            if facts.key_id is not None:
+                report.encrypted[facts.key_id] = report.encrypted.get(facts.key_id, 0) + 1
+        elif isinstance(outcome.result, NeedsKey):
+            report.unchecked.append(BadObject(outcome.key, str(outcome.result)))
+            report.needs_keys.add(outcome.result.key_id)
         else:
             found_bad(outcome.key, str(outcome.result))
 
@@ -228,6 +235,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         ),
     )
     add_store_argument(parser)
+    add_keyring_argument(parser)
     parser.add_argument(
         "--sample",
         type=positive_int,
@@ -249,7 +257,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="largest payload an object may hold, as the driver's max_payload_size "
         f"(default {DEFAULT_MAX_PAYLOAD_SIZE})",
     )
-    add_keyring_argument(parser)
     add_json_argument(parser)
     parser.set_defaults(func=run)
 
@@ -260,7 +267,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _verify(args: argparse.Namespace, out: TextIO) -> int:
-    keyring = keyring_from_args(args)
+    keyring = open_keyring(args.keyring)
     async with open_store(args.store) as backend:
         with Progress("verifying") as progress:
 
@@ -272,11 +279,11 @@ async def _verify(args: argparse.Namespace, out: TextIO) -> int:
             report = await verify_store(
                 backend,
                 sample=args.sample,
+                keyring=keyring,
                 max_payload_size=args.max_payload_size,
                 concurrency=args.concurrency,
                 on_bad=on_bad,
                 progress=progress,
-                keyring=keyring,
             )
     if args.json:
         write_json(report.as_dict(), out)
@@ -293,6 +300,12 @@ def _print_summary(report: VerifyReport, out: TextIO) -> None:
         f"{report.good:,} good, {len(report.bad):,} bad",
         file=out,
     )
+    if report.unchecked:
+        print(
+            f"{len(report.unchecked):,} encrypted objects not checked: they need keys "
+            f"{', '.join(sorted(report.needs_keys))} (pass --keyring)",
+            file=out,
+        )
     if report.vanished:
         print(
             f"{len(report.vanished):,} objects were deleted while verify ran (not checked)",
@@ -301,11 +314,5 @@ def _print_summary(report: VerifyReport, out: TextIO) -> None:
     if report.other_keys:
         print(
             f"{len(report.other_keys):,} keys outside v1/ skipped (not casstore objects)",
-            file=out,
-        )
-    for key_id, count in sorted(report.no_key.items()):
-        print(
-            f"{count:,} encrypted objects not checked: key {key_id!r} is not in the keyring "
-            "(pass --keyring)",
             file=out,
         )
