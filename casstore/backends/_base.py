@@ -167,6 +167,14 @@ def _warn_exact_create(stacklevel: int = 3) -> None:
     )
 
 
+def describe_backend(backend: Backend) -> str:
+    """Return ``backend``'s repr for error attributes, never failing."""
+    try:
+        return repr(backend)
+    except Exception:
+        return type(backend).__name__
+
+
 def describe_suffix(backend: Backend) -> str:
     """Format ``backend.describe()`` as ``", k=v, ..."`` for error brackets.
 
