@@ -33,6 +33,7 @@ from temporalio.converter import (
 from temporalio.plugin import SimplePlugin
 
 from casstore._driver import CasStorageDriver
+from casstore._keyring import KeyRing
 from casstore._keys import Scope
 from casstore._url import open_backend
 from casstore.backends._base import Backend
@@ -61,6 +62,7 @@ class DriverOptions(TypedDict, total=False):
     retrieval_cache_bytes: int
     refresh_after: timedelta | None
     offload_threshold: int
+    keyring: KeyRing | None
 
 
 class CasStorePlugin(SimplePlugin):
