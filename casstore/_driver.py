@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -26,7 +26,8 @@ from casstore._codec import HEADER_SIZE, Codec, encode_stored
 from casstore._crypto import Ciphers, ObjectCipher, cipher_for
 from casstore._keyring import KeyRing
 from casstore._keys import NO_TARGET_LOCATION, Scope, location_for, object_key
-from casstore._stats import DriverStats
+from casstore._metrics import DriverMetrics, MetricMeter, reported, timed
+from casstore._stats import DriverStats, error_kind
 from casstore._verify import content_digest, decode_and_verify, parse_payload
 from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
 from casstore.errors import (
@@ -142,6 +143,7 @@ class CasStorageDriver(StorageDriver):
         self._reads: SingleFlight[str, bytes] = SingleFlight()
         self.stats = DriverStats()
         """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
+        self._metrics: DriverMetrics | None = None
 
     def name(self) -> str:
         """Return this driver instance's name (recorded in every reference)."""
@@ -155,6 +157,10 @@ class CasStorageDriver(StorageDriver):
     def backend(self) -> Backend:
         """The backend objects are stored in."""
         return self._backend
+
+    def set_metric_meter(self, meter: MetricMeter | None) -> None:
+        """Report :attr:`stats` to a Temporal metric meter, or stop (docs/operations.md)."""
+        self._metrics = None if meter is None else DriverMetrics(meter, driver_name=self._name)
 
     def __repr__(self) -> str:
         return (
@@ -178,7 +184,7 @@ class CasStorageDriver(StorageDriver):
                 position, the key and the backend.
         """
         location = self._location(context)
-        return await gather_cancel_on_error(
+        return await self._batch(
             [
                 self._labelled(self._store_one(location, payload), i, len(payloads), "store")
                 for i, payload in enumerate(payloads)
@@ -304,7 +310,7 @@ class CasStorageDriver(StorageDriver):
             BackendError: The backend failed.
         """
         del context  # carries nothing; a claim holds everything retrieval needs
-        return await gather_cancel_on_error(
+        return await self._batch(
             [
                 self._labelled(self._retrieve_one(claim), i, len(claims), "retrieve")
                 for i, claim in enumerate(claims)
@@ -361,7 +367,7 @@ class CasStorageDriver(StorageDriver):
         self.stats.backend_requests[kind] += 1
         try:
             async with self._limit():
-                return await call()
+                return await timed(self._metrics, kind, call)
         except CasstoreError as exc:
             # Backends name the key in their messages; make sure it is structured too.
             if exc.key is None:
@@ -376,6 +382,9 @@ class CasStorageDriver(StorageDriver):
                 backend=describe_backend(self._backend),
             ) from exc
 
+    async def _batch(self, work: list[Coroutine[Any, Any, _T]]) -> list[_T]:
+        return await reported(self._metrics, self.stats, gather_cancel_on_error(work))
+
     def _limit(self) -> asyncio.Semaphore:
         # Created lazily: a driver may be built before the event loop exists.
         if self._semaphore is None:
@@ -387,6 +396,7 @@ class CasStorageDriver(StorageDriver):
         try:
             return await work
         except CasstoreError as exc:
+            self.stats.errors[error_kind(exc)] += 1
             if count > 1:
                 exc.in_batch(index, count, verb)
             raise
