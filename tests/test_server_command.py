@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -138,10 +139,11 @@ def test_a_real_server_with_a_token_a_keyring_and_a_codec(tmp_path: Path) -> Non
         decoded = json_format.Parse(answer, Payloads()).payloads
         assert DataConverter.default.payload_converter.from_payloads(decoded) == [ORDER]
     finally:
-        code, out = server.stop()
-    assert code == 0
+        code, out = server.stop(signal.SIGINT)  # Ctrl-C (the clients' test uses SIGTERM)
+    assert code == 0, out
     assert "casstore serve: POST /decode -> 401: authorization required" in out
-    assert "casstore serve: stopped (SIGTERM)" in out
+    assert "casstore serve: stopped (SIGINT)" in out
+    assert "Traceback" not in out
 
 
 def test_the_server_package_exports_its_public_names_only() -> None:
@@ -178,3 +180,14 @@ def test_the_server_extra_is_declared() -> None:
     required = meta.get_all("Requires-Dist") or []
     assert any(r.startswith("starlette") and "extra == 'server'" in r for r in required)
     assert any(r.startswith("uvicorn") and "extra == 'server'" in r for r in required)
+
+
+def test_cors_origins_are_given_in_one_or_several_flags() -> None:
+    from casstore._cli import _parser
+
+    args = _parser().parse_args(
+        ["serve", "--store", "x", "--cors-origin", "http://a:1", "http://b:2", "--cors-origin", "*"]
+    )
+    assert args.cors_origin == ["http://a:1", "http://b:2", "*"]
+    assert args.port == 8081
+    assert args.host == "127.0.0.1"

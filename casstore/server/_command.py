@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument(
         "--cors-origin",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="ORIGIN",
         help="browser origin allowed to call (the Web UI's: http://localhost:8233); repeatable",
