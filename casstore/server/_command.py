@@ -57,6 +57,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--driver-name", default="casstore", help="the workers' driver name (default %(default)s)"
     )
     parser.add_argument(
+        "--keyring",
+        metavar="SPEC",
+        help="the workers' keyring, for encrypted objects: env:VAR (env: alone reads "
+        "CASSTORE_KEYRING) or file:PATH (docs/encryption.md)",
+    )
+    parser.add_argument(
         "--threshold",
         type=int,
         default=256 * 1024,
@@ -100,6 +106,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _build_app(args: argparse.Namespace) -> Any:
+    from casstore import KeyRing
     from casstore.server import bearer_token_authorizer, create_app
 
     authorize = None
@@ -117,6 +124,8 @@ def _build_app(args: argparse.Namespace) -> Any:
         payload_size_threshold=args.threshold,
         inline_max_bytes=args.inline_max_bytes,
         name=args.driver_name,
+        # A bad spec is a ConfigurationError naming its source, never key material.
+        keyring=KeyRing.open(args.keyring) if args.keyring else None,
     )
 
 
