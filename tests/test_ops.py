@@ -231,6 +231,8 @@ async def test_stats_counts_by_scope_namespace_and_workflow(
 ) -> None:
     stored = await populate(store.backend)
     sizes = {key: size async for key, size in store.backend.scan()}
+    await store.raw_put("_casstore/lifecycle.json", b"{}")  # gc's manifest
+    await store.raw_put("notes/readme", b"not ours")
     result = await cli(capsys, "stats", store.url, "--json", "--top", "2")
     assert result.code == 0, result
     stats = result.json()
@@ -251,6 +253,8 @@ async def test_stats_counts_by_scope_namespace_and_workflow(
     assert next((w["namespace"], w["id"]) for w in top) == ("default", "big")
     assert len(top) == 2
     assert "codecs" not in stats
+    assert stats["housekeeping"] == {"objects": 1, "stored_bytes": 2}
+    assert stats["other_keys"] == {"objects": 1, "stored_bytes": 8}
 
     text = await cli(capsys, "stats", store.url)
     assert text.code == 0
