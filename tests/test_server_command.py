@@ -191,3 +191,26 @@ def test_cors_origins_are_given_in_one_or_several_flags() -> None:
     assert args.cors_origin == ["http://a:1", "http://b:2", "*"]
     assert args.port == 8081
     assert args.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("host", "authenticated", "warned"),
+    [
+        ("127.0.0.1", False, False),
+        ("::1", False, False),
+        ("localhost", False, False),
+        ("0.0.0.0", False, True),
+        ("192.0.2.10", False, True),
+        ("codec.internal", False, True),
+        ("0.0.0.0", True, False),
+    ],
+)
+def test_serving_beyond_loopback_without_a_token_is_warned_about(
+    host: str, authenticated: bool, warned: bool
+) -> None:
+    from casstore.server._command import exposure_warning
+
+    warning = exposure_warning(host, authenticated=authenticated)
+    assert (warning is not None) == warned
+    if warning:
+        assert f"listening on {host} without --auth-token-env" in warning
