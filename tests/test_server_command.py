@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -82,11 +83,13 @@ def test_a_port_in_use_is_reported(capsys: pytest.CaptureFixture[str], tmp_path:
 
 
 def test_without_the_server_extra_the_install_hint_is_given(tmp_path: Path) -> None:
-    # Hide starlette as a machine without the extra would: imports of it fail.
+    # The CLI and the library import no web stack; then hide starlette as a
+    # machine without the extra would (imports of it fail) and ask for the server.
     script = (
-        "import sys; sys.modules['starlette'] = None\n"
-        "from casstore._cli import main\n"
-        f"code = main(['serve', '--store', {str(tmp_path)!r}])\n"
+        "import sys, casstore, casstore._cli\n"
+        "print(sorted({'starlette', 'uvicorn'} & set(sys.modules)))\n"
+        "sys.modules['starlette'] = None\n"
+        f"code = casstore._cli.main(['serve', '--store', {str(tmp_path)!r}])\n"
         "import casstore.server\n"
         "try:\n"
         "    casstore.server.create_app\n"
@@ -99,8 +102,10 @@ def test_without_the_server_extra_the_install_hint_is_given(tmp_path: Path) -> N
     )
     assert done.returncode == 2, done.stderr
     assert "pip install 'casstore[server]'" in done.stderr
-    assert done.stdout.startswith("ConfigurationError ")
-    assert "pip install 'casstore[server]'" in done.stdout
+    imported, hint = done.stdout.splitlines()
+    assert imported == "[]"
+    assert hint.startswith("ConfigurationError ")
+    assert "pip install 'casstore[server]'" in hint
 
 
 def test_a_real_server_with_a_token_a_keyring_and_a_codec(tmp_path: Path) -> None:
@@ -138,10 +143,11 @@ def test_a_real_server_with_a_token_a_keyring_and_a_codec(tmp_path: Path) -> Non
         decoded = json_format.Parse(answer, Payloads()).payloads
         assert DataConverter.default.payload_converter.from_payloads(decoded) == [ORDER]
     finally:
-        code, out = server.stop()
-    assert code == 0
+        code, out = server.stop(signal.SIGINT)  # Ctrl-C (the clients' test uses SIGTERM)
+    assert code == 0, out
     assert "casstore serve: POST /decode -> 401: authorization required" in out
-    assert "casstore serve: stopped (SIGTERM)" in out
+    assert "casstore serve: stopped (SIGINT)" in out
+    assert "Traceback" not in out
 
 
 def test_the_server_package_exports_its_public_names_only() -> None:
@@ -159,17 +165,6 @@ def test_the_server_package_exports_its_public_names_only() -> None:
         casstore.server.nope  # noqa: B018
 
 
-def test_the_cli_and_the_library_do_not_import_the_web_stack() -> None:
-    probe = (
-        "import sys, casstore, casstore._cli\n"
-        "print(sorted({'starlette', 'uvicorn'} & set(sys.modules)))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True
-    )
-    assert done.stdout.strip() == "[]"
-
-
 def test_the_server_extra_is_declared() -> None:
     from importlib.metadata import metadata
 
@@ -178,3 +173,37 @@ def test_the_server_extra_is_declared() -> None:
     required = meta.get_all("Requires-Dist") or []
     assert any(r.startswith("starlette") and "extra == 'server'" in r for r in required)
     assert any(r.startswith("uvicorn") and "extra == 'server'" in r for r in required)
+
+
+def test_cors_origins_are_given_in_one_or_several_flags() -> None:
+    from casstore._cli import _parser
+
+    args = _parser().parse_args(
+        ["serve", "--store", "x", "--cors-origin", "http://a:1", "http://b:2", "--cors-origin", "*"]
+    )
+    assert args.cors_origin == ["http://a:1", "http://b:2", "*"]
+    assert args.port == 8081
+    assert args.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("host", "authenticated", "warned"),
+    [
+        ("127.0.0.1", False, False),
+        ("::1", False, False),
+        ("localhost", False, False),
+        ("0.0.0.0", False, True),
+        ("192.0.2.10", False, True),
+        ("codec.internal", False, True),
+        ("0.0.0.0", True, False),
+    ],
+)
+def test_serving_beyond_loopback_without_a_token_is_warned_about(
+    host: str, authenticated: bool, warned: bool
+) -> None:
+    from casstore.server._command import exposure_warning
+
+    warning = exposure_warning(host, authenticated=authenticated)
+    assert (warning is not None) == warned
+    if warning:
+        assert f"listening on {host} without --auth-token-env" in warning
