@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-ops fuzz clean browser
+.PHONY: demo test lint bench bench-ops fuzz reliability clean browser
 
 # The Web UI test drives Debian's chromium through Playwright (Playwright's own
 # browser download needs the internet). Idempotent; a failed install fails `make test`.
@@ -26,6 +26,11 @@ lint: $(BIN)/.installed
 
 test: lint browser
 	$(BIN)/pytest
+
+# Faults injected in front of real S3 servers, payloads lost, worst stall, peak memory
+# (the figures in docs/reliability.md).
+reliability: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.reliability $(RELIABILITY_ARGS)
 
 # Long property-based fuzzing of claims and objects (make test runs a bounded profile).
 fuzz: $(BIN)/.installed

@@ -34,6 +34,7 @@ from casstore.backends.s3._options import (
     client_config,
     new_session,
     no_expect_continue,
+    preload,
     url_arguments,
 )
 from casstore.backends.s3._upload import CLEANUP_TIMEOUT, UploadTarget, put_multipart, put_single
@@ -363,6 +364,7 @@ class S3Backend(Backend):
 
     async def _open_client(self) -> S3Client:
         assert self._session is not None
+        await asyncio.to_thread(preload, self._session)
         context = self._session.client(
             "s3", region_name=self._region, endpoint_url=self._endpoint_url, config=self._config
         )
