@@ -29,9 +29,9 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from casstore._claim import ClaimV1, decode_digest, parse_claim_data
+from casstore._claim import Claim, parse_claim_data
 from casstore._demo_workflows import FanOutChild, FanOutParent, FanOutSummary, analyze_shard
-from casstore._keys import Scope, object_key
+from casstore._keys import Scope
 from casstore._stats import DriverStats
 from casstore.plugin import CasStorePlugin
 
@@ -84,14 +84,13 @@ class HistoryReference:
     """Bytes the reference payload occupies in history."""
     reference: ExternalStorageReference
 
-    def casstore_claim(self) -> ClaimV1:
+    def casstore_claim(self) -> Claim:
         """Parse the reference's claim as a casstore claim (raises ``ClaimError`` if it is not)."""
         return parse_claim_data(dict(self.reference.claim_data), max_size=1 << 62)
 
     def object_key(self) -> str:
         """The key of the object this casstore reference points at."""
-        claim = self.casstore_claim()
-        return object_key(claim.location, decode_digest(claim.digest))
+        return self.casstore_claim().key
 
 
 def history_references(history: WorkflowHistory) -> list[HistoryReference]:
