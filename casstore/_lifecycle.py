@@ -12,7 +12,9 @@ docs/operations.md.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -54,7 +56,10 @@ class LifecyclePolicy:
     claim_delay: timedelta = DEFAULT_CLAIM_DELAY
 
     def __post_init__(self) -> None:
-        for name, value in (("refresh_after", self.refresh_after), ("claim_delay", self.claim_delay)):
+        for name, value in (
+            ("refresh_after", self.refresh_after),
+            ("claim_delay", self.claim_delay),
+        ):
             seconds = value.total_seconds()
             if not math.isfinite(seconds) or seconds <= 0:
                 raise ConfigurationError(f"lifecycle {name} must be positive, got {value}")
@@ -198,3 +203,59 @@ readers fall back to it, so a claim handed out while gc decided stays readable."
 def trash_key(key: str) -> str:
     """Return where gc quarantines the object ``key``."""
     return TRASH_PREFIX + key
+
+
+class Freshness:
+    """How long one driver may vouch for an object: its ``refresh_after``, capped by the store's.
+
+    On the driver's first store, :meth:`adopt` reads the store's manifest (one
+    request per driver), writing one with this driver's ``refresh_after`` if
+    there is none; the driver then uses the shorter of the two. A driver with
+    ``refresh_after=None`` only follows a manifest, and writes none.
+    """
+
+    def __init__(self, backend: Backend, refresh_after: timedelta | None) -> None:
+        self._backend = backend
+        self._seconds = refresh_after.total_seconds() if refresh_after is not None else None
+        self._ready = False
+        self._adopting: asyncio.Future[None] | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        """The vouch bound in seconds, or ``None`` (vouch forever, never refresh)."""
+        return self._seconds
+
+    async def adopt(self) -> None:
+        """Follow the store's manifest (once; concurrent callers share the request)."""
+        if self._ready:
+            return
+        if self._adopting is None or self._adopting.done():  # first call, or the last one failed
+            self._adopting = asyncio.ensure_future(self._adopt())
+        await asyncio.shield(self._adopting)
+
+    async def _adopt(self) -> None:
+        if self._seconds is None:
+            policy = await read_policy(self._backend)
+        else:
+            proposed = LifecyclePolicy(refresh_after=timedelta(seconds=self._seconds))
+            policy = await ensure_policy(self._backend, proposed)
+        if policy is not None:
+            store_seconds = policy.refresh_after.total_seconds()
+            self._seconds = min(self._seconds or store_seconds, store_seconds)
+        self._ready = True
+
+    def vouch_until(self, modified: float) -> float | None:
+        """Until when an object last modified at ``modified`` may be vouched for.
+
+        Returns:
+            The time, or ``None`` if the object is too old and needs a refresh first.
+        """
+        if self._seconds is None:
+            return float("inf")
+        if time.time() - modified < self._seconds:
+            return modified + self._seconds
+        return None
+
+    def expiry(self, fresh_at: float) -> float:
+        """Until when an object known to exist at ``fresh_at`` may be vouched for."""
+        return float("inf") if self._seconds is None else fresh_at + self._seconds

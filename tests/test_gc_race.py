@@ -26,6 +26,7 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver
+from casstore._claim import parse_claim_data
 from casstore._lifecycle import LifecyclePolicy, ensure_policy, read_policy, trash_key
 from casstore.backends import Backend, LocalBackend, MemoryBackend
 from casstore.errors import ObjectNotFoundError
@@ -74,17 +75,15 @@ async def store(driver: CasStorageDriver, workflow_id: str, data: bytes, **kw: s
 
 
 def key_of(claim: StorageDriverClaim) -> str:
-    from casstore._claim import decode_digest, parse_claim_data
-    from casstore._keys import object_key
-
-    record = parse_claim_data(claim.claim_data, max_size=1 << 30)
-    return object_key(record.location, decode_digest(record.digest))
+    return parse_claim_data(claim.claim_data, max_size=1 << 30).key
 
 
 async def read(backend: Backend, workflow_id: str, data: bytes) -> bytes:
     """Read a payload back through a fresh driver (no caches), as another worker would."""
     driver = CasStorageDriver(backend)
-    [claim] = await CasStorageDriver(MemoryBackend()).store(context(workflow_id), [Payload(data=data)])
+    [claim] = await CasStorageDriver(MemoryBackend()).store(
+        context(workflow_id), [Payload(data=data)]
+    )
     [payload] = await driver.retrieve(StorageDriverRetrieveContext(), [claim])
     return payload.data
 
@@ -115,23 +114,27 @@ async def test_sweep_moves_unreferenced_old_objects_then_deletes_them_a_grace_la
 
     # Young objects are never candidates, referenced or not.
     plan = await sweep(backend, {kept}, at=now)
-    assert plan.quarantine == [] and plan.kept_young.objects == 1
+    assert plan.quarantine == []
+    assert plan.kept_young.objects == 1
 
     plan = await sweep(backend, {kept}, at=now + LATER)
     assert [k for k, _ in plan.quarantine] == [gone]
-    assert plan.kept_referenced.objects == 1 and plan.kept_unjudged.objects == 1
+    assert plan.kept_referenced.objects == 1
+    assert plan.kept_unjudged.objects == 1
     with pytest.raises(ObjectNotFoundError):
         await backend.get(gone)
     assert await read(backend, "deleted", b"nobody needs this") == b"nobody needs this"
 
     # The trash copy is as young as the move: a run soon after keeps it.
     plan = await sweep(backend, {kept}, at=time.time())
-    assert plan.purge == [] and plan.waiting.objects == 1
+    assert plan.purge == []
+    assert plan.waiting.objects == 1
 
     plan = await sweep(backend, {kept}, at=time.time() + LATER)
     assert [k for k, _ in plan.purge] == [trash_key(gone)]
     everything = await keys(backend)
-    assert trash_key(gone) not in everything and gone not in everything
+    assert trash_key(gone) not in everything
+    assert gone not in everything
     assert {kept, other_ns, key_of(no_target), foreign} <= everything
     assert await read_policy(backend) == POLICY
     with pytest.raises(ObjectNotFoundError):
@@ -141,9 +144,7 @@ async def test_sweep_moves_unreferenced_old_objects_then_deletes_them_a_grace_la
 async def test_dry_run_plans_change_nothing(backend: Backend) -> None:
     gone = await store(CasStorageDriver(backend), "deleted", b"dry")
     before = await keys(backend)
-    plan = await plan_sweep(
-        backend, NS, live=set(), judged_at=time.time() + LATER, min_age=GRACE
-    )
+    plan = await plan_sweep(backend, NS, live=set(), judged_at=time.time() + LATER, min_age=GRACE)
     assert [k for k, _ in plan.quarantine] == [gone]
     assert await keys(backend) == before
 
@@ -171,8 +172,10 @@ async def test_claim_handed_out_from_a_dedup_hit_during_the_sweep_stays_readable
     assert await read(backend, "wf", data) == data
     # The claim landed: the next mark has it, and the object is restored.
     plan = await sweep(backend, {key}, at=time.time() + LATER)
-    assert plan.restore == [key] and plan.purge == []
-    assert await backend.get(key) and trash_key(key) not in await keys(backend)
+    assert plan.restore == [key]
+    assert plan.purge == []
+    assert await backend.get(key)
+    assert trash_key(key) not in await keys(backend)
     assert await read(backend, "wf", data) == data
 
 
@@ -187,7 +190,8 @@ async def test_claim_vouched_by_the_known_object_cache_during_the_sweep_stays_re
     await apply_plan(backend, plan, POLICY)
     assert key not in await keys(backend)
 
-    # The worker's cache still vouches (refresh_after has not passed): no request, so the worker cannot know the object moved.
+    # The worker's cache still vouches (refresh_after has not passed): no
+    # request, so the worker cannot know the object moved.
     requests = sum(worker.stats.backend_requests.values())
     assert await store(worker, "wf", data) == key
     assert sum(worker.stats.backend_requests.values()) == requests
@@ -210,7 +214,8 @@ async def test_a_writer_after_the_move_writes_anew_and_the_copy_is_dropped(
     assert writer.stats.objects_written == 1
     plan = await sweep(backend, {key}, at=time.time() + LATER)
     assert [k for k, _ in plan.redundant] == [trash_key(key)]
-    assert await keys(backend, "v1/") == {key} and trash_key(key) not in await keys(backend)
+    assert await keys(backend, "v1/") == {key}
+    assert trash_key(key) not in await keys(backend)
 
 
 async def test_without_the_claim_in_any_mark_the_copy_goes_a_grace_later(
@@ -225,6 +230,7 @@ async def test_without_the_claim_in_any_mark_the_copy_goes_a_grace_later(
     await store(CasStorageDriver(backend), "wf", data)
     await apply_plan(backend, plan, POLICY)
     await sweep(backend, set(), at=time.time() + LATER)
-    assert key not in await keys(backend) and trash_key(key) not in await keys(backend)
+    assert key not in await keys(backend)
+    assert trash_key(key) not in await keys(backend)
     with pytest.raises(ObjectNotFoundError):
         await read(backend, "wf", data)

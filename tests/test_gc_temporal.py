@@ -70,7 +70,8 @@ def temporal() -> Iterator[TemporalDevServer]:
 @pytest.fixture
 async def s3_place(rclone_s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[S3Place]:
     """A fresh bucket on rclone's S3 server; credentials in the environment (the AWS chain)."""
-    assert rclone_s3.access_key is not None and rclone_s3.secret_key is not None
+    assert rclone_s3.access_key is not None
+    assert rclone_s3.secret_key is not None
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", rclone_s3.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", rclone_s3.secret_key)
     for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
@@ -80,7 +81,7 @@ async def s3_place(rclone_s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> Asyn
 
 
 @pytest.fixture(params=["local", "s3"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh store with a short-lived lifecycle policy, as a URL."""
     if request.param == "local":
         url = str(tmp_path / "store")
@@ -93,7 +94,7 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         )
     async with open_backend(url) as backend:
         await ensure_policy(backend, POLICY)
-    yield url
+    return url
 
 
 def unique(prefix: str) -> str:
@@ -164,7 +165,9 @@ async def test_gc_deletes_exactly_what_temporal_no_longer_has(
         queue: str = client.gc_test_queue  # type: ignore[attr-defined]
 
         async def run(workflow: Any, *args: Any, workflow_id: str) -> None:
-            await client.execute_workflow(workflow, args=list(args), id=workflow_id, task_queue=queue)
+            await client.execute_workflow(
+                workflow, args=list(args), id=workflow_id, task_queue=queue
+            )
 
         finished, deleted_too, sleeper = unique("finished"), unique("deleted"), unique("sleeper")
         parent, child = unique("parent"), unique("child")
@@ -199,7 +202,8 @@ async def test_gc_deletes_exactly_what_temporal_no_longer_has(
         assert any(f"/{parent}/" in key for key in kept & refs[child])
         assert any(f"/{receiver}/" in key for key in kept & refs[sender])
         before = await all_keys(store_url)
-        assert garbage and garbage <= before
+        assert garbage
+        assert garbage <= before
         await asyncio.sleep(GRACE_SECONDS + 0.5)  # everything older than the grace
 
         code, out, err = await gc(store_url, "--namespace", "default", "--address",
@@ -224,7 +228,8 @@ async def test_gc_deletes_exactly_what_temporal_no_longer_has(
                 Holds.run, finished_text, id=finished, task_queue=queue
             )
             raced_keys = await keys_of(client, finished)
-            assert raced_keys and raced_keys <= garbage
+            assert raced_keys
+            assert raced_keys <= garbage
             await apply_plan(backend, plan, POLICY)
             for key in garbage:
                 assert key not in await all_keys(store_url)
@@ -232,8 +237,8 @@ async def test_gc_deletes_exactly_what_temporal_no_longer_has(
             await _read_all(backend, client, finished)
 
         await asyncio.sleep(GRACE_SECONDS + 0.5)
-        code, out, err = await gc(store_url, "--namespace", "default", "--address",
-                                  temporal.address, "--grace", GRACE, "--delete", "--json")  # fmt: skip
+        gc_args = ["--namespace", "default", "--address", temporal.address, "--grace", GRACE]
+        code, out, err = await gc(store_url, *gc_args, "--delete", "--json")
         assert code == 0, err
         report = json.loads(out)
         assert set(report["restore"]) == raced_keys
@@ -260,7 +265,9 @@ async def _wait_for_activity(handle: Any) -> None:
 async def _read_all(backend: Backend, client: Client, workflow_id: str) -> None:
     """Retrieve every payload a history references, through a driver with empty caches."""
     history = await client.get_workflow_handle(workflow_id).fetch_history()
-    claims = [StorageDriverClaim(dict(ref.reference.claim_data)) for ref in history_references(history)]
+    claims = [
+        StorageDriverClaim(dict(ref.reference.claim_data)) for ref in history_references(history)
+    ]
     assert claims
     await CasStorageDriver(backend).retrieve(StorageDriverRetrieveContext(), claims)
 
@@ -283,7 +290,8 @@ def one_line_error(code: int, out: str, err: str, expected: str) -> None:
     assert code == 2, (out, err)
     assert out == ""
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("casstore gc: error: "), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("casstore gc: error: "), err
     assert expected in lines[0], lines[0]
 
 

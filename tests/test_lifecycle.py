@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from casstore._keys import is_object_key
 from casstore._lifecycle import (
     MANIFEST_KEY,
     LifecyclePolicy,
@@ -18,7 +19,6 @@ from casstore._lifecycle import (
     read_policy,
     trash_key,
 )
-from casstore._keys import is_object_key
 from casstore.backends import LocalBackend, MemoryBackend
 from casstore.errors import ConfigurationError
 
@@ -82,7 +82,9 @@ def test_gc_refuses_a_grace_the_rule_does_not_cover() -> None:
     policy = LifecyclePolicy(refresh_after=timedelta(days=1), claim_delay=timedelta(hours=1))
     assert min_grace(policy) == timedelta(hours=26)
     check_collectable(policy, grace=timedelta(hours=26))
-    with pytest.raises(ConfigurationError, match=r"--grace 1d .* at least .* = 26h .*refresh_after=1d"):
+    with pytest.raises(
+        ConfigurationError, match=r"--grace 1d .* at least .* = 26h .*refresh_after=1d"
+    ):
         check_collectable(policy, grace=timedelta(days=1))
 
 

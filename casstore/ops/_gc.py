@@ -106,7 +106,9 @@ async def collect_garbage(
         min_age = options.grace
     else:
         live, judged_at, min_age = None, time.time(), options.older_than
-    plan = await plan_sweep(backend, options.namespace, live=live, judged_at=judged_at, min_age=min_age)
+    plan = await plan_sweep(
+        backend, options.namespace, live=live, judged_at=judged_at, min_age=min_age
+    )
     applied = await apply_plan(backend, plan, policy) if options.delete else None
     return GcResult(policy=policy, marked=marked, plan=plan, applied=applied)
 
@@ -147,7 +149,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the ``gc`` subcommand to the ``casstore`` parser."""
     parser = subparsers.add_parser(
         "gc",
-        help="delete a namespace's objects no history Temporal keeps refers to (dry run by default)",
+        help="delete objects no history Temporal keeps refers to (dry run by default)",
         description=(
             "Mark every casstore object a namespace's histories, open runs, schedules and "
             "standalone activities reference, then move unreferenced objects older than the "

@@ -29,8 +29,7 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from casstore._claim import decode_digest, parse_claim_data
-from casstore._keys import object_key
+from casstore._claim import parse_claim_data
 from casstore.errors import CasstoreError
 from casstore.history import iter_payloads, reference_in
 
@@ -247,8 +246,7 @@ def _collect(marked: Marked, messages: Iterable[Message], where: str) -> None:
                 marked.foreign_references += 1
                 continue
             try:
-                claim = parse_claim_data(claim_data, max_size=1 << 62)
-                key = object_key(claim.location, decode_digest(claim.digest))
+                key = parse_claim_data(claim_data, max_size=1 << 62).key
             except CasstoreError as exc:
                 raise MarkError(
                     f"a reference in Temporal is not a claim this casstore can read, so "
