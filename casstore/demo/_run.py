@@ -1,9 +1,4 @@
-"""``casstore demo``: a fan-out workflow on a real Temporal server, and what it cost.
-
-Also home to the history helpers the demo measures with (and the end-to-end
-tests reuse): finding the external-storage references a history holds and
-reading the casstore claims inside them.
-"""
+"""Running the demo: a fan-out workflow with a worker, then measuring what it stored."""
 
 from __future__ import annotations
 
@@ -12,125 +7,25 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from google.protobuf import json_format
-from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
-from temporalio.api.common.v1 import Payload
-from temporalio.api.enums.v1 import EventType
-from temporalio.api.history.v1 import HistoryEvent
-from temporalio.api.sdk.v1.external_storage_pb2 import ExternalStorageReference
-from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from casstore._claim import Claim, parse_claim_data
-from casstore._demo_workflows import FanOutChild, FanOutParent, FanOutSummary, analyze_shard
 from casstore._keys import Scope
-from casstore._stats import DriverStats
+from casstore.demo._errors import DemoError
+from casstore.demo._report import MIB, DemoReport, format_report
+from casstore.demo._workflows import FanOutChild, FanOutParent, FanOutSummary, analyze_shard
+from casstore.history import HistoryReference, history_references, workflow_task_failures
 from casstore.plugin import CasStorePlugin
 
 DEFAULT_STORE = "casstore-demo-data"
-_REFERENCE_MESSAGE_TYPE = ExternalStorageReference.DESCRIPTOR.full_name.encode()
-_MIB = 1024 * 1024
 _FAILURE_POLL_SECONDS = 1.0
 _STAT_CONCURRENCY = 32
-
-
-# History helpers.
-
-
-def iter_payloads(message: Message) -> Iterator[Payload]:
-    """Yield every ``Payload`` inside a protobuf message, at any depth."""
-    if isinstance(message, Payload):
-        yield message
-        return
-    for descriptor, value in message.ListFields():
-        entry = descriptor.message_type
-        if descriptor.type != FieldDescriptor.TYPE_MESSAGE or entry is None:
-            continue
-        if entry.GetOptions().map_entry:
-            values = [v for v in value.values() if isinstance(v, Message)]
-        elif descriptor.is_repeated:
-            values = list(value)
-        else:
-            values = [value]
-        for item in values:
-            yield from iter_payloads(item)
-
-
-def reference_in(payload: Payload) -> ExternalStorageReference | None:
-    """Return the external-storage reference a payload holds, or ``None`` if it is inline."""
-    if payload.metadata.get("encoding") != b"json/protobuf":
-        return None
-    if payload.metadata.get("messageType") != _REFERENCE_MESSAGE_TYPE:
-        return None
-    return json_format.Parse(payload.data, ExternalStorageReference())
-
-
-@dataclass(frozen=True)
-class HistoryReference:
-    """One external-storage reference found in an event of a workflow history."""
-
-    workflow_id: str
-    event_id: int
-    event_type: str
-    size: int
-    """Bytes the reference payload occupies in history."""
-    reference: ExternalStorageReference
-
-    def casstore_claim(self) -> Claim:
-        """Parse the reference's claim as a casstore claim (raises ``ClaimError`` if it is not)."""
-        return parse_claim_data(dict(self.reference.claim_data), max_size=1 << 62)
-
-    def object_key(self) -> str:
-        """The key of the object this casstore reference points at."""
-        return self.casstore_claim().key
-
-
-def history_references(history: WorkflowHistory) -> list[HistoryReference]:
-    """Every external-storage reference in a workflow history, in event order."""
-    found: list[HistoryReference] = []
-    for event in history.events:
-        for payload in iter_payloads(event):
-            reference = reference_in(payload)
-            if reference is not None:
-                found.append(
-                    HistoryReference(
-                        workflow_id=history.workflow_id,
-                        event_id=event.event_id,
-                        event_type=EventType.Name(event.event_type),
-                        size=payload.ByteSize(),
-                        reference=reference,
-                    )
-                )
-    return found
-
-
-def workflow_task_failures(history: WorkflowHistory) -> list[str]:
-    """The failure messages of every failed workflow task in a history."""
-    return [
-        _failure_text(event)
-        for event in history.events
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
-    ]
-
-
-def _failure_text(event: HistoryEvent) -> str:
-    failure = event.workflow_task_failed_event_attributes.failure
-    messages = []
-    while failure.message:
-        messages.append(failure.message)
-        failure = failure.cause
-    return ": ".join(messages)
-
-
-# The demo.
 
 
 @dataclass(frozen=True)
@@ -154,23 +49,6 @@ class DemoOptions:
     namespace: str = "default"
     timeout: float = 300.0
     """Seconds the workflow may run before the demo gives up."""
-
-
-@dataclass
-class DemoReport:
-    """What the demo measured."""
-
-    workflow_id: str
-    summary: FanOutSummary
-    stats: DriverStats
-    input_bytes: int
-    distinct_payloads: int
-    distinct_bytes: int
-    stored_bytes: int
-    references: int
-    reference_bytes: int
-    history_events: int
-    run_seconds: float
 
 
 def make_document(size: int, seed: int = 7) -> dict[str, Any]:
@@ -206,7 +84,7 @@ async def run_demo(client: Client, plugin: CasStorePlugin, options: DemoOptions)
     Returns:
         The measurements.
     """
-    document = make_document(int(options.input_mib * _MIB))
+    document = make_document(int(options.input_mib * MIB))
     input_bytes = len(json.dumps(document, separators=(",", ":")))
     workflow_id = f"casstore-demo-{uuid.uuid4().hex[:12]}"
     task_queue = f"{workflow_id}-queue"
@@ -264,10 +142,6 @@ async def run_demo(client: Client, plugin: CasStorePlugin, options: DemoOptions)
     )
 
 
-class DemoError(Exception):
-    """The demo could not complete; the message says why."""
-
-
 async def _result_or_failure(
     client: Client, handle: WorkflowHandle[Any, FanOutSummary], workflow_ids: list[str]
 ) -> FanOutSummary:
@@ -307,67 +181,6 @@ def _causes(exc: BaseException) -> str:
     return ": ".join(messages)
 
 
-def format_report(report: DemoReport, options: DemoOptions, *, threshold: int) -> str:
-    """Render the report as an aligned table."""
-    s = report.stats
-    retrieved = s.payloads_retrieved
-    memory_hits = s.retrieval_cache_hits + s.retrieval_inflight_hits
-    requests = ", ".join(f"{k} {v}" for k, v in sorted(s.backend_requests.items())) or "none"
-    rows: list[tuple[str, str]] = [
-        ("workflow", report.workflow_id),
-        (
-            "work done",
-            f"1 parent + {report.summary.children} children, "
-            f"{report.summary.activities} activities, {report.history_events} history events",
-        ),
-        ("input", f"{_size(report.input_bytes)} JSON, to every workflow and activity"),
-        ("threshold / scope", f"{threshold} B / {options.scope}"),
-        ("", ""),
-        ("payloads stored", f"{s.payloads_stored:,}"),
-        ("distinct payloads", f"{report.distinct_payloads:,}"),
-        (
-            "objects written",
-            f"{s.objects_written:,} ({s.dedup_hits:,} stores deduplicated)",
-        ),
-        ("logical bytes", f"{_size(s.logical_bytes_stored)} (every payload, serialized)"),
-        ("distinct bytes", f"{_size(report.distinct_bytes)} (each distinct payload once)"),
-        ("stored bytes", f"{_size(report.stored_bytes)} (the objects, after zstd)"),
-        ("dedup ratio", _ratio(s.logical_bytes_stored, report.distinct_bytes)),
-        ("compression ratio", _ratio(report.distinct_bytes, report.stored_bytes)),
-        ("logical / stored", _ratio(s.logical_bytes_stored, report.stored_bytes)),
-        (
-            "payloads retrieved",
-            f"{retrieved:,} ({memory_hits:,} from memory, {s.objects_read:,} objects read)",
-        ),
-        ("backend requests", requests),
-        (
-            "references in history",
-            f"{report.references:,} using {_size(report.reference_bytes)}"
-            + (
-                f" ({report.reference_bytes / report.references:.0f} B each)"
-                if report.references
-                else ""
-            ),
-        ),
-        ("wall time", f"{report.run_seconds:.1f} s"),
-    ]
-    width = max(len(label) for label, _ in rows)
-    lines = [f"  {label:<{width}}  {value}".rstrip() for label, value in rows]
-    return "\n".join(lines)
-
-
-def _size(n: int) -> str:
-    if n >= _MIB:
-        return f"{n / _MIB:,.1f} MiB"
-    if n >= 1024:
-        return f"{n / 1024:,.1f} KiB"
-    return f"{n:,} B"
-
-
-def _ratio(numerator: int, denominator: int) -> str:
-    return f"{numerator / denominator:,.1f}x" if denominator else "n/a"
-
-
 async def demo_main(options: DemoOptions, out: TextIO) -> DemoReport:
     """Connect (server given or started), run the demo and print its report.
 
@@ -390,7 +203,9 @@ async def demo_main(options: DemoOptions, out: TextIO) -> DemoReport:
         )
         report = await run_demo(client, plugin, options)
         threshold = plugin.external_storage.payload_size_threshold
-    print("\n" + format_report(report, options, threshold=threshold), file=out, flush=True)
+    print(
+        "\n" + format_report(report, threshold=threshold, scope=options.scope), file=out, flush=True
+    )
     return report
 
 
@@ -399,19 +214,3 @@ def _store_url(store: str) -> str:
     if "://" in store:
         return store
     return str(Path(store).expanduser().resolve())
-
-
-__all__ = [
-    "DemoError",
-    "DemoOptions",
-    "DemoReport",
-    "HistoryReference",
-    "demo_main",
-    "format_report",
-    "history_references",
-    "iter_payloads",
-    "make_document",
-    "reference_in",
-    "run_demo",
-    "workflow_task_failures",
-]
