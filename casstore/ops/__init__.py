@@ -1,0 +1,1 @@
+"""Operator tools: the ``casstore`` subcommands that inspect and maintain a store."""
