@@ -5,27 +5,28 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     StorageDriver,
-    StorageDriverActivityInfo,
     StorageDriverClaim,
     StorageDriverRetrieveContext,
     StorageDriverStoreContext,
-    StorageDriverWorkflowInfo,
 )
 
 from casstore._aio import gather_cancel_on_error
 from casstore._cache import ByteLRU, KnownObjects, SingleFlight
-from casstore._claim import make_claim_data, parse_claim_data
-from casstore._codec import HEADER_SIZE, Codec, encode_object
-from casstore._keys import NO_TARGET_LOCATION, Scope, location_for, object_key
+from casstore._claim import claim_data_for, parse_claim_data
+from casstore._codec import HEADER_SIZE, Codec, encode_stored
+from casstore._crypto import Ciphers, ObjectCipher, cipher_for
+from casstore._keyring import KeyRing
+from casstore._keys import Scope, location_for_target, object_key
 from casstore._lifecycle import DEFAULT_REFRESH_AFTER, Freshness, trash_key
-from casstore._stats import DriverStats
+from casstore._metrics import DriverMetrics, MetricMeter, reported, timed
+from casstore._stats import DriverStats, error_kind
 from casstore._verify import content_digest, decode_and_verify, parse_payload
 from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
 from casstore.errors import (
@@ -82,6 +83,9 @@ class CasStorageDriver(StorageDriver):
         lifecycle_manifest: On the first store, read the store's lifecycle
             manifest (or record this driver's policy) and use the shorter
             ``refresh_after``; gc needs it. On for stores the plugin opens.
+        keyring: Encrypt objects with its active key (keyed digests, so dedup
+            still works within a key) and read objects sealed with any of its
+            keys; see docs/encryption.md. ``None`` stores plain objects.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class CasStorageDriver(StorageDriver):
         refresh_after: timedelta | None = DEFAULT_REFRESH_AFTER,
         offload_threshold: int = 64 * 1024,
         lifecycle_manifest: bool = False,
+        keyring: KeyRing | None = None,
     ) -> None:
         if not isinstance(backend, Backend):
             raise ConfigurationError(
@@ -127,6 +132,7 @@ class CasStorageDriver(StorageDriver):
         if refresh_after is not None and refresh_after <= timedelta(0):
             raise ConfigurationError(f"refresh_after must be positive, got {refresh_after}")
 
+        self._ciphers = None if keyring is None else Ciphers(keyring)
         self._backend = backend
         self._name = name
         self._scope: Scope = scope
@@ -143,6 +149,7 @@ class CasStorageDriver(StorageDriver):
         self._reads: SingleFlight[str, bytes] = SingleFlight()
         self.stats = DriverStats()
         """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
+        self._metrics: DriverMetrics | None = None
 
     def name(self) -> str:
         """Return this driver instance's name (recorded in every reference)."""
@@ -156,6 +163,10 @@ class CasStorageDriver(StorageDriver):
     def backend(self) -> Backend:
         """The backend objects are stored in."""
         return self._backend
+
+    def set_metric_meter(self, meter: MetricMeter | None) -> None:
+        """Report :attr:`stats` to a Temporal metric meter, or stop (docs/operations.md)."""
+        self._metrics = None if meter is None else DriverMetrics(meter, driver_name=self._name)
 
     def __repr__(self) -> str:
         return (
@@ -178,27 +189,15 @@ class CasStorageDriver(StorageDriver):
             BackendError: The backend failed; the message names the payload's
                 position, the key and the backend.
         """
-        location = self._location(context)
+        location = location_for_target(context.target, self._scope)
         if self._lifecycle_manifest:
             await self._fresh.adopt()
-        return await gather_cancel_on_error(
+        return await self._batch(
             [
                 self._labelled(self._store_one(location, payload), i, len(payloads), "store")
                 for i, payload in enumerate(payloads)
             ]
         )
-
-    def _location(self, context: StorageDriverStoreContext) -> str:
-        target = context.target
-        if isinstance(target, StorageDriverWorkflowInfo):
-            return location_for(
-                scope=self._scope, namespace=target.namespace, workflow_id=target.id
-            )
-        if isinstance(target, StorageDriverActivityInfo):
-            return location_for(
-                scope=self._scope, namespace=target.namespace, activity_id=target.id
-            )
-        return NO_TARGET_LOCATION
 
     async def _store_one(self, location: str, payload: Payload) -> StorageDriverClaim:
         # Serializing is one memory copy, and upb's ByteSize() serializes anyway
@@ -210,7 +209,8 @@ class CasStorageDriver(StorageDriver):
                 f"payload is {len(data)} bytes, above max_payload_size "
                 f"{self._max_payload_size} [location={location}]"
             )
-        digest = await self._cpu(len(data), content_digest, data)
+        cipher = None if self._ciphers is None else self._ciphers.active
+        digest = await self._cpu(len(data), content_digest, data, cipher)
         key = object_key(location, digest)
         self.stats.payloads_stored += 1
         self.stats.logical_bytes_stored += len(data)
@@ -220,33 +220,37 @@ class CasStorageDriver(StorageDriver):
         if codec is not None:
             self.stats.dedup_cache_hits += 1
         else:
-            store = functools.partial(self._store_object, key, digest, data)
+            store = functools.partial(self._store_object, key, digest, data, cipher)
             # Only the leader of a single flight needs the bytes; a fan-out's
             # joiners must not keep a copy each alive while they wait.
             del data
             codec, joined = await self._stores.run(key, store)
             if joined:
                 self.stats.dedup_inflight_hits += 1
-        return StorageDriverClaim(claim_data=make_claim_data(location, digest, size, codec))
+        key_id = None if cipher is None else cipher.key_id
+        return StorageDriverClaim(claim_data=claim_data_for(location, digest, size, codec, key_id))
 
-    async def _store_object(self, key: str, digest: bytes, data: bytes) -> Codec:
+    async def _store_object(
+        self, key: str, digest: bytes, data: bytes, cipher: ObjectCipher | None
+    ) -> Codec:
         """Make sure the object exists (write or find it); return its codec."""
         # For small objects on a backend whose create-if-absent reports existence,
         # the write doubles as the existence check: one request instead of two.
         # Large objects are checked first, so a hit does not upload them again.
         check_first = not (self._backend.exact_create and len(data) <= WRITE_FIRST_MAX_SIZE)
         for _ in range(_STORE_ATTEMPTS):
-            if check_first:
-                found = await self._request("stat", key, lambda: self._backend.stat(key))
-                if found is not None:
-                    # A raw object is exactly header + payload; our zstd objects are smaller.
-                    codec = Codec.RAW if found.size == HEADER_SIZE + len(data) else Codec.ZSTD
-                    if await self._found_existing(key, found, codec):
-                        self._verified.put(digest, data)
-                        return codec
+            found = await self._stat(key) if check_first else None
+            if found is not None:
+                # A raw object is exactly header + payload; our zstd objects are smaller.
+                codec = Codec.RAW if found.size == HEADER_SIZE + len(data) else Codec.ZSTD
+                if not await self._found_existing(key, found, codec):
                     continue  # gone while we refreshed it (gc moved it): write it anew
+                self._verified.put(digest, data)
+                return codec
 
-            codec, obj = await self._cpu(len(data), encode_object, data, self._compression_level)
+            codec, obj = await self._cpu(
+                len(data), encode_stored, data, self._compression_level, cipher, digest, key
+            )
             written_at = time.time()
             if await self._request("put", key, functools.partial(self._backend.put, key, obj)):
                 self.stats.objects_written += 1
@@ -256,41 +260,34 @@ class CasStorageDriver(StorageDriver):
                 # These bytes hash to the digest by construction: later reads need none.
                 self._verified.put(digest, data)
                 return codec
-            # It exists (another writer, or an earlier store). Its age decides
+            # It exists (another writer, or an earlier store): its age decides
             # whether it needs a refresh before we vouch for it.
-            check_first = True
-            if self._fresh.seconds is None:
-                await self._found_existing(key, None, codec)
+            if self._fresh.seconds is None and await self._found_existing(key, None, codec):
                 self._verified.put(digest, data)
                 return codec
+            check_first = True
         where = f"[key={key}{describe_suffix(self._backend)}]"
         message = f"object vanished {_STORE_ATTEMPTS} times while being stored {where}"
         raise BackendError(message, key=key, backend=describe_backend(self._backend))
 
     async def _found_existing(self, key: str, found: ObjectStat | None, codec: Codec) -> bool:
         """Count a backend dedup hit and remember the object; False if it vanished."""
-        now = time.time()
-        expires_at = (
-            self._fresh.expiry(now) if found is None else await self._keep_alive(key, found)
-        )
+        if found is None:
+            expires_at: float | None = self._fresh.expiry(time.time())
+        else:
+            expires_at = await self._fresh.keep_alive(found, functools.partial(self._touch, key))
         if expires_at is None:
             return False
         self.stats.dedup_backend_hits += 1
         self._known.add(key, codec, expires_at)
         return True
 
-    async def _keep_alive(self, key: str, found: ObjectStat) -> float | None:
-        """Refresh an object too old to vouch for; return until when to vouch (None: gone)."""
-        until = self._fresh.vouch_until(found.modified.timestamp())
-        if until is not None:
-            return until
-        refreshed_at = time.time()
-        try:
-            await self._request("touch", key, lambda: self._backend.touch(key))
-        except ObjectNotFoundError:
-            return None
+    async def _stat(self, key: str) -> ObjectStat | None:
+        return await self._request("stat", key, lambda: self._backend.stat(key))
+
+    async def _touch(self, key: str) -> None:
+        await self._request("touch", key, lambda: self._backend.touch(key))
         self.stats.objects_refreshed += 1
-        return self._fresh.expiry(refreshed_at)
 
     # Retrieve path.
 
@@ -309,7 +306,7 @@ class CasStorageDriver(StorageDriver):
             BackendError: The backend failed.
         """
         del context  # carries nothing; a claim holds everything retrieval needs
-        return await gather_cancel_on_error(
+        return await self._batch(
             [
                 self._labelled(self._retrieve_one(claim), i, len(claims), "retrieve")
                 for i, claim in enumerate(claims)
@@ -319,12 +316,13 @@ class CasStorageDriver(StorageDriver):
     async def _retrieve_one(self, claim: StorageDriverClaim) -> Payload:
         record = parse_claim_data(claim.claim_data, max_size=self._max_payload_size)
         digest, key = record.digest, record.key
+        cipher = cipher_for(self._ciphers, record.key_id, key=key)
         data = self._verified.get(digest)
         if data is not None:
             self.stats.retrieval_cache_hits += 1
         else:
             data, joined = await self._reads.run(
-                key, lambda: self._read_object(key, digest, record.size)
+                key, lambda: self._read_object(key, digest, record.size, cipher)
             )
             if joined:
                 self.stats.retrieval_inflight_hits += 1
@@ -333,7 +331,9 @@ class CasStorageDriver(StorageDriver):
         # large one is a copy of its bytes, so it runs off the loop too.
         return await self._cpu(len(data), parse_payload, data, key)
 
-    async def _read_object(self, key: str, digest: bytes, size: int) -> bytes:
+    async def _read_object(
+        self, key: str, digest: bytes, size: int, cipher: ObjectCipher | None
+    ) -> bytes:
         try:
             obj = await self._request("get", key, lambda: self._backend.get(key))
         except ObjectNotFoundError as missing:
@@ -341,7 +341,7 @@ class CasStorageDriver(StorageDriver):
             obj = await self._from_trash(key, missing)
         self.stats.objects_read += 1
         self.stats.bytes_read += len(obj)
-        data = await self._cpu(size, decode_and_verify, obj, size, digest, key)
+        data = await self._cpu(size, decode_and_verify, obj, size, digest, key, cipher)
         self._verified.put(digest, data)
         return data
 
@@ -370,7 +370,7 @@ class CasStorageDriver(StorageDriver):
         self.stats.backend_requests[kind] += 1
         try:
             async with self._limit():
-                return await call()
+                return await timed(self._metrics, kind, call)
         except CasstoreError as exc:
             # Backends name the key in their messages; make sure it is structured too.
             if exc.key is None:
@@ -385,6 +385,9 @@ class CasStorageDriver(StorageDriver):
                 backend=describe_backend(self._backend),
             ) from exc
 
+    async def _batch(self, work: list[Coroutine[Any, Any, _T]]) -> list[_T]:
+        return await reported(self._metrics, self.stats, gather_cancel_on_error(work))
+
     def _limit(self) -> asyncio.Semaphore:
         # Created lazily: a driver may be built before the event loop exists.
         if self._semaphore is None:
@@ -396,6 +399,7 @@ class CasStorageDriver(StorageDriver):
         try:
             return await work
         except CasstoreError as exc:
+            self.stats.errors[error_kind(exc)] += 1
             if count > 1:
                 exc.in_batch(index, count, verb)
             raise

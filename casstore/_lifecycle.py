@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import msgspec
 
-from casstore.backends._base import Backend, describe_suffix
+from casstore.backends._base import Backend, ObjectStat, describe_suffix
 from casstore.errors import CasstoreError, ConfigurationError, ObjectNotFoundError
 
 MANIFEST_KEY = "_casstore/lifecycle.json"
@@ -255,6 +256,24 @@ class Freshness:
         if time.time() - modified < self._seconds:
             return modified + self._seconds
         return None
+
+    async def keep_alive(
+        self, found: ObjectStat, touch: Callable[[], Awaitable[None]]
+    ) -> float | None:
+        """Refresh a found object too old to vouch for (``touch``); return until when to vouch.
+
+        Returns:
+            The time, or ``None`` if the object vanished before it could be refreshed.
+        """
+        until = self.vouch_until(found.modified.timestamp())
+        if until is not None:
+            return until
+        refreshed_at = time.time()
+        try:
+            await touch()
+        except ObjectNotFoundError:
+            return None
+        return self.expiry(refreshed_at)
 
     def expiry(self, fresh_at: float) -> float:
         """Until when an object known to exist at ``fresh_at`` may be vouched for."""
