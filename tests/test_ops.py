@@ -7,9 +7,14 @@ driver and then damaged by hand, bypassing the backend.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
+import pty
 import random
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +29,7 @@ from temporalio.converter import (
     StorageDriverWorkflowInfo,
 )
 
-from casstore import CasStorageDriver
+from casstore import CasStorageDriver, KeyRing
 from casstore._claim import parse_claim_data
 from casstore.backends import Backend, LocalBackend
 from casstore.ops import store_stats, verify_store
@@ -162,7 +167,7 @@ async def test_verify_finds_every_corruption(
     await rewrite(raw_keys[2], (await store.raw_get(raw_keys[2]))[:-10], "does not match")
     await rewrite(zstd_keys[1], (await store.raw_get(zstd_keys[1]))[:-4], "truncated")
     await rewrite(zstd_keys[2], (await store.raw_get(zstd_keys[2])) + b"junk", "after the zstd")
-    await rewrite(raw_keys[3], b"CA", "truncated")
+    await rewrite(raw_keys[3], b"CA", "bytes=2")  # truncated inside the header
     # Wrong key: a good object stored under another object's key.
     await rewrite(raw_keys[4], await store.raw_get(raw_keys[5]), "does not match its key")
     # A key that breaks the key layout, and a file that is no casstore object at all.
@@ -413,3 +418,136 @@ async def test_library_calls_match_the_commands(tmp_path: Path) -> None:
     stats = await store_stats(backend, deep=True)
     assert stats.total.objects == len(stored.objects)
     assert stats.total.logical_bytes == report.logical_bytes
+
+
+# Encrypted objects (format 2): checked with the keyring, "needs key" without it.
+
+KEY = bytes(range(32))
+KEYRING_TEXT = "k1:" + base64.b64encode(KEY).decode()
+
+
+async def test_encrypted_objects_are_checked_with_the_keyring_and_named_without_it(
+    store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = await populate(store.backend)
+    driver = CasStorageDriver(store.backend, keyring=KeyRing.from_text(KEYRING_TEXT))
+    context = StorageDriverStoreContext(
+        target=StorageDriverWorkflowInfo(namespace="default", id="secret", run_id=None, type=None)
+    )
+    values = [json_payload(big_json(3_000, seed=s)) for s in range(3)] + [json_payload("tiny")]
+    claims = await driver.store(context, values)
+    encrypted = [parse_claim_data(c.claim_data, max_size=1 << 30).key for c in claims]
+    monkeypatch.setenv("OPS_TEST_KEYRING", KEYRING_TEXT)
+
+    # Without the key: the encrypted objects are named, not called corrupt.
+    blind = await cli(capsys, "verify", store.url, "--json")
+    assert blind.code == 0, blind
+    report = blind.json()
+    assert report["good"] == len(plain.objects)
+    assert sorted(u["key"] for u in report["unchecked"]) == sorted(encrypted)
+    assert report["needs_keys"] == ["k1"]
+    assert all("needs key k1" in u["reason"] for u in report["unchecked"])
+
+    # With it: every object checked and good.
+    keyed = await cli(capsys, "verify", store.url, "--keyring", "env:OPS_TEST_KEYRING", "--json")
+    assert keyed.code == 0, keyed
+    assert keyed.json()["good"] == len(plain.objects) + len(encrypted)
+    assert keyed.json()["encrypted"] == {"k1": len(encrypted)}
+
+    # A flipped byte in an encrypted object fails authentication.
+    data = bytearray(await store.raw_get(encrypted[0]))
+    data[-20] ^= 0x01
+    await store.raw_put(encrypted[0], bytes(data))
+    damaged = await cli(capsys, "verify", store.url, "--keyring", "env:OPS_TEST_KEYRING", "--json")
+    assert damaged.code == 1
+    [bad] = damaged.json()["bad"]
+    assert bad["key"] == encrypted[0]
+    assert "authentication" in bad["reason"]
+
+    # stats --deep reads sealed sizes only with the key.
+    sealed = (await cli(capsys, "stats", store.url, "--deep", "--json")).json()
+    assert sealed["encrypted"]["k1"]["objects"] == len(encrypted)
+    assert sealed["unknown_logical"]["objects"] == 3  # the zstd ones; raw sizes are known
+    opened = await cli(
+        capsys, "stats", store.url, "--deep", "--json", "--keyring", "env:OPS_TEST_KEYRING"
+    )
+    assert opened.code == 1  # the damaged object's header is readable, its seal is not
+    assert [u["key"] for u in opened.json()["unreadable"]] == [encrypted[0]]
+
+    # cat: the payload with the key; an error naming the key id without it.
+    reference = json.dumps(claims[1].claim_data)
+    shown = await cli(capsys, "cat", reference, "--store", store.url, "--keyring", "env:")
+    assert shown.code == 2  # CASSTORE_KEYRING is not set: a bad keyring, one line
+    assert "CASSTORE_KEYRING" in shown.err
+    shown = await cli(
+        capsys, "cat", reference, "--store", store.url, "--keyring", "env:OPS_TEST_KEYRING"
+    )
+    assert shown.code == 0, shown
+    assert json.loads(shown.out) == big_json(3_000, seed=1)
+    missing = await cli(capsys, "cat", reference, "--store", store.url)
+    assert missing.code == 1
+    assert "'k1'" in missing.err
+    assert "Traceback" not in missing.err
+
+
+# Progress: drawn on a terminal, never into pipes.
+
+
+def run_attached(argv: list[str], *, stderr_tty: bool) -> tuple[int, str, str]:
+    """Run ``python -m casstore ARGV`` with stderr on a pseudo-terminal or a pipe."""
+    if not stderr_tty:
+        done = subprocess.run(
+            [sys.executable, "-m", "casstore", *argv], capture_output=True, text=True, timeout=120
+        )
+        return done.returncode, done.stdout, done.stderr
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "casstore", *argv],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+        )
+        os.close(follower)
+        out, _ = proc.communicate(timeout=120)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return proc.returncode, out, b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(leader)
+
+
+async def test_progress_is_drawn_on_a_terminal_and_nowhere_else(tmp_path: Path) -> None:
+    await populate(LocalBackend(tmp_path / "store", fsync=False))
+    store_dir = str(tmp_path / "store")
+    code, out, err = await asyncio.to_thread(run_attached, ["verify", store_dir], stderr_tty=True)
+    assert code == 0, err
+    assert "verifying" in err  # the progress line, on the terminal
+    assert "\r" in err
+    assert "\r" not in out
+    code, out, err = await asyncio.to_thread(run_attached, ["verify", store_dir], stderr_tty=False)
+    assert code == 0
+    assert err == ""
+    code, out, err = await asyncio.to_thread(
+        run_attached, ["stats", store_dir, "--deep", "--json"], stderr_tty=True
+    )
+    assert code == 0
+    assert "reading" in err
+    assert json.loads(out)["deep"] is True  # stdout stays one clean document
+
+
+async def test_every_command_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("stats", "verify", "cat"):
+        result = await cli(capsys, command, "--help")
+        assert result.code == 0
+        help_text = " ".join(result.out.split())
+        assert "Exit status" in help_text, command
+        assert "--json" in help_text
+        assert "--keyring" in help_text

@@ -20,13 +20,21 @@ from casstore.ops._common import (
     EXIT_PROBLEMS,
     CommandError,
     add_json_argument,
+    add_keyring_argument,
     add_store_argument,
+    open_keyring,
     open_store,
     positive_int,
     run_command,
     write_json,
 )
-from casstore.ops._refs import FoundReference, InputError, find_references, parse_input
+from casstore.ops._refs import (
+    FoundReference,
+    InputError,
+    find_references,
+    looks_like_text_claim,
+    parse_input,
+)
 
 DEFAULT_MAX_PAYLOAD_SIZE = 50 * 1024 * 1024
 _JSON_ENCODINGS = ("json/plain", "json/protobuf")
@@ -66,7 +74,7 @@ def read_input(ref: str | None, stdin: TextIO) -> tuple[str, str]:
     """Return ``(text, source)``: the argument itself, a file it names, or stdin."""
     if ref is None or ref == "-":
         return stdin.read(), "standard input"
-    if ref.lstrip()[:1] in ("{", "[", '"'):
+    if ref.lstrip()[:1] in ("{", "[", '"') or looks_like_text_claim(ref):
         return ref, "the argument"
     path = Path(ref)
     if not path.is_file():
@@ -113,6 +121,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="the reference JSON, or a file holding it (default: standard input)",
     )
     add_store_argument(parser, option=True)
+    add_keyring_argument(parser)
     parser.add_argument(
         "--max-payload-size",
         type=positive_int,
@@ -131,6 +140,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _cat(args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO) -> int:
+    keyring = open_keyring(args.keyring)
     text, source = read_input(args.ref, stdin)
     try:
         references = find_references(parse_input(text, source=source))
@@ -144,7 +154,7 @@ async def _cat(args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO
     entries: list[dict[str, Any]] = []
     failed = 0
     async with open_store(args.store) as backend:
-        driver = CasStorageDriver(backend, max_payload_size=args.max_payload_size)
+        driver = CasStorageDriver(backend, max_payload_size=args.max_payload_size, keyring=keyring)
         for found in references:
             entry = await _fetch(driver, found, args.max_payload_size)
             if "error" in entry:

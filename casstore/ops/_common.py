@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any, Self, TextIO
 from urllib.parse import unquote, urlsplit
 
+from casstore._keyring import KeyRing
 from casstore._url import open_backend
 from casstore.backends._base import Backend
 from casstore.errors import (
@@ -81,6 +82,31 @@ def add_json_argument(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write one JSON document to stdout instead of text (errors stay on stderr)",
     )
+
+
+def add_keyring_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--keyring SPEC`` (``env:VAR`` or ``file:PATH``, see docs/encryption.md)."""
+    parser.add_argument(
+        "--keyring",
+        metavar="SPEC",
+        help="keyring for encrypted objects: env:VAR (env: alone reads CASSTORE_KEYRING) "
+        "or file:PATH",
+    )
+
+
+def open_keyring(spec: str | None) -> KeyRing | None:
+    """Open the keyring ``--keyring`` names, or None when it was not given.
+
+    Raises:
+        CommandError: If the spec cannot be read or holds no valid keyring
+            (the message names the source, never key material).
+    """
+    if spec is None:
+        return None
+    try:
+        return KeyRing.open(spec)
+    except ConfigurationError as exc:
+        raise CommandError(f"bad keyring: {exc}") from exc
 
 
 def positive_int(text: str) -> int:

@@ -9,15 +9,19 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from casstore._crypto import Ciphers
+from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
-from casstore.ops._check import ObjectProblem, logical_size, read_header
+from casstore.ops._check import ObjectFacts, ObjectProblem, declared_facts
 from casstore.ops._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
     Progress,
     add_json_argument,
+    add_keyring_argument,
     add_store_argument,
     format_bytes,
+    open_keyring,
     open_store,
     positive_int,
     run_command,
@@ -66,6 +70,11 @@ class StoreStats:
     """By (namespace, ``workflow``/``activity``, id)."""
     codecs: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
     """By codec; only with ``deep``."""
+    encrypted: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
+    """Encrypted objects by key id; only with ``deep``."""
+    unknown_logical: Tally = field(default_factory=Tally)
+    """Encrypted zstd objects whose payload size is sealed (no key given): their
+    payload bytes are not in any ``logical_bytes``."""
     bad_keys: list[str] = field(default_factory=list)
     """Keys under ``v1/`` that do not follow the key layout."""
     unreadable: list[tuple[str, str]] = field(default_factory=list)
@@ -104,6 +113,8 @@ class StoreStats:
         }
         if deep:
             data["codecs"] = tallies(self.codecs)
+            data["encrypted"] = tallies(self.encrypted)
+            data["unknown_logical"] = self.unknown_logical.as_dict(deep=False)
             data["unreadable"] = [{"key": k, "reason": r} for k, r in self.unreadable]
             data["vanished"] = self.vanished
         return data
@@ -113,6 +124,7 @@ async def store_stats(
     backend: Backend,
     *,
     deep: bool = False,
+    keyring: KeyRing | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Progress | None = None,
 ) -> StoreStats:
@@ -120,12 +132,15 @@ async def store_stats(
 
     Without ``deep`` this is one listing of the store. With ``deep`` every
     object is read too (its header and zstd frame header give its codec and
-    payload size); content is not hashed, that is ``verify``'s job.
+    payload size); content is not hashed, that is ``verify``'s job. An
+    encrypted zstd object's frame header is sealed: its payload size is read
+    with ``keyring`` (which authenticates the object) or left unknown.
 
     Memory grows with the number of distinct workflows (about 200 bytes each),
     not with the number of objects.
     """
     stats = StoreStats(deep=deep)
+    ciphers = None if keyring is None else Ciphers(keyring)
     started = time.monotonic()
     names: dict[str, ObjectName] = {}
 
@@ -162,10 +177,9 @@ async def store_stats(
             pass  # counted while listing
     else:
 
-        def header(key: str, data: bytes) -> tuple[str, int] | ObjectProblem:
+        def header(key: str, data: bytes) -> ObjectFacts | ObjectProblem:
             try:
-                codec = read_header(data)
-                return codec.name.lower(), logical_size(data, codec)
+                return declared_facts(data, key=key, ciphers=ciphers)
             except ObjectProblem as exc:
                 return exc
 
@@ -177,10 +191,15 @@ async def store_stats(
                 stats.vanished += 1
             elif outcome.error is not None:
                 stats.unreadable.append((outcome.key, outcome.error))
-            elif isinstance(outcome.result, tuple):
-                codec, logical = outcome.result
+            elif isinstance(outcome.result, ObjectFacts):
+                facts = outcome.result
+                logical = facts.logical_size or 0
                 count(name, outcome.size, logical)
-                stats.codecs[codec].add(outcome.size, logical)
+                stats.codecs[facts.codec.name.lower()].add(outcome.size, logical)
+                if facts.key_id is not None:
+                    stats.encrypted[facts.key_id].add(outcome.size, logical)
+                if facts.logical_size is None:
+                    stats.unknown_logical.add(outcome.size)
             else:
                 stats.unreadable.append((outcome.key, str(outcome.result)))
 
@@ -206,6 +225,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         ),
     )
     add_store_argument(parser)
+    add_keyring_argument(parser)
     parser.add_argument(
         "--deep",
         action="store_true",
@@ -235,10 +255,15 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _stats(args: argparse.Namespace, out: TextIO) -> int:
+    keyring = open_keyring(args.keyring)
     async with open_store(args.store) as backend:
         with Progress("reading" if args.deep else "listing") as progress:
             stats = await store_stats(
-                backend, deep=args.deep, concurrency=args.concurrency, progress=progress
+                backend,
+                deep=args.deep,
+                keyring=keyring,
+                concurrency=args.concurrency,
+                progress=progress,
             )
         where = ", ".join(f"{k}={v}" for k, v in backend.describe().items())
     if args.json:
@@ -284,6 +309,13 @@ def format_stats(stats: StoreStats, *, store: str, top: int = DEFAULT_TOP) -> st
         lines.append("by codec")
         for codec, t in sorted(stats.codecs.items()):
             lines.append("  " + row(codec, t, 11))
+        for key_id, t in sorted(stats.encrypted.items()):
+            lines.append("  " + row(f"key {key_id}", t, 11))
+        if stats.unknown_logical.objects:
+            lines.append(
+                f"payload bytes leave out {stats.unknown_logical.objects:,} encrypted zstd "
+                "objects whose size is sealed (pass --keyring to read it)"
+            )
     else:
         lines.append("codecs, payload bytes and compression: run with --deep (reads every object)")
     if stats.other_keys.objects:

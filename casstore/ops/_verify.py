@@ -10,15 +10,19 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from casstore._codec import Codec
+from casstore._crypto import Ciphers
+from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
-from casstore.ops._check import ObjectFacts, ObjectProblem, check_object
+from casstore.ops._check import NeedsKey, ObjectFacts, ObjectProblem, check_object
 from casstore.ops._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
     Progress,
     add_json_argument,
+    add_keyring_argument,
     add_store_argument,
     format_bytes,
+    open_keyring,
     open_store,
     positive_int,
     run_command,
@@ -52,7 +56,13 @@ class VerifyReport:
     logical_bytes: int = 0
     """Payload bytes the good objects hold."""
     codecs: dict[str, int] = field(default_factory=dict)
+    encrypted: dict[str, int] = field(default_factory=dict)
+    """Good encrypted objects by the key id they are sealed with."""
     bad: list[BadObject] = field(default_factory=list)
+    unchecked: list[BadObject] = field(default_factory=list)
+    """Encrypted objects whose key was not given: not checked, not counted bad."""
+    needs_keys: set[str] = field(default_factory=set)
+    """The key ids those objects need."""
     vanished: list[str] = field(default_factory=list)
     """Listed, then gone when read (deleted meanwhile, e.g. by gc): not a fault."""
     other_keys: list[str] = field(default_factory=list)
@@ -74,11 +84,14 @@ class VerifyReport:
             "sampled": self.sampled,
             "good": self.good,
             "bad": [{"key": b.key, "reason": b.reason} for b in self.bad],
+            "unchecked": [{"key": b.key, "reason": b.reason} for b in self.unchecked],
+            "needs_keys": sorted(self.needs_keys),
             "vanished": self.vanished,
             "other_keys": self.other_keys,
             "stored_bytes": self.stored_bytes,
             "logical_bytes": self.logical_bytes,
             "codecs": dict(sorted(self.codecs.items())),
+            "encrypted": dict(sorted(self.encrypted.items())),
             "seconds": round(self.seconds, 3),
         }
 
@@ -87,6 +100,7 @@ async def verify_store(
     backend: Backend,
     *,
     sample: int | None = None,
+    keyring: KeyRing | None = None,
     max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
     concurrency: int = DEFAULT_CONCURRENCY,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -105,6 +119,8 @@ async def verify_store(
         backend: The store.
         sample: Check this many objects, chosen uniformly at random
             (reservoir sampling over the listing: memory for ``sample`` keys).
+        keyring: Keys for encrypted objects; an encrypted object whose key
+            is not in it is reported in ``unchecked`` ("needs key ID").
         max_payload_size: Objects declaring a larger payload are bad, as a
             driver with this limit would refuse them.
         concurrency: Objects read at once.
@@ -118,6 +134,7 @@ async def verify_store(
     """
     report = VerifyReport(sampled=sample is not None)
     started = time.monotonic()
+    ciphers = None if keyring is None else Ciphers(keyring)
 
     def found_bad(key: str, reason: str) -> None:
         bad = BadObject(key, reason)
@@ -133,11 +150,13 @@ async def verify_store(
             report.listed += 1
             yield key, size
 
-    def check(key: str, data: bytes) -> ObjectFacts | ObjectProblem | BadKeyError:
+    def check(key: str, data: bytes) -> ObjectFacts | ObjectProblem | BadKeyError | NeedsKey:
         try:
             name = parse_object_key(key)
-            return check_object(data, name.digest, max_payload_size=max_payload_size)
-        except (ObjectProblem, BadKeyError) as exc:
+            return check_object(
+                data, name.digest, key=key, max_payload_size=max_payload_size, ciphers=ciphers
+            )
+        except (ObjectProblem, BadKeyError, NeedsKey) as exc:
             return exc
 
     def done(outcome: Outcome) -> None:
@@ -151,10 +170,16 @@ async def verify_store(
         if outcome.error is not None:
             found_bad(outcome.key, outcome.error)
         elif isinstance(outcome.result, ObjectFacts):
+            facts = outcome.result
             report.good += 1
-            report.logical_bytes += outcome.result.logical_size
-            codec = Codec(outcome.result.codec).name.lower()
+            report.logical_bytes += facts.logical_size or 0
+            codec = Codec(facts.codec).name.lower()
             report.codecs[codec] = report.codecs.get(codec, 0) + 1
+            if facts.key_id is not None:
+                report.encrypted[facts.key_id] = report.encrypted.get(facts.key_id, 0) + 1
+        elif isinstance(outcome.result, NeedsKey):
+            report.unchecked.append(BadObject(outcome.key, str(outcome.result)))
+            report.needs_keys.add(outcome.result.key_id)
         else:
             found_bad(outcome.key, str(outcome.result))
 
@@ -210,6 +235,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         ),
     )
     add_store_argument(parser)
+    add_keyring_argument(parser)
     parser.add_argument(
         "--sample",
         type=positive_int,
@@ -241,6 +267,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    keyring = open_keyring(args.keyring)
     async with open_store(args.store) as backend:
         with Progress("verifying") as progress:
 
@@ -252,6 +279,7 @@ async def _verify(args: argparse.Namespace, out: TextIO) -> int:
             report = await verify_store(
                 backend,
                 sample=args.sample,
+                keyring=keyring,
                 max_payload_size=args.max_payload_size,
                 concurrency=args.concurrency,
                 on_bad=on_bad,
@@ -272,6 +300,12 @@ def _print_summary(report: VerifyReport, out: TextIO) -> None:
         f"{report.good:,} good, {len(report.bad):,} bad",
         file=out,
     )
+    if report.unchecked:
+        print(
+            f"{len(report.unchecked):,} encrypted objects not checked: they need keys "
+            f"{', '.join(sorted(report.needs_keys))} (pass --keyring)",
+            file=out,
+        )
     if report.vanished:
         print(
             f"{len(report.vanished):,} objects were deleted while verify ran (not checked)",
