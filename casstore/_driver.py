@@ -42,7 +42,7 @@ _T = TypeVar("_T")
 DRIVER_TYPE = "casstore"
 WRITE_FIRST_MAX_SIZE = 64 * 1024
 """Payloads up to this size are written without an existence check first, when the
-backend's create-if-absent reports existing objects (``Backend.exact_create``);
+backend's create-if-absent reports existing objects (``Backend.conditional_writes``);
 the check (for the object's age) follows only when the write finds it there."""
 _STORE_ATTEMPTS = 3  # an object gc moves away while we look at it is written anew
 
@@ -237,7 +237,7 @@ class CasStorageDriver(StorageDriver):
         # For small objects on a backend whose create-if-absent reports existence,
         # the write doubles as the existence check: one request instead of two.
         # Large objects are checked first, so a hit does not upload them again.
-        check_first = not (self._backend.exact_create and len(data) <= WRITE_FIRST_MAX_SIZE)
+        check_first = not (self._backend.conditional_writes and len(data) <= WRITE_FIRST_MAX_SIZE)
         for _ in range(_STORE_ATTEMPTS):
             found = await self._stat(key) if check_first else None
             if found is not None:
