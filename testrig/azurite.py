@@ -92,13 +92,16 @@ class BlobClient:
     key: str = AZURITE_KEY
 
     def create_container(self, container: str) -> None:
+        """Create a container (``PUT ?restype=container``)."""
         self._request("PUT", container, query={"restype": "container"})
 
     def put(self, container: str, name: str, data: bytes) -> None:
+        """Write a block blob in one request."""
         headers = {"x-ms-blob-type": "BlockBlob"}
         self._request("PUT", f"{container}/{name}", body=data, headers=headers)
 
     def get(self, container: str, name: str) -> bytes:
+        """Read a blob."""
         return self._request("GET", f"{container}/{name}")[0]
 
     def last_modified(self, container: str, name: str) -> datetime:
@@ -106,6 +109,7 @@ class BlobClient:
         return parsedate_to_datetime(self._request("HEAD", f"{container}/{name}")[1])
 
     def delete(self, container: str, name: str) -> None:
+        """Delete a blob."""
         self._request("DELETE", f"{container}/{name}")
 
     def list(self, container: str, prefix: str = "") -> list[str]:

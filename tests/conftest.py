@@ -73,7 +73,6 @@ def big_json(size: int, seed: int = 0) -> dict[str, object]:
 
 
 # S3 targets and places (two local servers, or your own endpoint): see tests/s3_fixtures.py.
-from tests.s3_fixtures import env_s3, moto_s3, rclone_s3, s3, s3_target  # noqa: E402, F401
-
 # Object-store targets (moto, rclone, Azurite): see tests/objectstore_fixtures.py.
 from tests.objectstore_fixtures import azurite, objstore, objstore_server  # noqa: E402, F401
+from tests.s3_fixtures import env_s3, moto_s3, rclone_s3, s3, s3_target  # noqa: E402, F401

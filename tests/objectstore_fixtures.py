@@ -124,9 +124,9 @@ class ObjStorePlace:
 
 
 @asynccontextmanager
-async def objstore_place(target: str, server: S3Target | AzuriteBlobServer) -> AsyncIterator[
-    ObjStorePlace
-]:
+async def objstore_place(
+    target: str, server: S3Target | AzuriteBlobServer
+) -> AsyncIterator[ObjStorePlace]:
     """A fresh bucket (S3) or container (Azure) on ``server``, with a scratch prefix."""
     if isinstance(server, AzuriteBlobServer):
         client = server.client()

@@ -15,7 +15,6 @@ import pytest
 from casstore.backends import Backend
 from casstore.backends.objectstore import ObjectStoreBackend
 from casstore.errors import (
-    BackendError,
     BackendPermissionError,
     BackendUnavailableError,
     ConfigurationError,
@@ -311,4 +310,3 @@ def test_import_without_obstore_says_how_to_install() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "pip install casstore[objectstore]" in result.stdout
-

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC
-from typing import Any
+from typing import Any, Literal
 
 import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
@@ -303,7 +303,7 @@ class ObjectStoreBackend(Backend):
             False if the service reported that another writer created it first.
         """
         path = self.object_key(key)
-        mode = "create" if self.exact_create else "overwrite"
+        mode: Literal["create", "overwrite"] = "create" if self.exact_create else "overwrite"
         for attempt in range(_CONFLICT_ATTEMPTS):
             with self._translate("put", path):
                 try:
@@ -406,7 +406,9 @@ class ObjectStoreBackend(Backend):
         if config.get("use_emulator"):
             account = account or "devstoreaccount1"
         facts["account"] = account or "unset"
-        facts["endpoint"] = str(config.get("endpoint") or f"https://{account}.blob.core.windows.net")
+        facts["endpoint"] = str(
+            config.get("endpoint") or f"https://{account}.blob.core.windows.net"
+        )
         return facts
 
     def _where(self, path: str) -> str:
@@ -422,7 +424,7 @@ class ObjectStoreBackend(Backend):
 
 @contextlib.contextmanager
 def _store_errors(what: str) -> Iterator[None]:
-    """obstore rejects bad settings (unknown keys, malformed endpoints) when building a store."""
+    """Map what obstore says of bad settings (unknown keys, malformed endpoints)."""
     try:
         yield
     except BaseError as exc:

@@ -100,9 +100,7 @@ def error(cls: type[CasstoreError], message: str, key: str) -> CasstoreError:
 
 
 @contextlib.contextmanager
-def translate(
-    service: str, operation: str, key: str, facts: Mapping[str, str]
-) -> Iterator[None]:
+def translate(service: str, operation: str, key: str, facts: Mapping[str, str]) -> Iterator[None]:
     """Map obstore errors raised in the body to casstore's hierarchy.
 
     Args:
@@ -138,7 +136,9 @@ def raise_translated(
             key,
         ) from exc
     if isinstance(exc, NOT_FOUND):
-        raise error(ObjectNotFoundError, f"object not found in {word}: {reason}{where}", key) from exc
+        raise error(
+            ObjectNotFoundError, f"object not found in {word}: {reason}{where}", key
+        ) from exc
     if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
         raise error(
             BackendPermissionError,

@@ -95,7 +95,7 @@ class ClientSettings:
             raise ConfigurationError(f"max_retries must be 0 or more, got {self.max_retries}")
 
     def client_options(self, endpoint: str | None) -> ClientConfig:
-        """obstore ``client_options``: timeouts, and plain HTTP only where asked for."""
+        """Return obstore ``client_options``: timeouts, and plain HTTP only where asked for."""
         allow_http = self.allow_http
         if allow_http is None:
             allow_http = bool(endpoint and endpoint.lower().startswith("http://"))
@@ -108,7 +108,7 @@ class ClientSettings:
         }
 
     def retry_config(self) -> RetryConfig:
-        """obstore ``retry_config``: 5xx, connection errors and timeouts, with backoff."""
+        """Return obstore ``retry_config``: 5xx, connection errors and timeouts, with backoff."""
         return {
             "max_retries": self.max_retries,
             "retry_timeout": timedelta(seconds=self.retry_timeout),
@@ -211,7 +211,7 @@ def azure_store(
 def _profile_credentials(profile: str) -> Any:
     """Credentials of a named AWS profile, through boto3's full credential chain."""
     try:
-        import boto3
+        import boto3  # type: ignore[import-untyped, unused-ignore]
         from botocore.exceptions import ProfileNotFound
         from obstore.auth.boto3 import Boto3CredentialProvider
     except ImportError as exc:
