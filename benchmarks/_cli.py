@@ -131,7 +131,7 @@ class Progress:
 @contextlib.contextmanager
 def servers(args: argparse.Namespace, progress: Progress) -> Iterator[dict[str, Any]]:
     """Start the servers the run needs (unless given); yield what to connect to."""
-    from casstore._servers import RcloneS3Server, TemporalDevServer
+    from testrig import RcloneS3Server, TemporalDevServer
 
     found: dict[str, Any] = {"s3": None, "temporal": None, "pids": [], "servers": {}}
     with contextlib.ExitStack() as stack:

@@ -27,12 +27,13 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 
 from casstore._codec import Codec
-from casstore._keys import DIGEST_SIZE, validate_location
+from casstore._keys import DIGEST_SIZE, object_key, validate_location
 from casstore.errors import ClaimError
 
 CLAIM_FORMAT_VERSION = 1
@@ -48,6 +49,27 @@ class ClaimV1(msgspec.Struct, array_like=True, tag=1, frozen=True):
     digest: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]{43}$")]
     size: Annotated[int, msgspec.Meta(ge=0)]
     codec: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A validated claim, in the types its readers use."""
+
+    location: str
+    """The dedup scope the object lives in (see :mod:`casstore._keys`)."""
+    digest: bytes
+    """BLAKE3-256 digest of the serialized payload (32 bytes)."""
+    size: int
+    """Size of the serialized payload in bytes."""
+    codec: Codec
+    """Codec of the stored object as the writer knew it (informational)."""
+    version: int
+    """Claim format version the claim was written in."""
+
+    @property
+    def key(self) -> str:
+        """The key of the object the claim points at."""
+        return object_key(self.location, self.digest)
 
 
 _encoder = msgspec.json.Encoder()
@@ -76,8 +98,8 @@ def make_claim_data(location: str, digest: bytes, size: int, codec: Codec) -> di
     return {CLAIM_DATA_KEY: _encoder.encode(claim).decode("ascii")}
 
 
-def parse_claim_data(claim_data: Mapping[str, str], *, max_size: int) -> ClaimV1:
-    """Decode and validate untrusted ``claim_data``.
+def parse_claim_data(claim_data: Mapping[str, str], *, max_size: int) -> Claim:
+    """Decode and validate untrusted ``claim_data``, once, into a :class:`Claim`.
 
     Args:
         claim_data: The mapping from a ``StorageDriverClaim``.
@@ -111,15 +133,21 @@ def parse_claim_data(claim_data: Mapping[str, str], *, max_size: int) -> ClaimV1
         claim = _decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise ClaimError(_explain(raw, exc)) from exc
-    validate_location(claim.location)
-    decode_digest(claim.digest)
+    location = validate_location(claim.location)
+    digest = decode_digest(claim.digest)
     if claim.codec not in Codec._value2member_map_:
         raise ClaimError(f"claim names unknown codec {claim.codec} [claim={raw}]")
     if claim.size > max_size:
         raise ClaimError(
             f"claim size {claim.size} bytes is above max_payload_size {max_size} [claim={raw}]"
         )
-    return claim
+    return Claim(
+        location=location,
+        digest=digest,
+        size=claim.size,
+        codec=Codec(claim.codec),
+        version=CLAIM_FORMAT_VERSION,
+    )
 
 
 def _explain(raw: str, exc: msgspec.DecodeError) -> str:

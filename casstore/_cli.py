@@ -1,153 +1,44 @@
-"""The ``casstore`` command line (``casstore demo``; also ``python -m casstore``)."""
+"""The ``casstore`` command line (also ``python -m casstore``): a dispatcher.
+
+Each subcommand lives in its own module exposing
+``register(subparsers: argparse._SubParsersAction) -> None``, which adds its
+parser and sets ``func(args, out) -> int`` with ``set_defaults``. Adding a
+command means adding its module to :data:`_COMMANDS`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TextIO
 
 from casstore import __version__
+from casstore.demo import _command as demo_command
 
 _INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
 
+_COMMANDS = [demo_command]
+
 
 def _parser() -> argparse.ArgumentParser:
-    from casstore._demo import DEFAULT_STORE, DemoOptions
-
-    defaults = DemoOptions()
     parser = argparse.ArgumentParser(
         prog="casstore",
         description="Content-addressed, deduplicating payload storage for Temporal.",
     )
     parser.add_argument("--version", action="version", version=f"casstore {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser(
-        "demo",
-        help="run a fan-out workflow on Temporal with casstore and print what it stored",
-        description=(
-            "Start a Temporal dev server (unless --address is given) and a worker, run a "
-            "parent workflow that hands one large JSON document to many activities and to "
-            "child workflows that fan out again, with every payload stored by casstore "
-            "(threshold 0), and print what was stored, deduplicated and left in history."
-        ),
-    )
-    demo.add_argument(
-        "--address",
-        metavar="HOST:PORT",
-        help="use this Temporal front end instead of starting a dev server",
-    )
-    demo.add_argument("--namespace", default=defaults.namespace, help="Temporal namespace")
-    demo.add_argument(
-        "--store",
-        default=DEFAULT_STORE,
-        metavar="URL",
-        help="casstore backend: a folder, file://, memory:// or s3://bucket/prefix?... URL "
-        f"(default: ./{DEFAULT_STORE})",
-    )
-    for flag, default, what in (
-        ("--fan-out", defaults.activities, "activities the parent starts"),
-        ("--children", defaults.children, "child workflows the parent starts"),
-        ("--child-fan-out", defaults.child_activities, "activities each child starts"),
-    ):
-        demo.add_argument(
-            flag, type=_count, default=default, metavar="N", help=f"{what} (default {default})"
-        )
-    demo.add_argument(
-        "--input-mib",
-        type=_mib,
-        default=defaults.input_mib,
-        metavar="X",
-        help=f"size of the JSON input in MiB (default {defaults.input_mib:g})",
-    )
-    demo.add_argument(
-        "--scope",
-        choices=["workflow", "namespace"],
-        default=defaults.scope,
-        help="casstore dedup scope (default %(default)s; namespace also dedups across children)",
-    )
-    demo.add_argument(
-        "--timeout",
-        type=float,
-        default=defaults.timeout,
-        metavar="SECONDS",
-        help=f"give up after this long (default {defaults.timeout:g})",
-    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in _COMMANDS:
+        command.register(subparsers)
     return parser
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 2000:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 2000, got {value}")
-    return value
-
-
-def _mib(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 40:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 40 MiB, got {value:g}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run the command line; return the process exit code."""
-    stream = out or sys.stdout
     args = _parser().parse_args(argv)
-    if args.command == "demo":
-        return _demo(args, stream)
-    raise AssertionError(f"unhandled command {args.command}")  # argparse enforces the choices
-
-
-def _demo(args: argparse.Namespace, out: TextIO) -> int:
-    from casstore._demo import DemoError, DemoOptions, demo_main
-    from casstore.errors import CasstoreError
-
-    started = time.monotonic()
-    print(f"casstore {__version__} demo", file=out)
     try:
-        with _temporal(args.address, args.namespace, out) as address:
-            options = DemoOptions(
-                address=address,
-                store=args.store,
-                activities=args.fan_out,
-                children=args.children,
-                child_activities=args.child_fan_out,
-                input_mib=args.input_mib,
-                scope=args.scope,
-                namespace=args.namespace,
-                timeout=args.timeout,
-            )
-            asyncio.run(demo_main(options, out))
+        code: int = args.func(args, out or sys.stdout)
     except KeyboardInterrupt:
-        print("\ncasstore demo: interrupted; worker and servers stopped", file=sys.stderr)
+        print(f"\ncasstore {args.command}: interrupted", file=sys.stderr)
         return _INTERRUPTED
-    except (DemoError, CasstoreError) as exc:
-        print(f"\ncasstore demo failed: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # a CLI reports, it does not dump a traceback
-        print(f"\ncasstore demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(f"  {'total time':<21}  {time.monotonic() - started:.1f} s", file=out)
-    return 0
-
-
-@contextlib.contextmanager
-def _temporal(address: str | None, namespace: str, out: TextIO) -> Iterator[str]:
-    """Yield a Temporal address: the given one, or a dev server started (and stopped) here."""
-    if address is not None:
-        print(f"  temporal   {address} (given)", file=out, flush=True)
-        yield address
-        return
-    from casstore._servers import TemporalDevServer
-
-    with TemporalDevServer(namespace=namespace) as server:
-        print(
-            f"  temporal   {server.address} (dev server started for the demo, pid {server.pid})",
-            file=out,
-            flush=True,
-        )
-        yield server.address
+    return code

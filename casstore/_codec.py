@@ -87,16 +87,21 @@ def object_codec(obj: bytes, *, key: str) -> Codec:
             unknown format version or codec.
     """
     if len(obj) < HEADER_SIZE or obj[:3] != MAGIC:
-        raise IntegrityError(f"stored object has no casstore header [key={key}, bytes={len(obj)}]")
+        raise IntegrityError(
+            f"stored object has no casstore header [key={key}, bytes={len(obj)}]", key=key
+        )
     if obj[3] != OBJECT_FORMAT_VERSION:
         raise IntegrityError(
             f"stored object has unsupported format version {obj[3]} "
-            f"(this casstore reads version {OBJECT_FORMAT_VERSION}) [key={key}]"
+            f"(this casstore reads version {OBJECT_FORMAT_VERSION}) [key={key}]",
+            key=key,
         )
     try:
         return Codec(obj[4])
     except ValueError:
-        raise IntegrityError(f"stored object has unknown codec {obj[4]} [key={key}]") from None
+        raise IntegrityError(
+            f"stored object has unknown codec {obj[4]} [key={key}]", key=key
+        ) from None
 
 
 def decode_object(obj: bytes, *, size: int, key: str) -> bytes:
@@ -119,26 +124,29 @@ def decode_object(obj: bytes, *, size: int, key: str) -> bytes:
     if codec is Codec.RAW:
         if len(body) != size:
             raise IntegrityError(
-                f"stored object size mismatch [key={key}]: expected {size} bytes, got {len(body)}"
+                f"stored object size mismatch [key={key}]: expected {size} bytes, got {len(body)}",
+                key=key,
             )
         return bytes(body)
     try:
         declared = zstandard.frame_content_size(body)
     except zstandard.ZstdError as exc:
-        raise IntegrityError(f"stored zstd frame is corrupt [key={key}]: {exc}") from exc
+        raise IntegrityError(f"stored zstd frame is corrupt [key={key}]: {exc}", key=key) from exc
     # zstandard allocates the frame's declared size up front, ignoring
     # max_output_size, so the declared size is checked before decompressing.
     if declared != size:
         raise IntegrityError(
             f"stored object size mismatch [key={key}]: expected {size} bytes, "
-            f"zstd frame declares {declared}"
+            f"zstd frame declares {declared}",
+            key=key,
         )
     try:
         data = zstandard.ZstdDecompressor().decompress(body, max_output_size=size)
     except zstandard.ZstdError as exc:
-        raise IntegrityError(f"stored zstd frame is corrupt [key={key}]: {exc}") from exc
+        raise IntegrityError(f"stored zstd frame is corrupt [key={key}]: {exc}", key=key) from exc
     if len(data) != size:
         raise IntegrityError(
-            f"stored object size mismatch [key={key}]: expected {size} bytes, decoded {len(data)}"
+            f"stored object size mismatch [key={key}]: expected {size} bytes, decoded {len(data)}",
+            key=key,
         )
     return data

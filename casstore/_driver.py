@@ -9,8 +9,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
-import blake3
-from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     StorageDriver,
@@ -23,16 +21,16 @@ from temporalio.converter import (
 
 from casstore._aio import gather_cancel_on_error
 from casstore._cache import ByteLRU, KnownObjects, SingleFlight
-from casstore._claim import decode_digest, make_claim_data, parse_claim_data
-from casstore._codec import HEADER_SIZE, Codec, decode_object, encode_object
+from casstore._claim import make_claim_data, parse_claim_data
+from casstore._codec import HEADER_SIZE, Codec, encode_object
 from casstore._keys import NO_TARGET_LOCATION, Scope, location_for, object_key
 from casstore._stats import DriverStats
-from casstore.backends._base import Backend, ObjectStat, describe_suffix
+from casstore._verify import content_digest, decode_and_verify, parse_payload
+from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
 from casstore.errors import (
     BackendError,
     CasstoreError,
     ConfigurationError,
-    IntegrityError,
     ObjectNotFoundError,
     PayloadTooLargeError,
 )
@@ -40,7 +38,6 @@ from casstore.errors import (
 _T = TypeVar("_T")
 
 DRIVER_TYPE = "casstore"
-_MULTITHREAD_HASH_SIZE = 1 << 20
 WRITE_FIRST_MAX_SIZE = 64 * 1024
 """Payloads up to this size are written without an existence check first (unless
 ``refresh_after`` is set, which needs the object's age), when the
@@ -203,7 +200,7 @@ class CasStorageDriver(StorageDriver):
                 f"payload is {len(data)} bytes, above max_payload_size "
                 f"{self._max_payload_size} [location={location}]"
             )
-        digest = await self._cpu(len(data), _hash, data)
+        digest = await self._cpu(len(data), content_digest, data)
         key = object_key(location, digest)
         self.stats.payloads_stored += 1
         self.stats.logical_bytes_stored += len(data)
@@ -229,7 +226,7 @@ class CasStorageDriver(StorageDriver):
         # Large objects are checked first, so a hit does not upload them again.
         write_first = self._backend.exact_create and self._refresh_after is None
         if not (write_first and len(data) <= WRITE_FIRST_MAX_SIZE):
-            found = await self._request("stat", key, self._backend.stat(key))
+            found = await self._request("stat", key, lambda: self._backend.stat(key))
             if found is not None:
                 # A raw object is exactly header + payload; our zstd objects are smaller.
                 codec = Codec.RAW if found.size == HEADER_SIZE + len(data) else Codec.ZSTD
@@ -239,7 +236,7 @@ class CasStorageDriver(StorageDriver):
 
         codec, obj = await self._cpu(len(data), encode_object, data, self._compression_level)
         written_at = time.time()
-        if await self._request("put", key, self._backend.put(key, obj)):
+        if await self._request("put", key, lambda: self._backend.put(key, obj)):
             self.stats.objects_written += 1
             self.stats.logical_bytes_written += len(data)
             self.stats.bytes_written += len(obj)
@@ -248,7 +245,7 @@ class CasStorageDriver(StorageDriver):
             # Another writer created it first (or before our write-first attempt).
             found = None
             if self._refresh_after is not None:
-                found = await self._request("stat", key, self._backend.stat(key))
+                found = await self._request("stat", key, lambda: self._backend.stat(key))
             await self._found_existing(key, found, codec)
         # These bytes hash to the digest by construction: later retrievals need no read.
         self._verified.put(digest, data)
@@ -270,7 +267,7 @@ class CasStorageDriver(StorageDriver):
         if time.time() - modified < self._refresh_after:
             return modified + self._refresh_after
         refreshed_at = time.time()
-        await self._request("touch", key, self._backend.touch(key))
+        await self._request("touch", key, lambda: self._backend.touch(key))
         self.stats.objects_refreshed += 1
         return self._expiry(refreshed_at)
 
@@ -303,8 +300,7 @@ class CasStorageDriver(StorageDriver):
 
     async def _retrieve_one(self, claim: StorageDriverClaim) -> Payload:
         record = parse_claim_data(claim.claim_data, max_size=self._max_payload_size)
-        digest = decode_digest(record.digest)
-        key = object_key(record.location, digest)
+        digest, key = record.digest, record.key
         data = self._verified.get(digest)
         if data is not None:
             self.stats.retrieval_cache_hits += 1
@@ -317,17 +313,17 @@ class CasStorageDriver(StorageDriver):
         self.stats.payloads_retrieved += 1
         # Each caller gets its own Payload (callers may mutate it); parsing a
         # large one is a copy of its bytes, so it runs off the loop too.
-        return await self._cpu(len(data), _parse, data, key)
+        return await self._cpu(len(data), parse_payload, data, key)
 
     async def _read_object(self, key: str, digest: bytes, size: int) -> bytes:
         try:
-            obj = await self._request("get", key, self._backend.get(key))
+            obj = await self._request("get", key, lambda: self._backend.get(key))
         except ObjectNotFoundError:
             self._known.discard(key)
             raise
         self.stats.objects_read += 1
         self.stats.bytes_read += len(obj)
-        data = await self._cpu(size, _decode_and_verify, obj, size, digest, key)
+        data = await self._cpu(size, decode_and_verify, obj, size, digest, key)
         self._verified.put(digest, data)
         return data
 
@@ -340,17 +336,28 @@ class CasStorageDriver(StorageDriver):
         async with self._limit():
             return await asyncio.get_running_loop().run_in_executor(None, func, *args)
 
-    async def _request(self, kind: str, key: str, call: Awaitable[_T]) -> _T:
-        """Make one backend request under the concurrency bound, translating errors."""
+    async def _request(self, kind: str, key: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Make one backend request under the concurrency bound, translating errors.
+
+        ``call`` makes the request's coroutine only once a slot is held, so a
+        caller cancelled while waiting leaves no coroutine that never ran.
+        """
         self.stats.backend_requests[kind] += 1
         try:
             async with self._limit():
-                return await call
-        except CasstoreError:
+                return await call()
+        except CasstoreError as exc:
+            # Backends name the key in their messages; make sure it is structured too.
+            if exc.key is None:
+                exc.key = key
+            if exc.backend is None:
+                exc.backend = describe_backend(self._backend)
             raise
         except Exception as exc:
             raise BackendError(
-                f"backend {kind} failed [key={key}{describe_suffix(self._backend)}]: {exc!r}"
+                f"backend {kind} failed [key={key}{describe_suffix(self._backend)}]: {exc!r}",
+                key=key,
+                backend=describe_backend(self._backend),
             ) from exc
 
     def _limit(self) -> asyncio.Semaphore:
@@ -364,38 +371,6 @@ class CasStorageDriver(StorageDriver):
         try:
             return await work
         except CasstoreError as exc:
-            if count == 1:
-                raise
-            raise type(exc)(f"{verb} of payload {index + 1} of {count} failed: {exc}") from exc
-
-
-def _hash(data: bytes) -> bytes:
-    hasher = (
-        blake3.blake3(max_threads=blake3.blake3.AUTO)
-        if len(data) >= _MULTITHREAD_HASH_SIZE
-        else blake3.blake3()
-    )
-    hasher.update(data)
-    return hasher.digest()
-
-
-def _parse(data: bytes, key: str) -> Payload:
-    payload = Payload()
-    try:
-        payload.ParseFromString(data)
-    except DecodeError as exc:
-        raise IntegrityError(
-            f"stored bytes match their digest but are not a Payload [key={key}]"
-        ) from exc
-    return payload
-
-
-def _decode_and_verify(obj: bytes, size: int, digest: bytes, key: str) -> bytes:
-    data = decode_object(obj, size=size, key=key)
-    actual = _hash(data)
-    if actual != digest:
-        raise IntegrityError(
-            f"stored object does not match its claim [key={key}]: expected blake3 "
-            f"{digest.hex()}, got {actual.hex()}"
-        )
-    return data
+            if count > 1:
+                exc.in_batch(index, count, verb)
+            raise

@@ -18,6 +18,12 @@ or setting involved in ``[brackets]``::
 Backends translate their own exceptions (``OSError``, botocore's
 ``ClientError``, ...) into this hierarchy in one place each, and raise ``from``
 the original so the cause stays on the traceback.
+
+Besides the message, every error carries what it is about as attributes, for
+code that handles errors rather than printing them: :attr:`~CasstoreError.key`
+(the object key), :attr:`~CasstoreError.backend` (the backend's description),
+and for a payload of a batch, :attr:`~CasstoreError.position` and
+:attr:`~CasstoreError.batch_size`. Each is ``None`` where it does not apply.
 """
 
 from __future__ import annotations
@@ -36,7 +42,44 @@ __all__ = [
 
 
 class CasstoreError(Exception):
-    """Base class of every error raised by casstore."""
+    """Base class of every error raised by casstore.
+
+    Args:
+        message: What went wrong, with context in ``[brackets]``.
+        key: The object key involved, if any.
+        backend: The backend involved, as its description (e.g.
+            ``"S3Backend(bucket=b, prefix=p)"``), if any.
+    """
+
+    key: str | None
+    """The object key the error is about, or None."""
+    backend: str | None
+    """A description of the backend involved, or None."""
+    position: int | None
+    """0-based index of the failed payload within its batch, or None."""
+    batch_size: int | None
+    """How many payloads the failed batch held, or None."""
+
+    def __init__(self, message: str, *, key: str | None = None, backend: str | None = None):
+        super().__init__(message)
+        self.key = key
+        self.backend = backend
+        self.position = None
+        self.batch_size = None
+
+    def in_batch(self, position: int, batch_size: int, verb: str) -> None:
+        """Record which payload of a batch failed, and say so in the message.
+
+        The exception is changed in place (never rebuilt), so subclasses with
+        other constructor arguments keep them.
+        """
+        self.position = position
+        self.batch_size = batch_size
+        if self.args and isinstance(self.args[0], str):
+            self.args = (
+                f"{verb} of payload {position + 1} of {batch_size} failed: {self.args[0]}",
+                *self.args[1:],
+            )
 
 
 class ConfigurationError(CasstoreError, ValueError):

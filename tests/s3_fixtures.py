@@ -30,8 +30,8 @@ import aioboto3
 import pytest
 from aiobotocore.config import AioConfig
 
-from casstore._servers import MotoS3Server, RcloneS3Server, S3Server
 from casstore.backends.s3 import S3Backend
+from testrig import MotoS3Server, RcloneS3Server, S3Server
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client

@@ -179,6 +179,11 @@ async def test_missing_object_is_not_found_naming_store_and_key(objstore: ObjSto
     assert f"={objstore.container}, key={objstore.prefix}/{KEY}" in message
     assert "Debug source" not in message  # obstore's dump is summarized, not pasted
     assert isinstance(info.value.__cause__, FileNotFoundError)
+    assert info.value.key == KEY
+    assert info.value.backend is not None
+    assert f"bucket={objstore.container}" in info.value.backend or (
+        f"container={objstore.container}" in info.value.backend
+    )
 
 
 @pytest.mark.parametrize("target", ["rclone", "azurite"])

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from casstore import open_backend
-from casstore._servers import free_port
 from casstore.backends import Backend
 from casstore.backends.s3 import S3Backend
 from casstore.errors import (
@@ -24,6 +23,7 @@ from casstore.errors import (
     ConfigurationError,
 )
 from casstore.testing import BackendTests
+from testrig import free_port
 from tests.s3_fixtures import TARGETS, RequestLog, S3Place, S3Target, s3_place
 
 KEY = "v1/default/order-42/" + "ab" * 32

@@ -32,7 +32,7 @@ from casstore.errors import (
     PayloadTooLargeError,
 )
 from casstore.testing import CountingBackend, FailingBackend, LatencyBackend
-from tests.conftest import big_json, in_workflow, make_converter, reference_of
+from tests.helpers import big_json, in_workflow, make_converter, reference_of
 
 
 def counted(inner: Backend | None = None) -> CountingBackend:
@@ -423,7 +423,13 @@ async def test_failed_payload_of_a_batch_is_named_and_the_rest_cancelled() -> No
     with pytest.raises(BackendError, match=r"payload 1 of 5 failed.*disk on fire") as info:
         await asyncio.wait_for(driver.store(context, payloads), timeout=5)
     assert "key=v1/ns/wf/" in str(info.value)
-    assert isinstance(info.value.__cause__, BackendError)
+    # The backend's own error, not a rebuilt copy: structure and cause survive.
+    assert (info.value.position, info.value.batch_size) == (0, 5)
+    assert info.value.key is not None
+    assert info.value.key.startswith("v1/ns/wf/")
+    assert info.value.backend is not None
+    assert info.value.backend.startswith("SlowAfterFirst")
+    assert isinstance(info.value.__cause__, OSError)
     assert await keys_in(backend) == []
 
 

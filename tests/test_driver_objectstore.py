@@ -29,7 +29,7 @@ from casstore.errors import (
     ObjectNotFoundError,
 )
 from casstore.testing import CountingBackend
-from tests.conftest import big_json, in_workflow, make_converter
+from tests.helpers import big_json, in_workflow, make_converter
 from tests.objectstore_fixtures import ObjStorePlace, objstore_place
 
 

@@ -21,7 +21,7 @@ from casstore.errors import (
     ClaimError,
     ObjectNotFoundError,
 )
-from tests.conftest import big_json, in_workflow, make_converter
+from tests.helpers import big_json, in_workflow, make_converter
 from tests.s3_fixtures import RequestLog, S3Place, S3Target, s3_place
 
 

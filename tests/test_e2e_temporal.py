@@ -34,18 +34,17 @@ from temporalio.worker import Replayer, Worker
 import casstore
 from casstore._cli import main as cli_main
 from casstore._codec import encode_object
-from casstore._demo import (
+from casstore.backends import Backend
+from casstore.demo import FanOutChild, FanOutParent, analyze_shard, make_document
+from casstore.history import (
     HistoryReference,
     history_references,
     iter_payloads,
-    make_document,
     reference_in,
     workflow_task_failures,
 )
-from casstore._demo_workflows import FanOutChild, FanOutParent, analyze_shard
-from casstore._servers import TemporalDevServer
-from casstore.backends import Backend
 from casstore.plugin import CasStorePlugin
+from testrig import TemporalDevServer
 from tests.e2e_workflows import ActivityElsewhere, ManySmall, WaitsForSignal, describe, echo
 from tests.s3_fixtures import S3Place, S3Target
 from tests.s3_fixtures import s3_place as open_s3_place

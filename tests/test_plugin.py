@@ -20,12 +20,12 @@ from temporalio.converter import (
 from temporalio.worker import Replayer, ReplayerConfig
 
 from casstore import CasStorageDriver
-from casstore._demo_workflows import FanOutChild
 from casstore.backends import Backend, LocalBackend, MemoryBackend
+from casstore.demo import FanOutChild
 from casstore.errors import ConfigurationError
 from casstore.plugin import CasStorePlugin, DriverOptions
 from casstore.testing import CountingBackend
-from tests.conftest import big_json, in_workflow, make_converter, reference_of
+from tests.helpers import big_json, in_workflow, make_converter, reference_of
 
 
 class TaggingCodec(PayloadCodec):

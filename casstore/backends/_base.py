@@ -105,6 +105,14 @@ class Backend(ABC):
         return f"{type(self).__name__}({facts})"
 
 
+def describe_backend(backend: Backend) -> str:
+    """Return ``backend``'s repr for error attributes, never failing."""
+    try:
+        return repr(backend)
+    except Exception:
+        return type(backend).__name__
+
+
 def describe_suffix(backend: Backend) -> str:
     """Format ``backend.describe()`` as ``", k=v, ..."`` for error brackets.
 

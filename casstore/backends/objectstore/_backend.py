@@ -320,6 +320,7 @@ class ObjectStoreBackend(Backend):
             f"the service kept reporting a conflicting concurrent write after "
             f"{_CONFLICT_ATTEMPTS} attempts{self._where(path)}",
             path,
+            self._facts,
         )
 
     async def get(self, key: str) -> bytes:

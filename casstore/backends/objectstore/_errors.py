@@ -93,10 +93,18 @@ def summary(exc: BaseException) -> str:
     return f"{reason}: {message[1].strip()}" if message else reason
 
 
-def error(cls: type[CasstoreError], message: str, key: str) -> CasstoreError:
-    """Build a casstore error; the one place its construction is spelled out."""
-    del key  # named in the message's brackets
-    return cls(message)
+def error(
+    cls: type[CasstoreError], message: str, key: str, facts: Mapping[str, str]
+) -> CasstoreError:
+    """Build a casstore error carrying the key and the backend's description.
+
+    ``key`` is the full name in the bucket or container; the error's ``key``
+    attribute is casstore's key, without the configured prefix.
+    """
+    described = ", ".join(f"{name}={value}" for name, value in facts.items())
+    root = facts.get("prefix", "") + "/" if facts.get("prefix") else ""
+    own = key[len(root) :] if root and key.startswith(root) else key
+    return cls(message, key=own or None, backend=f"ObjectStoreBackend({described})")
 
 
 @contextlib.contextmanager
@@ -134,10 +142,11 @@ def raise_translated(
             f"{word} {container} {facts.get(container, '?')!r} does not exist at this "
             f"endpoint: {reason}{where}",
             key,
+            facts,
         ) from exc
     if isinstance(exc, NOT_FOUND):
         raise error(
-            ObjectNotFoundError, f"object not found in {word}: {reason}{where}", key
+            ObjectNotFoundError, f"object not found in {word}: {reason}{where}", key, facts
         ) from exc
     if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
         raise error(
@@ -145,6 +154,7 @@ def raise_translated(
             f"{word} refused {operation}: {reason}; check the credentials and that they allow "
             f"{PERMISSIONS[service].get(operation, 'read')}{where}",
             key,
+            facts,
         ) from exc
     text = str(exc).split("\n\nDebug source:", 1)[0]
     if status is None and any(source in text for source in _CREDENTIAL_SOURCES):
@@ -153,15 +163,19 @@ def raise_translated(
             f"no usable credentials for {word} {operation}: none were configured, and looking "
             f"them up failed ({reason}); they come from {CREDENTIAL_CHAINS[service]}{where}",
             key,
+            facts,
         ) from exc
     if isinstance(exc, AlreadyExistsError | PreconditionError):
-        raise error(BackendError, f"{word} {operation} conflicted: {reason}{where}", key) from exc
+        raise error(
+            BackendError, f"{word} {operation} conflicted: {reason}{where}", key, facts
+        ) from exc
     if isinstance(exc, NotSupportedError | NotImplementedError) or status == 501:
         raise error(
             BackendError,
             f"{word} does not support {operation}: {reason}; if it lacks conditional writes, "
             f"set conditional_writes=false{where}",
             key,
+            facts,
         ) from exc
     if status is None or status >= 500 or status == 429 or code in _UNAVAILABLE_CODES:
         raise error(
@@ -169,8 +183,9 @@ def raise_translated(
             f"{word} {operation} failed, the service is unreachable, unavailable or "
             f"throttling: {reason}{where}",
             key,
+            facts,
         ) from exc
-    raise error(BackendError, f"{word} {operation} failed: {reason}{where}", key) from exc
+    raise error(BackendError, f"{word} {operation} failed: {reason}{where}", key, facts) from exc
 
 
 def _where(facts: Mapping[str, str], key: str) -> str:

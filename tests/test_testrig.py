@@ -1,4 +1,4 @@
-"""Tests for the real-process launchers in ``casstore._servers``.
+"""Tests for the real-process launchers in ``testrig`` (the test and benchmark servers).
 
 Plain sync tests (``asyncio.run`` where a coroutine is needed) so that they do
 not depend on the pytest-asyncio configuration.
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError  # type: ignore[import-untyped, unused-ignore]
 
-from casstore._servers import (
+from testrig import (
     MotoS3Server,
     RcloneS3Server,
     S3Server,
@@ -153,7 +153,7 @@ def test_temporal_two_servers_side_by_side_with_extra_namespace(tmp_path: Path) 
 
 
 def test_temporal_startup_failure_reports_log(tmp_path: Path) -> None:
-    from casstore._servers import ServerStartError
+    from testrig import ServerStartError
 
     # An unparsable flag value makes the CLI exit immediately.
     server = TemporalDevServer(extra_args=["--sqlite-pragma", "bogus"], startup_timeout=20)
@@ -309,7 +309,7 @@ def test_rclone_temp_root_is_removed() -> None:
 _CHILD = textwrap.dedent(
     """
     import os, signal, sys, tempfile
-    from casstore._servers import RcloneS3Server, TemporalDevServer
+    from testrig import RcloneS3Server, TemporalDevServer
     tempfile.tempdir = sys.argv[2]  # a SIGKILLed caller cannot clean up
     server = {cls}()
     server.start()

@@ -1,0 +1,177 @@
+"""Read external-storage references out of a Temporal workflow history.
+
+A payload that external storage took out of history is replaced there by a
+small reference payload (``json/protobuf`` encoding of
+``temporal.api.sdk.v1.ExternalStorageReference``) naming the driver and its
+claim. These helpers find those references in a fetched
+:class:`~temporalio.client.WorkflowHistory`, and read the casstore claims
+inside them, for tools that inspect or account for stored objects (the demo's
+report, the end-to-end tests).
+
+Example::
+
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    for ref in history_references(history):
+        if ref.reference.driver_name == driver.name():
+            print(ref.event_type, ref.object_key())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.sdk.v1.external_storage_pb2 import ExternalStorageReference
+from temporalio.client import WorkflowHistory
+
+from casstore._claim import ClaimV1, decode_digest, parse_claim_data
+from casstore._keys import object_key
+
+__all__ = [
+    "HistoryReference",
+    "history_references",
+    "iter_payloads",
+    "reference_in",
+    "workflow_task_failures",
+]
+
+_REFERENCE_MESSAGE_TYPE = ExternalStorageReference.DESCRIPTOR.full_name.encode()
+
+
+def iter_payloads(message: Message) -> Iterator[Payload]:
+    """Yield every ``Payload`` inside a protobuf message, at any depth.
+
+    Args:
+        message: Any protobuf message, e.g. a ``HistoryEvent``.
+
+    Yields:
+        Each payload, in field order (map values and repeated fields included).
+    """
+    if isinstance(message, Payload):
+        yield message
+        return
+    for descriptor, value in message.ListFields():
+        entry = descriptor.message_type
+        if descriptor.type != FieldDescriptor.TYPE_MESSAGE or entry is None:
+            continue
+        if entry.GetOptions().map_entry:
+            values = [v for v in value.values() if isinstance(v, Message)]
+        elif descriptor.is_repeated:
+            values = list(value)
+        else:
+            values = [value]
+        for item in values:
+            yield from iter_payloads(item)
+
+
+def reference_in(payload: Payload) -> ExternalStorageReference | None:
+    """Return the external-storage reference a payload holds.
+
+    Args:
+        payload: A payload as it appears in history.
+
+    Returns:
+        The decoded reference, or ``None`` if the payload is inline data.
+    """
+    if payload.metadata.get("encoding") != b"json/protobuf":
+        return None
+    if payload.metadata.get("messageType") != _REFERENCE_MESSAGE_TYPE:
+        return None
+    return json_format.Parse(payload.data, ExternalStorageReference())
+
+
+@dataclass(frozen=True)
+class HistoryReference:
+    """One external-storage reference found in an event of a workflow history.
+
+    Attributes:
+        workflow_id: Workflow whose history holds the reference.
+        event_id: Id of the event holding it.
+        event_type: Event type name, e.g. ``"EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"``.
+        size: Bytes the reference payload occupies in history.
+        reference: The reference itself (driver name and claim).
+    """
+
+    workflow_id: str
+    event_id: int
+    event_type: str
+    size: int
+    reference: ExternalStorageReference
+
+    def casstore_claim(self) -> ClaimV1:
+        """Parse the reference's claim as a casstore claim.
+
+        Returns:
+            The claim.
+
+        Raises:
+            ClaimError: If the claim is not a valid casstore claim.
+        """
+        return parse_claim_data(dict(self.reference.claim_data), max_size=1 << 62)
+
+    def object_key(self) -> str:
+        """Return the key of the object this casstore reference points at.
+
+        Raises:
+            ClaimError: If the claim is not a valid casstore claim.
+        """
+        claim = self.casstore_claim()
+        return object_key(claim.location, decode_digest(claim.digest))
+
+
+def history_references(history: WorkflowHistory) -> list[HistoryReference]:
+    """Return every external-storage reference in a workflow history, in event order.
+
+    Args:
+        history: A fetched history (``WorkflowHandle.fetch_history()``).
+
+    Returns:
+        The references of every driver, casstore's and others'.
+    """
+    found: list[HistoryReference] = []
+    for event in history.events:
+        for payload in iter_payloads(event):
+            reference = reference_in(payload)
+            if reference is not None:
+                found.append(
+                    HistoryReference(
+                        workflow_id=history.workflow_id,
+                        event_id=event.event_id,
+                        event_type=EventType.Name(event.event_type),
+                        size=payload.ByteSize(),
+                        reference=reference,
+                    )
+                )
+    return found
+
+
+def workflow_task_failures(history: WorkflowHistory) -> list[str]:
+    """Return the failure messages of every failed workflow task in a history.
+
+    Args:
+        history: A fetched history.
+
+    Returns:
+        One message per failed workflow task, its causes joined with ``": "``;
+        a failing payload retrieval shows up here (the task is retried forever).
+    """
+    return [
+        _failure_text(event)
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+    ]
+
+
+def _failure_text(event: HistoryEvent) -> str:
+    failure = event.workflow_task_failed_event_attributes.failure
+    messages = []
+    while failure.message:
+        messages.append(failure.message)
+        failure = failure.cause
+    return ": ".join(messages)

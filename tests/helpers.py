@@ -1,0 +1,72 @@
+"""Shared test helpers: converters wired the way a worker wires them, test data, references."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+
+from temporalio.api.common.v1 import Payload
+from temporalio.api.sdk.v1.external_storage_pb2 import ExternalStorageReference
+from temporalio.converter import (
+    DataConverter,
+    ExternalStorage,
+    StorageDriver,
+    StorageDriverSelectContext,
+    StorageDriverStoreContext,
+    StorageDriverWorkflowInfo,
+)
+
+
+def make_converter(
+    *drivers: StorageDriver,
+    threshold: int = 0,
+    selector: Callable[[StorageDriverSelectContext, Payload], StorageDriver | None] | None = None,
+) -> DataConverter:
+    """A default DataConverter with external storage, as a client or worker has it."""
+    return dataclasses.replace(
+        DataConverter.default,
+        external_storage=ExternalStorage(
+            drivers=list(drivers), driver_selector=selector, payload_size_threshold=threshold
+        ),
+    )
+
+
+def in_workflow(
+    converter: DataConverter,
+    workflow_id: str = "order-42",
+    *,
+    namespace: str = "default",
+    run_id: str | None = None,
+    workflow_type: str | None = "Parent",
+) -> DataConverter:
+    """The converter as the SDK binds it while storing for a workflow target."""
+    # _with_store_context is how the SDK binds targets; there is no public hook.
+    return converter._with_store_context(
+        StorageDriverStoreContext(
+            target=StorageDriverWorkflowInfo(
+                namespace=namespace, id=workflow_id, run_id=run_id, type=workflow_type
+            )
+        )
+    )
+
+
+def reference_of(payload: Payload) -> ExternalStorageReference:
+    """Decode the reference payload the SDK leaves in history."""
+    assert payload.metadata["encoding"] == b"json/protobuf", payload.metadata
+    data = json.loads(payload.data)
+    return ExternalStorageReference(
+        driver_name=data["driverName"], claim_data=data.get("claimData", {})
+    )
+
+
+def big_json(size: int, seed: int = 0) -> dict[str, object]:
+    """A JSON-like value of roughly ``size`` bytes that compresses like real data."""
+    rows: list[dict[str, object]] = []
+    i = 0
+    while len(rows) * 48 < size:
+        rows.append(
+            {"id": seed * 1_000_000 + i, "name": f"customer-{i % 977}", "active": i % 3 == 0}
+        )
+        i += 1
+    return {"rows": rows}

