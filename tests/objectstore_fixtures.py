@@ -2,15 +2,17 @@
 
 Every test gets an :class:`ObjStorePlace`: an empty bucket or container and a
 prefix on one target, a factory for :class:`ObjectStoreBackend` on it, and raw
-access that bypasses obstore (aioboto3 for S3, a SharedKey-signed stdlib
-client for Azure). Backends are always given credentials, and a metadata
-endpoint on a dead loopback port, so nothing ever falls back to a cloud's
-instance metadata service.
+access that bypasses obstore (boto3 for S3, a SharedKey-signed stdlib client
+for Azure; both blocking, run in a thread, and made once per session because
+building a botocore client costs more CPU than a whole test). Backends are
+always given credentials, and a metadata endpoint on a dead loopback port, so
+nothing ever falls back to a cloud's instance metadata service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -23,7 +25,7 @@ import pytest
 from casstore.backends.objectstore import ObjectStoreBackend
 from testrig.azurite import AzuriteBlobServer, BlobClient
 from testrig.processes import free_port
-from tests.s3_fixtures import S3Place, S3Target, s3_place
+from tests.s3_fixtures import RACED_DIRECTORY, S3Target
 
 OBJSTORE_TARGETS = ["moto", "rclone", "azurite"]
 DEAD_ENDPOINT = f"http://127.0.0.1:{free_port()}"
@@ -37,7 +39,8 @@ class ObjStorePlace:
     target: str
     container: str
     prefix: str
-    s3: S3Place | None = None
+    s3: Any = None
+    """A blocking boto3 S3 client (S3 targets)."""
     blob: BlobClient | None = None
     s3_target: S3Target | None = None
 
@@ -78,29 +81,32 @@ class ObjStorePlace:
         return f"{self.prefix}/{key}"
 
     async def raw_get(self, key: str) -> bytes:
+        return await self.raw_get_name(self.full_key(key))
+
+    async def raw_get_name(self, name: str) -> bytes:
+        """Read an object by its full name in the bucket or container."""
         if self.s3 is not None:
-            return await self.s3.raw_get(key)
+            response = await asyncio.to_thread(self.s3.get_object, Bucket=self.container, Key=name)
+            return await asyncio.to_thread(response["Body"].read)
         assert self.blob is not None
-        return await asyncio.to_thread(self.blob.get, self.container, self.full_key(key))
+        return await asyncio.to_thread(self.blob.get, self.container, name)
 
     async def raw_put(self, key: str, data: bytes) -> None:
-        if self.s3 is not None:
-            await self.s3.raw_put(key, data)
-            return
-        assert self.blob is not None
-        await asyncio.to_thread(self.blob.put, self.container, self.full_key(key), data)
+        await self.raw_put_name(self.full_key(key), data)
 
     async def raw_put_name(self, name: str, data: bytes) -> None:
         """Write an object under its full name in the bucket or container."""
         if self.s3 is not None:
-            await self.s3.raw.put_object(Bucket=self.container, Key=name, Body=data)
+            await asyncio.to_thread(self.s3.put_object, Bucket=self.container, Key=name, Body=data)
             return
         assert self.blob is not None
         await asyncio.to_thread(self.blob.put, self.container, name, data)
 
     async def raw_delete(self, key: str) -> None:
         if self.s3 is not None:
-            await self.s3.raw.delete_object(Bucket=self.container, Key=self.full_key(key))
+            await asyncio.to_thread(
+                self.s3.delete_object, Bucket=self.container, Key=self.full_key(key)
+            )
             return
         assert self.blob is not None
         await asyncio.to_thread(self.blob.delete, self.container, self.full_key(key))
@@ -109,18 +115,42 @@ class ObjStorePlace:
         """Names under the backend's prefix (or under ``prefix``), as stored."""
         start = self.prefix + "/" if prefix is None else prefix
         if self.s3 is not None:
-            return await self.s3.raw_keys(start)
+            return await asyncio.to_thread(self._s3_keys, start)
         assert self.blob is not None
         return await asyncio.to_thread(self.blob.list, self.container, start)
+
+    def _s3_keys(self, prefix: str) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.container, Prefix=prefix
+        )
+        return [item["Key"] for page in pages for item in page.get("Contents", ())]
 
     async def last_modified(self, name: str) -> datetime:
         """The stored object's last-modified time, by its full name."""
         if self.s3 is not None:
-            head = await self.s3.raw.head_object(Bucket=self.container, Key=name)
+            head = await asyncio.to_thread(self.s3.head_object, Bucket=self.container, Key=name)
             modified: datetime = head["LastModified"]
             return modified
         assert self.blob is not None
         return await asyncio.to_thread(self.blob.last_modified, self.container, name)
+
+
+@functools.cache
+def _boto3_client(endpoint: str, access_key: str, secret_key: str, region: str) -> Any:
+    import boto3  # type: ignore[import-untyped, unused-ignore]
+    from botocore.config import Config  # type: ignore[import-untyped, unused-ignore]
+
+    config = Config(
+        s3={"addressing_style": "path"}, retries={"mode": "standard", "total_max_attempts": 3}
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=region,
+        config=config,
+    )
 
 
 @asynccontextmanager
@@ -128,15 +158,20 @@ async def objstore_place(
     target: str, server: S3Target | AzuriteBlobServer
 ) -> AsyncIterator[ObjStorePlace]:
     """A fresh bucket (S3) or container (Azure) on ``server``, with a scratch prefix."""
+    container = f"casstore-{secrets.token_hex(6)}"
+    prefix = f"casstore-test/{secrets.token_hex(6)}/store"
     if isinstance(server, AzuriteBlobServer):
         client = server.client()
-        container = f"casstore-{secrets.token_hex(6)}"
         await asyncio.to_thread(client.create_container, container)
-        prefix = f"casstore-test/{secrets.token_hex(6)}/store"
         yield ObjStorePlace(target, container, prefix, blob=client)
         return
-    async with s3_place(server) as place:
-        yield ObjStorePlace(target, place.bucket, place.prefix, s3=place, s3_target=server)
+    assert server.endpoint_url is not None
+    assert server.access_key is not None
+    assert server.secret_key is not None
+    raw = _boto3_client(server.endpoint_url, server.access_key, server.secret_key, server.region)
+    await asyncio.to_thread(raw.create_bucket, Bucket=container)
+    await asyncio.to_thread(server.prepare_directories, container, [f"{prefix}/{RACED_DIRECTORY}"])
+    yield ObjStorePlace(target, container, prefix, s3=raw, s3_target=server)
 
 
 @pytest.fixture(scope="session")

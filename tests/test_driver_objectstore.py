@@ -217,15 +217,15 @@ async def test_missing_bucket_or_container_names_it(objstore: ObjStorePlace) -> 
         assert f"={missing}" in str(info.value)
 
 
-async def test_20_mib_payload_round_trips_in_one_request(objstore: ObjStorePlace) -> None:
-    payload = Payload(metadata={"encoding": b"binary/plain"}, data=os.urandom(20 * 1024 * 1024))
+async def test_12_mib_payload_round_trips_in_one_request(objstore: ObjStorePlace) -> None:
+    payload = Payload(metadata={"encoding": b"binary/plain"}, data=os.urandom(12 * 1024 * 1024))
     async with counted(objstore) as backend:
         writer = CasStorageDriver(backend)
         [reference] = await in_workflow(make_converter(writer)).encode([payload])
         assert backend.calls == {"stat": 1, "put": 1}  # one conditional PUT, no multipart
         reader = CasStorageDriver(backend)
         assert await make_converter(reader).decode([reference]) == [payload]
-        assert reader.stats.bytes_read > 20 * 1024 * 1024
+        assert reader.stats.bytes_read > 12 * 1024 * 1024
 
 
 async def test_hostile_claims_are_rejected_before_any_request(objstore: ObjStorePlace) -> None:
