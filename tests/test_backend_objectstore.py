@@ -315,3 +315,73 @@ def test_import_without_obstore_says_how_to_install() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "pip install casstore[objectstore]" in result.stdout
+
+
+def test_url_options_reach_the_store() -> None:
+    backend = ObjectStoreBackend.from_url(
+        "s3://payloads/prod/eu?client=obstore&endpoint=http://127.0.0.1:9000&region=eu-west-1"
+        "&connect_timeout=3&read_timeout=7&request_timeout=90&max_retries=2&retry_timeout=30"
+        "&conditional_writes=false&touch=rewrite&virtual_hosted_style=false",
+        access_key_id="AKIATEST",
+        secret_access_key="SECRETTEST",
+    )
+    assert (backend.prefix, backend.exact_create) == ("prod/eu", False)
+    assert dict(backend.describe()) == {
+        "backend": "objectstore-s3",
+        "bucket": "payloads",
+        "prefix": "prod/eu",
+        "region": "eu-west-1",
+        "endpoint": "http://127.0.0.1:9000",
+    }
+    store: Any = backend.store
+    assert store.config["access_key_id"] == "AKIATEST"
+    # obstore reports client options as the strings it parsed them into.
+    options = store.client_options
+    assert options["allow_http"] == "true"  # an http:// endpoint asked for it
+    assert (options["connect_timeout"], options["read_timeout"], options["timeout"]) == (
+        "3s",
+        "7s",
+        "1m 30s",
+    )
+    assert store.retry_config["max_retries"] == 2
+    assert store.retry_config["retry_timeout"].total_seconds() == 30
+
+
+@pytest.mark.parametrize(
+    ("url", "container", "prefix", "account"),
+    [
+        ("az://payloads/prod", "payloads", "prod", "acct"),
+        ("azure://payloads/prod/eu", "payloads", "prod/eu", "acct"),
+        ("abfs://payloads", "payloads", "", "acct"),
+        ("abfss://payloads@other.dfs.core.windows.net/prod", "payloads", "prod", "other"),
+        ("adl://payloads/prod", "payloads", "prod", "acct"),
+    ],
+)
+def test_azure_url_spellings(url: str, container: str, prefix: str, account: str) -> None:
+    options: dict[str, Any] = {"account_key": "a2V5"}
+    if "@" not in url:
+        options["account"] = "acct"
+    backend = ObjectStoreBackend.from_url(url, **options)
+    facts = backend.describe()
+    assert (facts["container"], backend.prefix, facts["account"]) == (container, prefix, account)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("s3://", "needs a bucket or container"),
+        ("az://key:secret@payloads", "credentials never go in a backend URL"),
+        ("s3://payloads?secret_access_key=x", "never go in a backend URL"),
+        ("az://payloads?account_key=x", "never go in a backend URL"),
+        ("s3://payloads?client=aioboto3", "client must be obstore"),
+        ("s3://payloads?client=obstore&endpoint_url=http://x", "unknown option 'endpoint_url'"),
+        ("s3://payloads?client=obstore&max_retries=many", "max_retries must be a number"),
+        ("s3://payloads?client=obstore&touch=teleport", "touch must be one of copy, rewrite"),
+        ("az://payloads?region=eu-west-1", "unknown option 'region'"),
+        ("gs://payloads", "not an S3 or Azure URL"),
+    ],
+)
+def test_bad_urls_are_configuration_errors(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message) as info:
+        ObjectStoreBackend.from_url(url)
+    assert "secret" not in str(info.value).split("[")[-1].replace("secret_access_key", "")

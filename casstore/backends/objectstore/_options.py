@@ -293,7 +293,8 @@ def parse_url(url: str, keywords: Mapping[str, object]) -> ParsedUrl:
         service, allowed, secrets = "azure", _AZURE_URL_OPTIONS, _AZURE_SECRETS
     else:
         raise ConfigurationError(f"not an S3 or Azure URL [url={url}]")
-    if parts.username or parts.password:
+    # abfss://container@account.dfs.core.windows.net names a container, not a user.
+    if parts.password or (parts.username and service == "s3"):
         raise ConfigurationError(
             "credentials never go in a backend URL: use the environment or keyword options "
             f"[url={_redact(url)}]"
@@ -324,23 +325,20 @@ def parse_url(url: str, keywords: Mapping[str, object]) -> ParsedUrl:
     ):
         raise ConfigurationError(f"client must be obstore for this backend [url={url}]")
     options.pop("client", None)
-    settings = ClientSettings(
-        allow_http=(
-            None
-            if options.get("allow_http") is None
-            else option_flag(url, options, "allow_http", default=False)
-        ),
-        connect_timeout=_number(url, options, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
-        read_timeout=_number(url, options, "read_timeout", DEFAULT_READ_TIMEOUT),
-        request_timeout=_number(url, options, "request_timeout", DEFAULT_REQUEST_TIMEOUT),
-        max_retries=_whole(url, options, "max_retries", DEFAULT_MAX_RETRIES),
-        retry_timeout=_number(url, options, "retry_timeout", DEFAULT_RETRY_TIMEOUT),
-    )
     config = options.get("config")
     if config is not None and not isinstance(config, Mapping):
         raise ConfigurationError(f"option config must be a mapping of obstore settings [url={url}]")
     arguments: dict[str, Any] = {
-        "settings": settings,
+        "allow_http": (
+            None
+            if options.get("allow_http") is None
+            else option_flag(url, options, "allow_http", default=False)
+        ),
+        "connect_timeout": _number(url, options, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+        "read_timeout": _number(url, options, "read_timeout", DEFAULT_READ_TIMEOUT),
+        "request_timeout": _number(url, options, "request_timeout", DEFAULT_REQUEST_TIMEOUT),
+        "max_retries": _whole(url, options, "max_retries", DEFAULT_MAX_RETRIES),
+        "retry_timeout": _number(url, options, "retry_timeout", DEFAULT_RETRY_TIMEOUT),
         "conditional_writes": option_flag(url, options, "conditional_writes", default=True),
         "touch": option_choice(url, options, "touch", ("copy", "rewrite")) or "copy",
         "config": config,
