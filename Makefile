@@ -3,7 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean browser
+
+# The Web UI test drives Debian's chromium through Playwright (Playwright's own
+# browser download needs the internet). Idempotent; a failed install fails `make test`.
+browser:
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +30,7 @@ AZURITE := .node/node_modules/.bin/azurite-blob
 $(AZURITE):
 	npm install --prefix .node --no-audit --no-fund azurite@3
 
-test: lint $(AZURITE)
+test: lint browser $(AZURITE)
 	$(BIN)/pytest
 
 bench: $(BIN)/.installed

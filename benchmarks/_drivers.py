@@ -29,19 +29,24 @@ from benchmarks._s3 import (
 )
 from benchmarks._s3 import objects_at_rest as s3_objects_at_rest
 from benchmarks.doc_local import DocLocalDiskDriver
-from casstore import CasStorageDriver
+from casstore import CasStorageDriver, KeyRing
 from casstore.backends import Backend, LocalBackend, ObjectStat
 
 BASELINE = "sdk-s3"
 DRIVERS: dict[str, str] = {
     "sdk-s3": "temporalio.contrib.aws.s3driver.S3StorageDriver on the S3 server",
     "casstore-s3": "casstore CasStorageDriver on the S3 server (S3Backend)",
+    "casstore-s3-enc": "casstore CasStorageDriver with a keyring (keyed BLAKE3, "
+    "AES-256-GCM-SIV) on the S3 server (S3Backend)",
     "casstore-local": "casstore CasStorageDriver on local disk (LocalBackend)",
     "doc-local": "documentation-style local-disk driver (uuid file per payload)",
     "floor": "not a storage driver: keeps payload objects in a dict, so its figures are "
     "what the SDK's External Storage path costs by itself",
 }
 HTTP = "HTTP requests"
+ENCRYPTED = "casstore-s3-enc"
+BENCH_KEYRING = KeyRing.from_bytes(bytes(range(32)), key_id="bench")
+"""A fixed key: benchmarks measure cost, not secrecy."""
 FILE_OPS = "file ops"
 
 
@@ -86,7 +91,7 @@ async def open_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
         DriverUnavailableError: The driver needs something this run lacks.
         ValueError: ``kind`` is not a known driver.
     """
-    if kind in ("sdk-s3", "casstore-s3"):
+    if kind in ("sdk-s3", "casstore-s3", ENCRYPTED):
         async with _s3_rig(kind, env, tag) as rig:
             yield rig
         return
@@ -155,8 +160,12 @@ async def _s3_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
             else:
                 from casstore.backends.s3 import S3Backend
 
+                keyring = BENCH_KEYRING if kind == ENCRYPTED else None
+
                 def make() -> StorageDriver:
-                    return CasStorageDriver(S3Backend(bucket=bucket, client=client))
+                    return CasStorageDriver(
+                        S3Backend(bucket=bucket, client=client), keyring=keyring
+                    )
 
             driver = make()
 

@@ -10,9 +10,12 @@ claim into a reference payload, and the backend call (an in-memory backend,
 so the figure is the call's own overhead, not storage). ``store total`` is a
 whole ``CasStorageDriver.store`` of fresh content on that backend, and
 ``floor`` is BLAKE3 + zstd alone on the same bytes: what no content-addressed,
-compressing driver can avoid. The S3 request lines are the CPU one small
-request costs this process through aioboto3 and through obstore (Rust, on
-its own threads, counted too), which is what dominates small payloads on S3.
+compressing driver can avoid. ``store+retrieve`` is a store of fresh content
+then its retrieval from the backend (no retrieval cache), plain and with a
+keyring (``enc``): what encryption at rest costs in CPU. The S3 request lines
+are the CPU one small request costs this process through aioboto3 and through
+obstore (Rust, on its own threads, counted too), which is what dominates small
+payloads on S3.
 """
 
 from __future__ import annotations
@@ -28,13 +31,15 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.sdk.v1.external_storage_pb2 import ExternalStorageReference
 from temporalio.converter import (
     JSONProtoPayloadConverter,
+    StorageDriverRetrieveContext,
     StorageDriverStoreContext,
     StorageDriverWorkflowInfo,
 )
 
+from benchmarks._drivers import BENCH_KEYRING
 from benchmarks._s3 import S3Endpoint, bucket_name, delete_bucket
 from benchmarks._workloads import records_json, to_payload
-from casstore import CasStorageDriver
+from casstore import CasStorageDriver, KeyRing
 from casstore._claim import make_claim_data
 from casstore._codec import encode_object
 from casstore._keys import location_for, object_key
@@ -153,6 +158,8 @@ async def _profile_size(size: int, budget_s: float) -> ProfileRow:
     def byte_size() -> object:
         return payload.ByteSize()
 
+    round_trips = await _store_and_retrieve_us(variants, (None, BENCH_KEYRING))
+
     steps = {
         "ByteSize": _per_call_us(byte_size, budget_s),
         "serialize": _per_call_us(serialize, budget_s),
@@ -163,8 +170,33 @@ async def _profile_size(size: int, budget_s: float) -> ProfileRow:
         "backend call": await _per_call_us_async(backend_put, budget_s),
         "store total": await store_each_once(),
         "floor (blake3+zstd)": _per_call_us(floor, budget_s),
+        "store+retrieve": round_trips[0],
+        "store+retrieve enc": round_trips[1],
     }
     return ProfileRow(size=size, serialized=len(data), steps_us=steps)
+
+
+async def _store_and_retrieve_us(
+    variants: list[Payload], keyrings: tuple[KeyRing | None, ...]
+) -> list[float]:
+    """CPU microseconds per store + retrieve of fresh content, for each keyring.
+
+    The keyrings take turns round by round, and the best round counts, so that
+    other work on the machine disturbs each about equally.
+    """
+    best = [float("inf")] * len(keyrings)
+    for _ in range(_ROUNDS):
+        for i, keyring in enumerate(keyrings):
+            driver = CasStorageDriver(MemoryBackend(), retrieval_cache_bytes=0, keyring=keyring)
+            claims = await driver.store(_CONTEXT, [variants[0]])  # warm up
+            await driver.retrieve(StorageDriverRetrieveContext(), claims)
+            started = time.process_time()
+            for variant in variants[1:]:
+                claims = await driver.store(_CONTEXT, [variant])
+                await driver.retrieve(StorageDriverRetrieveContext(), claims)
+            spent = (time.process_time() - started) / (len(variants) - 1) * 1e6
+            best[i] = min(best[i], spent)
+    return best
 
 
 def _variants(size: int, budget_s: float) -> list[Payload]:

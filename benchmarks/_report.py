@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks._drivers import BASELINE, FILE_OPS
+from benchmarks._drivers import BASELINE, ENCRYPTED, FILE_OPS
 from benchmarks._measure import Sample
 
 
@@ -152,6 +152,46 @@ def obstore_goal_lines(results: Sequence[Result]) -> list[str]:
     return lines
 
 
+ENCRYPTION_WALL_LIMIT = 1.10
+"""Goal: casstore-s3-enc's threshold 0 wall time at most 10% above casstore-s3's."""
+ENCRYPTION_CPU_LIMIT = 1.15
+"""Goal: encrypted store + retrieve CPU for 1 MiB JSON at most 15% above plain."""
+_MiB = 1 << 20
+
+
+def encryption_goal_lines(results: Sequence[Result], profile: dict[str, Any] | None) -> list[str]:
+    """The cost of encryption at rest: encrypted casstore against plain casstore."""
+    lines = []
+    by_key = {(r.scenario, r.driver): r.median for r in results if r.median}
+    plain, encrypted = (
+        by_key.get(("threshold0", "casstore-s3")),
+        by_key.get(("threshold0", ENCRYPTED)),
+    )
+    label = f"threshold 0 wall time, encrypted (goal <= {ENCRYPTION_WALL_LIMIT:.2f}x plain)"
+    if plain and encrypted and plain.wall_s:
+        ratio = encrypted.wall_s / plain.wall_s
+        met = "met" if ratio <= ENCRYPTION_WALL_LIMIT else "NOT met"
+        lines.append(
+            f"- {label}: {_seconds(encrypted.wall_s)} s vs {_seconds(plain.wall_s)} s "
+            f"= {ratio:.2f}x: {met}"
+        )
+    else:
+        lines.append(f"- {label}: not measured in this run")
+    rows = [r for r in (profile or {}).get("rows", []) if r["size"] == _MiB]
+    label = f"1 MiB JSON store+retrieve CPU, encrypted (goal <= {ENCRYPTION_CPU_LIMIT:.2f}x plain)"
+    if rows:
+        steps = rows[0]["steps_us"]
+        ratio = steps["store+retrieve enc"] / steps["store+retrieve"]
+        met = "met" if ratio <= ENCRYPTION_CPU_LIMIT else "NOT met"
+        lines.append(
+            f"- {label}: {steps['store+retrieve enc']:,.0f} us vs "
+            f"{steps['store+retrieve']:,.0f} us = {ratio:.2f}x: {met}"
+        )
+    else:
+        lines.append(f"- {label}: not measured in this run")
+    return lines
+
+
 def markdown(
     results: Sequence[Result],
     titles: dict[str, str],
@@ -201,6 +241,12 @@ def markdown(
             )
         out.append("")
     out += ["### Goals (casstore-s3 against sdk-s3)", "", *goal_lines(results), ""]
+    out += [
+        f"### Goals ({ENCRYPTED} against casstore-s3)",
+        "",
+        *encryption_goal_lines(results, profile),
+        "",
+    ]
     if any(r.driver == "casstore-obstore" for r in results):
         out += ["### Goals (casstore-obstore)", "", *obstore_goal_lines(results), ""]
     if profile:
@@ -240,7 +286,7 @@ def write_json(path: Path, meta: dict[str, Any], results: Sequence[Result], prof
     document = {
         "meta": meta,
         "results": [r.as_dict() for r in results],
-        "goals": goal_lines(results),
+        "goals": goal_lines(results) + encryption_goal_lines(results, profile),
         "obstore_goals": obstore_goal_lines(results),
         "profile": profile,
     }

@@ -16,9 +16,17 @@ Quick start::
 
 from casstore import errors
 from casstore._driver import CasStorageDriver
+from casstore._keyring import KeyRing
 from casstore._stats import DriverStats
 from casstore._url import open_backend
 
 __version__ = "0.1.0"
 
-__all__ = ["CasStorageDriver", "DriverStats", "__version__", "errors", "open_backend"]
+__all__ = [
+    "CasStorageDriver",
+    "DriverStats",
+    "KeyRing",
+    "__version__",
+    "errors",
+    "open_backend",
+]

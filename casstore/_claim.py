@@ -1,31 +1,40 @@
-"""Claim format v1: what a reference in Event History holds.
+"""Claim formats 1 and 2: what a reference in Event History holds.
 
-A claim is one msgspec struct encoded as a compact JSON array and carried as
-the single ``claim_data`` entry ``"c"``::
+A claim is carried as the single ``claim_data`` entry ``"c"``.
+
+Version 1 is a msgspec struct encoded as a compact JSON array::
 
     claim_data = {"c": '[1,"default/order-42","<digest>",1048576,1]'}
 
-with the array's elements, in order:
+with the elements: version 1; location (the dedup scope, see
+:mod:`casstore._keys`); BLAKE3-256 digest of the serialized payload, unpadded
+base64url (43 chars); size of the serialized payload in bytes; codec of the
+stored object as the writer knew it (0 raw, 1 zstd; informational, readers
+decode by the object header).
 
-1. claim format version (the struct's tag), 1;
-2. location: the dedup scope the object lives in (see :mod:`casstore._keys`);
-3. BLAKE3-256 digest of the serialized payload, unpadded base64url (43 chars);
-4. size of the serialized payload in bytes;
-5. codec of the stored object as the writer knew it (0 raw, 1 zstd); readers
-   decode by the object's own header, since the same content may have been
-   stored first by a writer with other settings.
+Version 2 is comma-separated text, so that no quote needs escaping inside the
+reference's JSON, and drops the codec::
 
-Schema evolution (msgspec rules): a new version is a new tagged struct; a
-field may be added to an existing version only at the end and with a
-default; a field's type never changes. Claims come from Event History, so
-decoding treats them as untrusted and reports every problem as a
-:class:`~casstore.errors.ClaimError`.
+    claim_data = {"c": "2,default/order-42,<digest>,1048576,k2026"}
+
+with the fields: version 2; location; digest (keyed BLAKE3-256 under the
+key's digest key when encrypted, plain BLAKE3-256 otherwise); size; and, only
+for an encrypted object, the id of the keyring key it is sealed with. No field
+can contain a comma (locations escape it, digests are base64url, key ids are
+``[A-Za-z0-9._-]``). A claim whose text starts with digits and a comma is
+version 2 or later; anything else is read as version 1 JSON.
+
+Schema evolution: version 1 follows msgspec rules (a field may be added only at
+the end and with a default; a field's type never changes); a later version is
+a new leading number. Claims come from Event History, so decoding treats them
+as untrusted and reports every problem as a :class:`~casstore.errors.ClaimError`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -33,10 +42,12 @@ from typing import Annotated, Any
 import msgspec
 
 from casstore._codec import Codec
+from casstore._keyring import validate_key_id
 from casstore._keys import DIGEST_SIZE, object_key, validate_location
-from casstore.errors import ClaimError
+from casstore.errors import ClaimError, ConfigurationError
 
 CLAIM_FORMAT_VERSION = 1
+CLAIM_V2 = 2
 CLAIM_DATA_KEY = "c"
 MAX_CLAIM_LENGTH = 4096
 """Longest encoded claim accepted; real ones are about 110 characters."""
@@ -61,10 +72,13 @@ class Claim:
     """BLAKE3-256 digest of the serialized payload (32 bytes)."""
     size: int
     """Size of the serialized payload in bytes."""
-    codec: Codec
-    """Codec of the stored object as the writer knew it (informational)."""
+    codec: Codec | None
+    """Codec of the stored object as the writer knew it (informational; version 1
+    only, None for version 2: readers decode by the object header)."""
     version: int
     """Claim format version the claim was written in."""
+    key_id: str | None = None
+    """The keyring key the object is encrypted with (version 2), or None: plain."""
 
     @property
     def key(self) -> str:
@@ -98,6 +112,63 @@ def make_claim_data(location: str, digest: bytes, size: int, codec: Codec) -> di
     return {CLAIM_DATA_KEY: _encoder.encode(claim).decode("ascii")}
 
 
+def claim_data_for(
+    location: str, digest: bytes, size: int, codec: Codec, key_id: str | None
+) -> dict[str, str]:
+    """Build the ``claim_data`` a writer records.
+
+    Plain objects get version 1 claims, which every casstore release reads (so
+    a fleet can be upgraded one worker at a time); encrypted objects get
+    version 2, which names the key id and is shorter.
+    """
+    if key_id is None:
+        return make_claim_data(location, digest, size, codec)
+    return make_claim_data_v2(location, digest, size, key_id)
+
+
+def make_claim_data_v2(
+    location: str, digest: bytes, size: int, key_id: str | None
+) -> dict[str, str]:
+    """Build a version 2 ``claim_data``: ``2,location,digest,size[,key_id]``."""
+    fields = [str(CLAIM_V2), location, encode_digest(digest), str(size)]
+    if key_id is not None:
+        fields.append(key_id)
+    return {CLAIM_DATA_KEY: ",".join(fields)}
+
+
+_TEXT_VERSION_RE = re.compile(r"([0-9]{1,9}),")
+"""Version 2 on are comma-separated text starting with the version; version 1 is JSON."""
+_SIZE_RE = re.compile(r"0|[1-9][0-9]{0,15}")
+
+
+def _parse_v2(raw: str, *, max_size: int) -> Claim:
+    """Parse and validate a version 2 claim."""
+    fields = raw.split(",")
+    if len(fields) not in (4, 5):
+        raise ClaimError(
+            f"version 2 claim has {len(fields)} fields, expected 4 or 5 "
+            f"(2,location,digest,size[,key_id]) [claim={raw[:200]!r}]"
+        )
+    location = validate_location(fields[1])
+    digest = decode_digest(fields[2])
+    if not _SIZE_RE.fullmatch(fields[3]):
+        raise ClaimError(f"claim size is not a canonical decimal number [claim={raw[:200]!r}]")
+    size = int(fields[3])
+    if size > max_size:
+        raise ClaimError(
+            f"claim size {size} bytes is above max_payload_size {max_size} [claim={raw[:200]}]"
+        )
+    key_id: str | None = None
+    if len(fields) == 5:
+        try:
+            key_id = validate_key_id(fields[4])
+        except ConfigurationError:
+            raise ClaimError(f"claim names a malformed key id [claim={raw[:200]!r}]") from None
+    return Claim(
+        location=location, digest=digest, size=size, codec=None, version=CLAIM_V2, key_id=key_id
+    )
+
+
 def parse_claim_data(claim_data: Mapping[str, str], *, max_size: int) -> Claim:
     """Decode and validate untrusted ``claim_data``, once, into a :class:`Claim`.
 
@@ -129,6 +200,15 @@ def parse_claim_data(claim_data: Mapping[str, str], *, max_size: int) -> Claim:
         )
     if len(raw) > MAX_CLAIM_LENGTH:
         raise ClaimError(f"claim is {len(raw)} characters, above the {MAX_CLAIM_LENGTH} limit")
+    text_version = _TEXT_VERSION_RE.match(raw)
+    if text_version is not None:
+        if text_version.group(1) != str(CLAIM_V2):
+            raise ClaimError(
+                f"claim has unsupported format version {text_version.group(1)} "
+                f"(this casstore reads versions {CLAIM_FORMAT_VERSION} and {CLAIM_V2}) "
+                f"[claim={raw[:200]!r}]"
+            )
+        return _parse_v2(raw, max_size=max_size)
     try:
         claim = _decoder.decode(raw)
     except msgspec.DecodeError as exc:
@@ -159,7 +239,7 @@ def _explain(raw: str, exc: msgspec.DecodeError) -> str:
     version = generic[0] if isinstance(generic, list) and generic else None
     if isinstance(version, int) and version != CLAIM_FORMAT_VERSION:
         return (
-            f"claim has unsupported format version {version} "
-            f"(this casstore reads version {CLAIM_FORMAT_VERSION}) [claim={raw[:200]!r}]"
+            f"claim has unsupported format version {version} (this casstore reads JSON "
+            f"version {CLAIM_FORMAT_VERSION} and text version {CLAIM_V2}) [claim={raw[:200]!r}]"
         )
     return f"claim is malformed: {exc} [claim={raw[:200]!r}]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -21,10 +21,13 @@ from temporalio.converter import (
 
 from casstore._aio import gather_cancel_on_error
 from casstore._cache import ByteLRU, KnownObjects, SingleFlight
-from casstore._claim import make_claim_data, parse_claim_data
-from casstore._codec import HEADER_SIZE, Codec, encode_object
+from casstore._claim import claim_data_for, parse_claim_data
+from casstore._codec import HEADER_SIZE, Codec, encode_stored
+from casstore._crypto import Ciphers, ObjectCipher, cipher_for
+from casstore._keyring import KeyRing
 from casstore._keys import NO_TARGET_LOCATION, Scope, location_for, object_key
-from casstore._stats import DriverStats
+from casstore._metrics import DriverMetrics, MetricMeter, reported, timed
+from casstore._stats import DriverStats, error_kind
 from casstore._verify import content_digest, decode_and_verify, parse_payload
 from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
 from casstore.errors import (
@@ -76,6 +79,9 @@ class CasStorageDriver(StorageDriver):
             backend (see docs/backends.md).
         offload_threshold: Payloads at least this large are hashed, compressed
             and decompressed in a worker thread instead of on the event loop.
+        keyring: Encrypt objects with its active key (keyed digests, so dedup
+            still works within a key) and read objects sealed with any of its
+            keys; see docs/encryption.md. ``None`` stores plain objects.
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class CasStorageDriver(StorageDriver):
         retrieval_cache_bytes: int = 128 * 1024 * 1024,
         refresh_after: timedelta | None = None,
         offload_threshold: int = 64 * 1024,
+        keyring: KeyRing | None = None,
     ) -> None:
         if not isinstance(backend, Backend):
             raise ConfigurationError(
@@ -120,6 +127,7 @@ class CasStorageDriver(StorageDriver):
         if refresh_after is not None and refresh_after <= timedelta(0):
             raise ConfigurationError(f"refresh_after must be positive, got {refresh_after}")
 
+        self._ciphers = None if keyring is None else Ciphers(keyring)
         self._backend = backend
         self._name = name
         self._scope: Scope = scope
@@ -135,6 +143,7 @@ class CasStorageDriver(StorageDriver):
         self._reads: SingleFlight[str, bytes] = SingleFlight()
         self.stats = DriverStats()
         """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
+        self._metrics: DriverMetrics | None = None
 
     def name(self) -> str:
         """Return this driver instance's name (recorded in every reference)."""
@@ -148,6 +157,10 @@ class CasStorageDriver(StorageDriver):
     def backend(self) -> Backend:
         """The backend objects are stored in."""
         return self._backend
+
+    def set_metric_meter(self, meter: MetricMeter | None) -> None:
+        """Report :attr:`stats` to a Temporal metric meter, or stop (docs/operations.md)."""
+        self._metrics = None if meter is None else DriverMetrics(meter, driver_name=self._name)
 
     def __repr__(self) -> str:
         return (
@@ -171,7 +184,7 @@ class CasStorageDriver(StorageDriver):
                 position, the key and the backend.
         """
         location = self._location(context)
-        return await gather_cancel_on_error(
+        return await self._batch(
             [
                 self._labelled(self._store_one(location, payload), i, len(payloads), "store")
                 for i, payload in enumerate(payloads)
@@ -200,7 +213,8 @@ class CasStorageDriver(StorageDriver):
                 f"payload is {len(data)} bytes, above max_payload_size "
                 f"{self._max_payload_size} [location={location}]"
             )
-        digest = await self._cpu(len(data), content_digest, data)
+        cipher = None if self._ciphers is None else self._ciphers.active
+        digest = await self._cpu(len(data), content_digest, data, cipher)
         key = object_key(location, digest)
         self.stats.payloads_stored += 1
         self.stats.logical_bytes_stored += len(data)
@@ -210,16 +224,19 @@ class CasStorageDriver(StorageDriver):
         if codec is not None:
             self.stats.dedup_cache_hits += 1
         else:
-            store = functools.partial(self._store_object, key, digest, data)
+            store = functools.partial(self._store_object, key, digest, data, cipher)
             # Only the leader of a single flight needs the bytes; a fan-out's
             # joiners must not keep a copy each alive while they wait.
             del data
             codec, joined = await self._stores.run(key, store)
             if joined:
                 self.stats.dedup_inflight_hits += 1
-        return StorageDriverClaim(claim_data=make_claim_data(location, digest, size, codec))
+        key_id = None if cipher is None else cipher.key_id
+        return StorageDriverClaim(claim_data=claim_data_for(location, digest, size, codec, key_id))
 
-    async def _store_object(self, key: str, digest: bytes, data: bytes) -> Codec:
+    async def _store_object(
+        self, key: str, digest: bytes, data: bytes, cipher: ObjectCipher | None
+    ) -> Codec:
         """Make sure the object exists (write or find it); return its codec."""
         # For small objects on a backend whose create-if-absent reports existence,
         # the write doubles as the existence check: one request instead of two.
@@ -234,7 +251,9 @@ class CasStorageDriver(StorageDriver):
                 self._verified.put(digest, data)
                 return codec
 
-        codec, obj = await self._cpu(len(data), encode_object, data, self._compression_level)
+        codec, obj = await self._cpu(
+            len(data), encode_stored, data, self._compression_level, cipher, digest, key
+        )
         written_at = time.time()
         if await self._request("put", key, lambda: self._backend.put(key, obj)):
             self.stats.objects_written += 1
@@ -291,7 +310,7 @@ class CasStorageDriver(StorageDriver):
             BackendError: The backend failed.
         """
         del context  # carries nothing; a claim holds everything retrieval needs
-        return await gather_cancel_on_error(
+        return await self._batch(
             [
                 self._labelled(self._retrieve_one(claim), i, len(claims), "retrieve")
                 for i, claim in enumerate(claims)
@@ -301,12 +320,13 @@ class CasStorageDriver(StorageDriver):
     async def _retrieve_one(self, claim: StorageDriverClaim) -> Payload:
         record = parse_claim_data(claim.claim_data, max_size=self._max_payload_size)
         digest, key = record.digest, record.key
+        cipher = cipher_for(self._ciphers, record.key_id, key=key)
         data = self._verified.get(digest)
         if data is not None:
             self.stats.retrieval_cache_hits += 1
         else:
             data, joined = await self._reads.run(
-                key, lambda: self._read_object(key, digest, record.size)
+                key, lambda: self._read_object(key, digest, record.size, cipher)
             )
             if joined:
                 self.stats.retrieval_inflight_hits += 1
@@ -315,7 +335,9 @@ class CasStorageDriver(StorageDriver):
         # large one is a copy of its bytes, so it runs off the loop too.
         return await self._cpu(len(data), parse_payload, data, key)
 
-    async def _read_object(self, key: str, digest: bytes, size: int) -> bytes:
+    async def _read_object(
+        self, key: str, digest: bytes, size: int, cipher: ObjectCipher | None
+    ) -> bytes:
         try:
             obj = await self._request("get", key, lambda: self._backend.get(key))
         except ObjectNotFoundError:
@@ -323,7 +345,7 @@ class CasStorageDriver(StorageDriver):
             raise
         self.stats.objects_read += 1
         self.stats.bytes_read += len(obj)
-        data = await self._cpu(size, decode_and_verify, obj, size, digest, key)
+        data = await self._cpu(size, decode_and_verify, obj, size, digest, key, cipher)
         self._verified.put(digest, data)
         return data
 
@@ -345,7 +367,7 @@ class CasStorageDriver(StorageDriver):
         self.stats.backend_requests[kind] += 1
         try:
             async with self._limit():
-                return await call()
+                return await timed(self._metrics, kind, call)
         except CasstoreError as exc:
             # Backends name the key in their messages; make sure it is structured too.
             if exc.key is None:
@@ -360,6 +382,9 @@ class CasStorageDriver(StorageDriver):
                 backend=describe_backend(self._backend),
             ) from exc
 
+    async def _batch(self, work: list[Coroutine[Any, Any, _T]]) -> list[_T]:
+        return await reported(self._metrics, self.stats, gather_cancel_on_error(work))
+
     def _limit(self) -> asyncio.Semaphore:
         # Created lazily: a driver may be built before the event loop exists.
         if self._semaphore is None:
@@ -371,6 +396,7 @@ class CasStorageDriver(StorageDriver):
         try:
             return await work
         except CasstoreError as exc:
+            self.stats.errors[error_kind(exc)] += 1
             if count > 1:
                 exc.in_batch(index, count, verb)
             raise

@@ -7,6 +7,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from casstore.errors import (
+    BackendError,
+    BackendPermissionError,
+    BackendUnavailableError,
+    ClaimError,
+    IntegrityError,
+    ObjectNotFoundError,
+    PayloadTooLargeError,
+)
+
 
 @dataclass
 class DriverStats:
@@ -46,6 +56,8 @@ class DriverStats:
     """Bytes of those objects."""
     backend_requests: Counter[str] = field(default_factory=Counter)
     """Backend calls by kind: ``stat``, ``put``, ``get``, ``touch``."""
+    errors: Counter[str] = field(default_factory=Counter)
+    """Payloads whose store or retrieve failed, by kind (see :func:`error_kind`)."""
 
     @property
     def dedup_hits(self) -> int:
@@ -56,13 +68,14 @@ class DriverStats:
         """Return an independent copy of the current counters."""
         copy = dataclasses.replace(self)
         copy.backend_requests = Counter(self.backend_requests)
+        copy.errors = Counter(self.errors)
         return copy
 
     def __sub__(self, other: DriverStats) -> DriverStats:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            if f.name == "backend_requests":
+            if isinstance(mine, Counter):
                 values[f.name] = Counter(mine) - Counter(theirs)
             else:
                 values[f.name] = mine - theirs
@@ -72,6 +85,7 @@ class DriverStats:
         """Return the counters as plain JSON-friendly values."""
         data = dataclasses.asdict(self)
         data["backend_requests"] = dict(sorted(self.backend_requests.items()))
+        data["errors"] = dict(sorted(self.errors.items()))
         data["dedup_hits"] = self.dedup_hits
         return data
 
@@ -86,3 +100,26 @@ class DriverStats:
             f"({self.bytes_read} B), {self.retrieval_cache_hits} cache hits, "
             f"{self.retrieval_inflight_hits} in-flight hits; backend requests: {requests}"
         )
+
+
+_ERROR_KINDS: tuple[tuple[type[Exception], str], ...] = (
+    (ObjectNotFoundError, "not_found"),
+    (BackendPermissionError, "permission"),
+    (BackendUnavailableError, "unavailable"),
+    (BackendError, "backend"),
+    (IntegrityError, "integrity"),
+    (ClaimError, "claim"),
+    (PayloadTooLargeError, "too_large"),
+)
+
+
+def error_kind(exc: BaseException) -> str:
+    """The kind :attr:`DriverStats.errors` counts an error under.
+
+    ``not_found``, ``permission``, ``unavailable``, ``backend`` (any other
+    backend failure), ``integrity``, ``claim``, ``too_large``, or ``other``.
+    """
+    for cls, kind in _ERROR_KINDS:
+        if isinstance(exc, cls):
+            return kind
+    return "other"

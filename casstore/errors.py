@@ -6,6 +6,7 @@ or setting involved in ``[brackets]``::
 
     CasstoreError
     ├── ConfigurationError        a bad option, URL or missing optional dependency
+    │   └── MissingKeyError       a claim or object names a key the keyring lacks
     ├── PayloadTooLargeError      a payload above ``max_payload_size``
     ├── ClaimError                a claim that cannot be trusted (untrusted input)
     ├── IntegrityError            stored bytes that do not match their claim
@@ -36,6 +37,7 @@ __all__ = [
     "ClaimError",
     "ConfigurationError",
     "IntegrityError",
+    "MissingKeyError",
     "ObjectNotFoundError",
     "PayloadTooLargeError",
 ]
@@ -84,6 +86,25 @@ class CasstoreError(Exception):
 
 class ConfigurationError(CasstoreError, ValueError):
     """An option, backend URL or installation problem found before any I/O."""
+
+
+class MissingKeyError(ConfigurationError):
+    """An encrypted claim or object names a key id the driver's keyring does not hold.
+
+    Attributes:
+        key_id: The missing key's id (None if unknown).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key_id: str | None = None,
+        key: str | None = None,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__(message, key=key, backend=backend)
+        self.key_id = key_id
 
 
 class PayloadTooLargeError(CasstoreError, ValueError):

@@ -30,8 +30,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.sdk.v1.external_storage_pb2 import ExternalStorageReference
 from temporalio.client import WorkflowHistory
 
-from casstore._claim import ClaimV1, decode_digest, parse_claim_data
-from casstore._keys import object_key
+from casstore._claim import Claim, parse_claim_data
 
 __all__ = [
     "HistoryReference",
@@ -104,7 +103,7 @@ class HistoryReference:
     size: int
     reference: ExternalStorageReference
 
-    def casstore_claim(self) -> ClaimV1:
+    def casstore_claim(self) -> Claim:
         """Parse the reference's claim as a casstore claim.
 
         Returns:
@@ -121,8 +120,7 @@ class HistoryReference:
         Raises:
             ClaimError: If the claim is not a valid casstore claim.
         """
-        claim = self.casstore_claim()
-        return object_key(claim.location, decode_digest(claim.digest))
+        return self.casstore_claim().key
 
 
 def history_references(history: WorkflowHistory) -> list[HistoryReference]:

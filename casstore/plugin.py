@@ -18,7 +18,7 @@ from that client (the SDK hands client plugins to workers); give it to a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Self, TypedDict, Unpack
@@ -31,8 +31,12 @@ from temporalio.converter import (
     StorageDriverSelectContext,
 )
 from temporalio.plugin import SimplePlugin
+from temporalio.runtime import Runtime
+from temporalio.service import ConnectConfig, ServiceClient
+from temporalio.worker import ReplayerConfig, WorkerConfig
 
 from casstore._driver import CasStorageDriver
+from casstore._keyring import KeyRing
 from casstore._keys import Scope
 from casstore._url import open_backend
 from casstore.backends._base import Backend
@@ -61,6 +65,7 @@ class DriverOptions(TypedDict, total=False):
     retrieval_cache_bytes: int
     refresh_after: timedelta | None
     offload_threshold: int
+    keyring: KeyRing | None
 
 
 class CasStorePlugin(SimplePlugin):
@@ -85,6 +90,10 @@ class CasStorePlugin(SimplePlugin):
         driver_selector: Picks the driver for each payload (or ``None`` to
             keep it inline), as ``ExternalStorage.driver_selector`` does; by
             default casstore stores everything above the threshold.
+        metrics: Report the driver's counters through the metric meter of the
+            Temporal runtime the client (or replayer) uses, so they reach the
+            exporter configured there (docs/operations.md). ``False`` leaves
+            the driver's meter alone.
         **driver_options: Options for the :class:`~casstore.CasStorageDriver`
             built from a URL or backend (``scope``, ``compression_level``, ...).
 
@@ -105,6 +114,7 @@ class CasStorePlugin(SimplePlugin):
         payload_size_threshold: int = DEFAULT_PAYLOAD_SIZE_THRESHOLD,
         extra_drivers: Sequence[StorageDriver] = (),
         driver_selector: DriverSelector | None = None,
+        metrics: bool = True,
         **driver_options: Unpack[DriverOptions],
     ) -> None:
         if isinstance(payload_size_threshold, bool) or payload_size_threshold < 0:
@@ -147,6 +157,8 @@ class CasStorePlugin(SimplePlugin):
             )
 
         self._driver = driver
+        self._metrics = metrics
+        self._metrics_runtime: Runtime | None = None
         self._external_storage = ExternalStorage(
             drivers=[driver, *extra],
             # The SDK requires a selector once several drivers are registered.
@@ -171,6 +183,32 @@ class CasStorePlugin(SimplePlugin):
     def external_storage(self) -> ExternalStorage:
         """The ``ExternalStorage`` installed on data converters."""
         return self._external_storage
+
+    def _report_metrics_to(self, runtime: Runtime | None) -> None:
+        """Send the driver's metrics to the runtime the client uses (the first one seen)."""
+        if not self._metrics or self._metrics_runtime is not None:
+            return
+        self._metrics_runtime = runtime or Runtime.default()
+        self._driver.set_metric_meter(self._metrics_runtime.metric_meter)
+
+    async def connect_service_client(
+        self, config: ConnectConfig, next: Callable[[ConnectConfig], Awaitable[ServiceClient]]
+    ) -> ServiceClient:
+        """Connect as usual, reporting metrics through the runtime the connection uses."""
+        self._report_metrics_to(config.runtime)
+        return await super().connect_service_client(config, next)
+
+    def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
+        """Configure as usual; a worker's client may come from elsewhere, so bind its runtime."""
+        client = config.get("client")
+        if client is not None:
+            self._report_metrics_to(client.service_client.config.runtime)
+        return super().configure_worker(config)
+
+    def configure_replayer(self, config: ReplayerConfig) -> ReplayerConfig:
+        """Configure as usual, reporting metrics through the replayer's runtime."""
+        self._report_metrics_to(config.get("runtime"))
+        return super().configure_replayer(config)
 
     def _configure_data_converter(self, existing: DataConverter | None) -> DataConverter:
         base = existing if existing is not None else DataConverter.default

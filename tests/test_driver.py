@@ -219,8 +219,11 @@ async def test_tiny_payloads_at_threshold_zero_all_round_trip() -> None:
     assert await converter.decode(references) == values
 
 
-async def test_reference_is_at_most_55_percent_of_the_sdk_s3_drivers() -> None:
+@pytest.mark.parametrize("key_id", [None, "prod-2026"], ids=["plain", "encrypted"])
+async def test_reference_is_at_most_55_percent_of_the_sdk_s3_drivers(key_id: str | None) -> None:
     from temporalio.contrib.aws.s3driver import S3StorageDriver, S3StorageDriverClient
+
+    from casstore import KeyRing
 
     class DictClient(S3StorageDriverClient):
         def __init__(self) -> None:
@@ -238,7 +241,8 @@ async def test_reference_is_at_most_55_percent_of_the_sdk_s3_drivers() -> None:
     workflow_id = "6cdfe788-696a-4785-9350-9ee70a2fb047"
     value = big_json(1_000_000)
     sdk = make_converter(S3StorageDriver(DictClient(), bucket="temporal-payloads"))
-    ours = make_converter(CasStorageDriver(MemoryBackend()))
+    keyring = None if key_id is None else KeyRing.from_bytes(bytes(32), key_id=key_id)
+    ours = make_converter(CasStorageDriver(MemoryBackend(), keyring=keyring))
     run_id = "ccff0f44-553d-42ea-b9e1-65bb76c24a69"
     [sdk_ref] = await in_workflow(sdk, workflow_id, run_id=run_id).encode([value])
     [our_ref] = await in_workflow(ours, workflow_id, run_id=run_id).encode([value])

@@ -16,9 +16,10 @@ from temporalio.converter import (
     StorageDriverWorkflowInfo,
 )
 
-from casstore import CasStorageDriver
-from casstore._claim import make_claim_data, parse_claim_data
-from casstore._codec import Codec, decode_object, encode_object
+from casstore import CasStorageDriver, KeyRing
+from casstore._claim import make_claim_data, make_claim_data_v2, parse_claim_data
+from casstore._codec import Codec, decode_object, encode_encrypted_object, encode_object
+from casstore._crypto import Ciphers
 from casstore._keys import check_key, is_object_key, location_for, object_key
 from casstore.backends import MemoryBackend
 
@@ -132,3 +133,114 @@ def test_keys_for_any_workflow_id_stay_within_limits() -> None:
 def test_activity_target_context_uses_activity_scope() -> None:
     target = StorageDriverActivityInfo(namespace="default", id="act-7")
     assert isinstance(target, StorageDriverActivityInfo)
+
+
+# Version 2: claim format 2 and object format 2 (encrypted). Same rule: never
+# update these expectations; add a new version.
+
+GOLDEN_KEYRING = KeyRing.from_bytes(bytes(range(32)), key_id="k1")
+KEYED_DIGEST_HEX = "8909de0988e785f0ba5e275ad2e3af32f52bf90c9bf29e8aceaeaa1a249f666f"
+GOLDEN_ENCRYPTED_KEY = "v1/default/order-42/" + KEYED_DIGEST_HEX
+GOLDEN_CLAIM_V2 = "2,default/order-42,iQneCYjnhfC6Xida0uOvMvUr-Qyb8p6Kzq6qGiSfZm8,161,k1"
+GOLDEN_PLAIN_CLAIM_V2 = "2,default/order-42,VooMLheJOh3K4iphfUGZ-Nga3G-OWToZabNTW1SoM28,161"
+GOLDEN_ENCRYPTED_RAW_OBJECT = bytes.fromhex(
+    "434153020001026b31485fa219802ea63b1b267c226ba840a369c3a58dd092625b508d434d60825d"
+    "dc884785dafa8c4a05a2cfd319743ee3f8b2cae6032577407a5591dc5bfde56422ca08f77b21a020"
+    "cac8f7b2503d0d0e73e702609fb0b5e6c7ca41c277f08e24ae9e79dfea32a4049bf45022fee9e3fe"
+    "5c5e5318cf36b408048eb572bb2582f0c5b3a31126c57e2ed36f3417105934b7466a728bb256ae4e"
+    "e5eccb994f742a6517fbdd33b61c599419cb0dc6450025a56c1c"
+)
+GOLDEN_ENCRYPTED_ZSTD_OBJECT = bytes.fromhex(
+    "434153020101026b31c2ec6f9ccce2b3e2b32c75753816de4751867b1fa86018df5fac8b661ed40d"
+    "3e9b4fcf81e6ba9cfa58ec16464f71924a905edca6bac053877b494273ea3116f46b349d8bc60cad"
+    "ed561877f55335f1d8c75da6240009e3280b680b"
+)
+
+
+def test_golden_keyed_digest() -> None:
+    cipher = Ciphers(GOLDEN_KEYRING).active
+    data = PAYLOAD.SerializeToString(deterministic=True)
+    assert cipher.digest(data).hex() == KEYED_DIGEST_HEX
+
+
+def test_golden_claim_v2_encoding() -> None:
+    digest = bytes.fromhex(KEYED_DIGEST_HEX)
+    claim_data = make_claim_data_v2("default/order-42", digest, 161, "k1")
+    assert claim_data == {"c": GOLDEN_CLAIM_V2}
+    claim = parse_claim_data(claim_data, max_size=1 << 20)
+    assert (claim.version, claim.location, claim.digest, claim.size) == (
+        2,
+        "default/order-42",
+        digest,
+        161,
+    )
+    assert (claim.key_id, claim.codec, claim.key) == ("k1", None, GOLDEN_ENCRYPTED_KEY)
+
+
+def test_golden_plain_claim_v2_is_read() -> None:
+    claim = parse_claim_data({"c": GOLDEN_PLAIN_CLAIM_V2}, max_size=1 << 20)
+    assert (claim.version, claim.key_id, claim.size) == (2, None, 161)
+    assert claim.key == "v1/default/order-42/" + DIGEST_HEX
+    assert make_claim_data_v2("default/order-42", claim.digest, 161, None) == {
+        "c": GOLDEN_PLAIN_CLAIM_V2
+    }
+
+
+def test_golden_encrypted_raw_object_encoding() -> None:
+    cipher = Ciphers(GOLDEN_KEYRING).active
+    data = PAYLOAD.SerializeToString(deterministic=True)
+    digest = bytes.fromhex(KEYED_DIGEST_HEX)
+    codec, obj = encode_encrypted_object(
+        data, None, cipher, digest=digest, key=GOLDEN_ENCRYPTED_KEY
+    )
+    assert codec is Codec.RAW
+    assert obj == GOLDEN_ENCRYPTED_RAW_OBJECT
+    assert obj[:9] == b"CAS\x02\x00\x01\x02k1"
+
+
+def test_encrypted_zstd_object_header_and_golden_object_decodes() -> None:
+    cipher = Ciphers(GOLDEN_KEYRING).active
+    data = PAYLOAD.SerializeToString(deterministic=True)
+    digest = bytes.fromhex(KEYED_DIGEST_HEX)
+    codec, obj = encode_encrypted_object(data, 3, cipher, digest=digest, key=GOLDEN_ENCRYPTED_KEY)
+    assert codec is Codec.ZSTD
+    assert obj[:9] == b"CAS\x02\x01\x01\x02k1"
+    for golden in (GOLDEN_ENCRYPTED_ZSTD_OBJECT, GOLDEN_ENCRYPTED_RAW_OBJECT):
+        decoded = decode_object(
+            golden, size=SERIALIZED_SIZE, key=GOLDEN_ENCRYPTED_KEY, cipher=cipher, digest=digest
+        )
+        assert decoded == data
+
+
+@pytest.mark.parametrize("obj", [GOLDEN_ENCRYPTED_ZSTD_OBJECT, GOLDEN_ENCRYPTED_RAW_OBJECT])
+async def test_golden_v2_claim_and_object_retrieve_the_golden_payload(obj: bytes) -> None:
+    backend = MemoryBackend()
+    await backend.put(GOLDEN_ENCRYPTED_KEY, obj)
+    driver = CasStorageDriver(backend, keyring=GOLDEN_KEYRING)
+    [payload] = await driver.retrieve(
+        StorageDriverRetrieveContext(), [StorageDriverClaim({"c": GOLDEN_CLAIM_V2})]
+    )
+    assert payload == PAYLOAD
+
+
+async def test_golden_plain_v2_claim_retrieves_the_golden_v1_object() -> None:
+    backend = MemoryBackend()
+    await backend.put("v1/default/order-42/" + DIGEST_HEX, GOLDEN_ZSTD_OBJECT)
+    for keyring in (None, GOLDEN_KEYRING):
+        driver = CasStorageDriver(backend, keyring=keyring)
+        [payload] = await driver.retrieve(
+            StorageDriverRetrieveContext(), [StorageDriverClaim({"c": GOLDEN_PLAIN_CLAIM_V2})]
+        )
+        assert payload == PAYLOAD
+
+
+async def test_store_with_a_keyring_writes_the_golden_key_and_v2_claim() -> None:
+    backend = MemoryBackend()
+    driver = CasStorageDriver(backend, keyring=GOLDEN_KEYRING)
+    context = StorageDriverStoreContext(
+        target=StorageDriverWorkflowInfo(namespace="default", id="order-42", run_id="r", type="T")
+    )
+    [claim] = await driver.store(context, [PAYLOAD])
+    assert claim.claim_data == {"c": GOLDEN_CLAIM_V2}
+    assert [key async for key, _ in backend.scan()] == [GOLDEN_ENCRYPTED_KEY]
+    assert (await backend.get(GOLDEN_ENCRYPTED_KEY))[:9] == b"CAS\x02\x01\x01\x02k1"

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC
 from typing import Any, Literal
 
 import obstore
-from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
+from obstore.exceptions import AlreadyExistsError, PreconditionError
 from obstore.store import AzureStore, S3Store
 
 from casstore._keys import check_key
 from casstore.backends._base import Backend, ObjectStat
-from casstore.backends.objectstore._errors import NOT_FOUND, error, translate
+from casstore.backends.objectstore._errors import (
+    NOT_FOUND,
+    describe_store,
+    error,
+    settings_errors,
+    translate,
+    where,
+)
 from casstore.backends.objectstore._options import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
@@ -108,7 +115,7 @@ class ObjectStoreBackend(Backend):
         self.exact_create = bool(conditional_writes)
         # Refreshes and deletes go through a sibling store on S3 (see s3_aux_store).
         self._aux_store = s3_aux_store(store) if isinstance(store, S3Store) else store
-        self._facts = self._describe()
+        self._facts = describe_store(self._service, self._container, self._prefix, store.config)
 
     @classmethod
     def s3(
@@ -169,7 +176,7 @@ class ObjectStoreBackend(Backend):
             allow_http, connect_timeout, read_timeout, request_timeout, max_retries, retry_timeout
         )
         check_bucket(bucket)
-        with _store_errors(f"S3 bucket {bucket!r}"):
+        with settings_errors(f"S3 bucket {bucket!r}"):
             store = s3_store(
                 bucket,
                 settings,
@@ -239,7 +246,7 @@ class ObjectStoreBackend(Backend):
             allow_http, connect_timeout, read_timeout, request_timeout, max_retries, retry_timeout
         )
         check_container(container)
-        with _store_errors(f"Azure container {container!r}"):
+        with settings_errors(f"Azure container {container!r}"):
             store = azure_store(
                 container,
                 settings,
@@ -284,8 +291,6 @@ class ObjectStoreBackend(Backend):
         """Return the key in the bucket or container that holds ``key`` (checked first)."""
         return self._root + check_key(key)
 
-    # Backend interface.
-
     async def stat(self, key: str) -> ObjectStat | None:
         """HEAD the object: its size and last-modified time, or ``None`` if missing."""
         path = self.object_key(key)
@@ -318,7 +323,7 @@ class ObjectStoreBackend(Backend):
         raise error(
             BackendUnavailableError,
             f"the service kept reporting a conflicting concurrent write after "
-            f"{_CONFLICT_ATTEMPTS} attempts{self._where(path)}",
+            f"{_CONFLICT_ATTEMPTS} attempts{where(self._facts, path)}",
             path,
             self._facts,
         )
@@ -387,47 +392,7 @@ class ObjectStoreBackend(Backend):
 
     def describe(self) -> Mapping[str, str]:
         """Return backend, bucket or container, prefix (if any), region or account, endpoint."""
-        return self._facts
-
-    # Internals.
-
-    def _describe(self) -> dict[str, str]:
-        config: Mapping[str, Any] = self._store.config
-        if self._service == "s3":
-            facts = {"backend": "objectstore-s3", "bucket": self._container}
-            if self._prefix:
-                facts["prefix"] = self._prefix
-            facts["region"] = str(config.get("region") or "us-east-1")
-            facts["endpoint"] = str(config.get("endpoint") or "aws")
-            return facts
-        facts = {"backend": "objectstore-azure", "container": self._container}
-        if self._prefix:
-            facts["prefix"] = self._prefix
-        account = str(config.get("account_name") or "")
-        if config.get("use_emulator"):
-            account = account or "devstoreaccount1"
-        facts["account"] = account or "unset"
-        facts["endpoint"] = str(
-            config.get("endpoint") or f"https://{account}.blob.core.windows.net"
-        )
-        return facts
-
-    def _where(self, path: str) -> str:
-        name = "bucket" if self._service == "s3" else "container"
-        rest = ", ".join(
-            f"{k}={v}" for k, v in self._facts.items() if k not in ("backend", "prefix", name)
-        )
-        return f" [{name}={self._container}, key={path}, {rest}]"
+        return dict(self._facts)
 
     def _translate(self, operation: str, path: str) -> contextlib.AbstractContextManager[None]:
         return translate(self._service, operation, path, self._facts)
-
-
-@contextlib.contextmanager
-def _store_errors(what: str) -> Iterator[None]:
-    """Map what obstore says of bad settings (unknown keys, malformed endpoints)."""
-    try:
-        yield
-    except BaseError as exc:
-        detail = str(exc).split("\n\nDebug source:", 1)[0]
-        raise ConfigurationError(f"invalid object-store settings for {what}: {detail}") from exc

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Mapping
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from obstore.exceptions import (
     AlreadyExistsError,
@@ -30,6 +30,7 @@ from casstore.errors import (
     BackendPermissionError,
     BackendUnavailableError,
     CasstoreError,
+    ConfigurationError,
     ObjectNotFoundError,
 )
 
@@ -129,7 +130,7 @@ def raise_translated(
     service: str, operation: str, key: str, facts: Mapping[str, str], exc: Exception
 ) -> NoReturn:
     """Raise the casstore error for ``exc`` (see :func:`translate`)."""
-    where = _where(facts, key)
+    at = where(facts, key)
     word = "S3" if service == "s3" else "Azure Blob Storage"
     container = "bucket" if service == "s3" else "container"
     reason = summary(exc)
@@ -140,19 +141,19 @@ def raise_translated(
         raise error(
             BackendUnavailableError,
             f"{word} {container} {facts.get(container, '?')!r} does not exist at this "
-            f"endpoint: {reason}{where}",
+            f"endpoint: {reason}{at}",
             key,
             facts,
         ) from exc
     if isinstance(exc, NOT_FOUND):
         raise error(
-            ObjectNotFoundError, f"object not found in {word}: {reason}{where}", key, facts
+            ObjectNotFoundError, f"object not found in {word}: {reason}{at}", key, facts
         ) from exc
     if isinstance(exc, PermissionDeniedError | UnauthenticatedError):
         raise error(
             BackendPermissionError,
             f"{word} refused {operation}: {reason}; check the credentials and that they allow "
-            f"{PERMISSIONS[service].get(operation, 'read')}{where}",
+            f"{PERMISSIONS[service].get(operation, 'read')}{at}",
             key,
             facts,
         ) from exc
@@ -161,19 +162,19 @@ def raise_translated(
         raise error(
             BackendPermissionError,
             f"no usable credentials for {word} {operation}: none were configured, and looking "
-            f"them up failed ({reason}); they come from {CREDENTIAL_CHAINS[service]}{where}",
+            f"them up failed ({reason}); they come from {CREDENTIAL_CHAINS[service]}{at}",
             key,
             facts,
         ) from exc
     if isinstance(exc, AlreadyExistsError | PreconditionError):
         raise error(
-            BackendError, f"{word} {operation} conflicted: {reason}{where}", key, facts
+            BackendError, f"{word} {operation} conflicted: {reason}{at}", key, facts
         ) from exc
     if isinstance(exc, NotSupportedError | NotImplementedError) or status == 501:
         raise error(
             BackendError,
             f"{word} does not support {operation}: {reason}; if it lacks conditional writes, "
-            f"set conditional_writes=false{where}",
+            f"set conditional_writes=false{at}",
             key,
             facts,
         ) from exc
@@ -181,14 +182,14 @@ def raise_translated(
         raise error(
             BackendUnavailableError,
             f"{word} {operation} failed, the service is unreachable, unavailable or "
-            f"throttling: {reason}{where}",
+            f"throttling: {reason}{at}",
             key,
             facts,
         ) from exc
-    raise error(BackendError, f"{word} {operation} failed: {reason}{where}", key, facts) from exc
+    raise error(BackendError, f"{word} {operation} failed: {reason}{at}", key, facts) from exc
 
 
-def _where(facts: Mapping[str, str], key: str) -> str:
+def where(facts: Mapping[str, str], key: str) -> str:
     """``[bucket=b, key=k, region=r, endpoint=e]``: the store, then the full key."""
     items = []
     for name, value in facts.items():
@@ -198,3 +199,35 @@ def _where(facts: Mapping[str, str], key: str) -> str:
         if name in ("bucket", "container") and key:
             items.append(f"key={key}")
     return f" [{', '.join(items)}]"
+
+
+def describe_store(
+    service: str, container: str, prefix: str, config: Mapping[str, Any]
+) -> dict[str, str]:
+    """The backend's facts for messages: service, container, prefix, region or account, endpoint."""
+    if service == "s3":
+        facts = {"backend": "objectstore-s3", "bucket": container}
+        if prefix:
+            facts["prefix"] = prefix
+        facts["region"] = str(config.get("region") or "us-east-1")
+        facts["endpoint"] = str(config.get("endpoint") or "aws")
+        return facts
+    facts = {"backend": "objectstore-azure", "container": container}
+    if prefix:
+        facts["prefix"] = prefix
+    account = str(config.get("account_name") or "")
+    if config.get("use_emulator"):
+        account = account or "devstoreaccount1"
+    facts["account"] = account or "unset"
+    facts["endpoint"] = str(config.get("endpoint") or f"https://{account}.blob.core.windows.net")
+    return facts
+
+
+@contextlib.contextmanager
+def settings_errors(what: str) -> Iterator[None]:
+    """Map what obstore says of bad settings (unknown keys, malformed endpoints)."""
+    try:
+        yield
+    except BaseError as exc:
+        detail = str(exc).split("\n\nDebug source:", 1)[0]
+        raise ConfigurationError(f"invalid object-store settings for {what}: {detail}") from exc

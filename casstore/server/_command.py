@@ -1,0 +1,210 @@
+"""``casstore serve``: run the codec server until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import signal
+import socket
+import sys
+from types import FrameType
+from typing import Any, TextIO
+
+DEFAULT_PORT = 8081
+_EXIT_USAGE = 2
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``serve`` subcommand (imports nothing from the web stack)."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="run a Codec Server so the Temporal Web UI and CLI show casstore payloads",
+        description=(
+            "Serve POST /encode, /decode and /download (also under /{namespace}/) for the "
+            "Temporal Web UI (--ui-codec-endpoint) and CLI (--codec-endpoint), resolving "
+            "casstore references from --store. Prints the URL once listening; stops on "
+            "Ctrl-C or SIGTERM. See docs/codec-server.md."
+        ),
+    )
+    parser.add_argument("--store", required=True, metavar="URL", help="the workers' store URL")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help="port (default %(default)s; 0 picks one)"
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="browser origin allowed to call (the Web UI's: http://localhost:8233); repeatable",
+    )
+    parser.add_argument(
+        "--codec", metavar="MODULE:ATTR", help="the workers' PayloadCodec (instance or factory)"
+    )
+    parser.add_argument(
+        "--auth-token-env",
+        metavar="VAR",
+        help="require Authorization: Bearer <token>, the token read from this environment variable",
+    )
+    parser.add_argument(
+        "--namespace", help="namespace of requests that name none (default: refuse them)"
+    )
+    parser.add_argument(
+        "--driver-name", default="casstore", help="the workers' driver name (default %(default)s)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=int,
+        default=256 * 1024,
+        metavar="BYTES",
+        help="/encode stores payloads at least this large (default %(default)s)",
+    )
+    parser.add_argument(
+        "--inline-max-bytes",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="show payloads up to this size decoded in the Web UI instead of as a download "
+        "(default 0: every stored payload is a download, as the Go SDK's handler does)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
+    return value
+
+
+class ServeError(Exception):
+    """``casstore serve`` cannot start; the message says why."""
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the server; return the exit code (0 after Ctrl-C or SIGTERM)."""
+    from casstore.errors import CasstoreError
+    from casstore.server import _require_server_extra
+
+    try:
+        _require_server_extra()
+        app = _build_app(args)
+        return asyncio.run(_serve(app, args.host, args.port, out))
+    except (ServeError, CasstoreError) as exc:
+        print(f"casstore serve: error: {exc}", file=sys.stderr)
+        return _EXIT_USAGE
+
+
+def _build_app(args: argparse.Namespace) -> Any:
+    from casstore.server import bearer_token_authorizer, create_app
+
+    authorize = None
+    if args.auth_token_env:
+        token = os.environ.get(args.auth_token_env, "")
+        if not token:
+            raise ServeError(f"environment variable {args.auth_token_env} is not set or empty")
+        authorize = bearer_token_authorizer(token)
+    return create_app(
+        args.store,
+        codec=load_codec(args.codec) if args.codec else None,
+        authorize=authorize,
+        cors_origins=args.cors_origin,
+        namespace=args.namespace,
+        payload_size_threshold=args.threshold,
+        inline_max_bytes=args.inline_max_bytes,
+        name=args.driver_name,
+    )
+
+
+def load_codec(spec: str) -> Any:
+    """Import ``module:attr``; call it if it is a class or factory; return the PayloadCodec."""
+    from temporalio.converter import PayloadCodec
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ServeError(
+            f"--codec takes MODULE:ATTR, like myapp.codec:EncryptionCodec, got {spec!r}"
+        )
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ServeError(f"--codec: cannot import module {module_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError as exc:
+            raise ServeError(f"--codec: {module_name!r} has no attribute {attr!r}") from exc
+    if not isinstance(target, PayloadCodec) and callable(target):
+        try:
+            target = target()
+        except Exception as exc:
+            raise ServeError(
+                f"--codec: calling {spec} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+    if not isinstance(target, PayloadCodec):
+        raise ServeError(
+            f"--codec: {spec} is a {type(target).__name__}, not a temporalio PayloadCodec"
+        )
+    return target
+
+
+async def _serve(app: Any, host: str, port: int, out: TextIO) -> int:
+    import uvicorn
+
+    # Bind here, so a taken port or a bad address is reported in our words,
+    # and the printed port is the real one (--port 0).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"could not listen on {host}:{port}: {exc.strerror or exc}") from exc
+    ready = asyncio.Event()
+
+    class Server(uvicorn.Server):
+        """uvicorn that says when it serves and does not re-raise the stop signal after."""
+
+        stopped_by: str | None = None
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                ready.set()
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            self.stopped_by = signal.Signals(sig).name
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    server = Server(config)
+
+    async def serve() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        except SystemExit as exc:  # uvicorn exits when its startup fails; it logged why
+            raise ServeError("the server failed to start (see the message above)") from exc
+        finally:
+            sock.close()
+
+    task = asyncio.create_task(serve())
+    started = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    started.cancel()
+    if task.done():
+        await task  # raises why it stopped before serving
+        raise ServeError("the server stopped before it started serving")
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"casstore serve: listening on http://{shown}:{bound}", file=out, flush=True)
+    await task
+    print(f"casstore serve: stopped ({server.stopped_by or 'shutdown'})", file=out, flush=True)
+    return 0

@@ -1,0 +1,79 @@
+"""Running ``casstore`` commands from tests as a user runs them, and S3 stores they can open."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from casstore._cli import main as cli_main
+from tests.s3_fixtures import S3Place, S3Target
+
+
+def s3_url(place: S3Place) -> str:
+    """The URL a user would give for the place (credentials come from the environment)."""
+    target = place.target
+    return (
+        f"s3://{place.bucket}/{place.prefix}?endpoint_url={target.endpoint_url}"
+        f"&region={target.region}&conditional_writes={str(target.conditional_writes).lower()}"
+    )
+
+
+@pytest.fixture
+def aws_env(moto_s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> S3Target:
+    """Credentials in the environment, where the CLI's S3 backend finds them."""
+    assert moto_s3.access_key is not None
+    assert moto_s3.secret_key is not None
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    return moto_s3
+
+
+@dataclass
+class Result:
+    """A finished command: exit status, stdout, stderr."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+async def cli(capsys: pytest.CaptureFixture[str], *argv: str, stdin: str | None = None) -> Result:
+    """Run ``casstore ARGV`` as a user would, in a thread with its own event loop."""
+    out = io.StringIO()
+    capsys.readouterr()
+
+    def run() -> int:
+
+        saved = sys.stdin
+        if stdin is not None:
+            sys.stdin = io.StringIO(stdin)
+        try:
+            return cli_main(list(argv), out=out)
+        except SystemExit as exc:  # argparse
+            return int(exc.code or 0)
+        finally:
+            sys.stdin = saved
+
+    code = await asyncio.to_thread(run)
+    return Result(code, out.getvalue(), capsys.readouterr().err)
+
+
+def assert_one_line_error(result: Result, *words: str) -> None:
+    """Exit 2, one line on stderr naming ``words``, no traceback."""
+    assert result.code == 2, result
+    assert "Traceback" not in result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    for word in words:
+        assert word in lines[0], lines[0]

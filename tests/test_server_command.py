@@ -1,0 +1,171 @@
+"""``casstore serve``: options, error messages, a real process with a token and a codec."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payloads
+from temporalio.converter import DataConverter
+
+from casstore import CasStorageDriver
+from casstore._cli import main
+from casstore.backends import LocalBackend
+from testrig import CodecServerProcess
+from tests.server_codec import EncryptionCodec
+from tests.test_server_protocol import converter
+
+ORDER = {"customer": "ada", "items": ["sku-1"]}
+REPO = Path(__file__).resolve().parent.parent
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def serve_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    assert main(["serve", *args]) == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("codec", "message"),
+    [
+        ("json", "--codec takes MODULE:ATTR"),
+        ("no_such_module_here:Codec", "cannot import module 'no_such_module_here'"),
+        ("tests.server_codec:Nope", "'tests.server_codec' has no attribute 'Nope'"),
+        ("tests.server_codec:KEY", "is a bytes, not a temporalio PayloadCodec"),
+    ],
+)
+def test_a_bad_codec_is_named(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, codec: str, message: str
+) -> None:
+    err = serve_error(capsys, "--store", str(tmp_path), "--codec", codec)
+    assert err.startswith("casstore serve: error: ")
+    assert message in err
+
+
+def test_a_missing_token_variable_is_named(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CASSTORE_TEST_NO_TOKEN", raising=False)
+    err = serve_error(
+        capsys, "--store", str(tmp_path), "--auth-token-env", "CASSTORE_TEST_NO_TOKEN"
+    )
+    assert "environment variable CASSTORE_TEST_NO_TOKEN is not set or empty" in err
+
+
+def test_a_bad_store_url_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    err = serve_error(capsys, "--store", "ftp://example/x")
+    assert "unknown backend URL scheme 'ftp'" in err
+
+
+def test_a_port_in_use_is_reported(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = serve_error(capsys, "--store", str(tmp_path), "--port", str(port))
+    assert f"could not listen on 127.0.0.1:{port}" in err
+
+
+def test_without_the_server_extra_the_install_hint_is_given(tmp_path: Path) -> None:
+    # Hide starlette as a machine without the extra would: imports of it fail.
+    script = (
+        "import sys; sys.modules['starlette'] = None\n"
+        "from casstore._cli import main\n"
+        f"code = main(['serve', '--store', {str(tmp_path)!r}])\n"
+        "import casstore.server\n"
+        "try:\n"
+        "    casstore.server.create_app\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'casstore[server]'" in done.stderr
+    assert done.stdout.startswith("ConfigurationError ")
+    assert "pip install 'casstore[server]'" in done.stdout
+
+
+def test_a_real_server_with_a_token_and_a_codec(tmp_path: Path) -> None:
+    history = asyncio.run(
+        converter(CasStorageDriver(LocalBackend(tmp_path)), codec=EncryptionCodec()).encode([ORDER])
+    )
+    body = json_format.MessageToJson(Payloads(payloads=history)).encode()
+    server = CodecServerProcess(
+        "--store", str(tmp_path), "--port", "0", "--namespace", "default",
+        "--codec", "tests.server_codec:EncryptionCodec", "--auth-token-env", "CODEC_TOKEN",
+        env={**os.environ, "CODEC_TOKEN": "s3cret"}, cwd=REPO,
+    )  # fmt: skip
+    try:
+
+        def post(**headers: str) -> tuple[int, bytes]:
+            request = urllib.request.Request(
+                server.url + "/decode",
+                data=body,
+                headers={"Content-Type": "application/json", **headers},
+                method="POST",
+            )
+            try:
+                with _HTTP.open(request, timeout=30) as response:
+                    return response.status, response.read()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read()
+
+        status, answer = post()
+        assert status == 401
+        assert "authorization required for namespace 'default'" in json.loads(answer)["message"]
+        status, answer = post(Authorization="Bearer s3cret")
+        assert status == 200
+        decoded = json_format.Parse(answer, Payloads()).payloads
+        assert DataConverter.default.payload_converter.from_payloads(decoded) == [ORDER]
+    finally:
+        code, out = server.stop()
+    assert code == 0
+    assert "casstore serve: stopped (SIGTERM)" in out
+
+
+def test_the_server_package_exports_its_public_names_only() -> None:
+    import casstore.server
+
+    assert sorted(casstore.server.__all__) == [
+        "Authorizer",
+        "ClaimNamespace",
+        "bearer_token_authorizer",
+        "create_app",
+    ]
+    for name in casstore.server.__all__:
+        assert getattr(casstore.server, name) is not None
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        casstore.server.nope  # noqa: B018
+
+
+def test_the_cli_and_the_library_do_not_import_the_web_stack() -> None:
+    probe = (
+        "import sys, casstore, casstore._cli\n"
+        "print(sorted({'starlette', 'uvicorn'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_server_extra_is_declared() -> None:
+    from importlib.metadata import metadata
+
+    meta = metadata("casstore")
+    assert "server" in (meta.get_all("Provides-Extra") or [])
+    required = meta.get_all("Requires-Dist") or []
+    assert any(r.startswith("starlette") and "extra == 'server'" in r for r in required)
+    assert any(r.startswith("uvicorn") and "extra == 'server'" in r for r in required)
