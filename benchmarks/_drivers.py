@@ -38,6 +38,8 @@ DRIVERS: dict[str, str] = {
     "casstore-s3": "casstore CasStorageDriver on the S3 server (S3Backend)",
     "casstore-s3-enc": "casstore CasStorageDriver with a keyring (keyed BLAKE3, "
     "AES-256-GCM-SIV) on the S3 server (S3Backend)",
+    "casstore-obstore": "casstore CasStorageDriver on the S3 server through obstore "
+    "(ObjectStoreBackend)",
     "casstore-local": "casstore CasStorageDriver on local disk (LocalBackend)",
     "doc-local": "documentation-style local-disk driver (uuid file per payload)",
     "floor": "not a storage driver: keeps payload objects in a dict, so its figures are "
@@ -45,6 +47,9 @@ DRIVERS: dict[str, str] = {
 }
 HTTP = "HTTP requests"
 ENCRYPTED = "casstore-s3-enc"
+OBSTORE = "casstore-obstore"
+S3_DRIVERS = ("sdk-s3", "casstore-s3", ENCRYPTED, OBSTORE)
+"""The drivers that need the S3 server."""
 BENCH_KEYRING = KeyRing.from_bytes(bytes(range(32)), key_id="bench")
 """A fixed key: benchmarks measure cost, not secrecy."""
 FILE_OPS = "file ops"
@@ -81,6 +86,8 @@ class Environment:
     scratch: Path
     s3_latency_s: float = 0.0
     """Simulated round-trip time added to every S3 request (0: loopback as it is)."""
+    prepare_bucket: Callable[[str], None] | None = None
+    """Makes what a fresh bucket needs before a run writes into it (see ``_cli.servers``)."""
 
 
 @asynccontextmanager
@@ -93,6 +100,10 @@ async def open_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
     """
     if kind in ("sdk-s3", "casstore-s3", ENCRYPTED):
         async with _s3_rig(kind, env, tag) as rig:
+            yield rig
+        return
+    if kind == OBSTORE:
+        async with _obstore_rig(env, tag) as rig:
             yield rig
         return
     if kind not in DRIVERS:
@@ -145,6 +156,8 @@ async def _s3_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
     async with aioboto3.Session().client("s3", **env.s3.client_kwargs()) as client:
         bucket = bucket_name(tag)
         await client.create_bucket(Bucket=bucket)
+        if env.prepare_bucket:
+            env.prepare_bucket(bucket)
         try:
             traffic = Traffic()
             count_requests(client, traffic)  # after create_bucket: only driver traffic counts
@@ -187,6 +200,100 @@ async def _s3_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
             )
         finally:
             await delete_bucket(client, bucket)
+
+
+@asynccontextmanager
+async def _obstore_rig(env: Environment, tag: str) -> AsyncIterator[Rig]:
+    """Build casstore on ObjectStoreBackend: obstore for the driver, aioboto3 only around it."""
+    if env.s3 is None:
+        raise DriverUnavailableError("no S3 endpoint (start one or pass --s3-endpoint)")
+    try:
+        import aioboto3
+
+        from casstore.backends.objectstore import ObjectStoreBackend
+    except ImportError as exc:
+        raise DriverUnavailableError(f"obstore or aioboto3 is not installed: {exc}") from exc
+
+    async with aioboto3.Session().client("s3", **env.s3.client_kwargs()) as client:
+        bucket = bucket_name(tag)
+        await client.create_bucket(Bucket=bucket)
+        if env.prepare_bucket:
+            env.prepare_bucket(bucket)
+        try:
+            backend = ObjectStoreBackend.s3(
+                bucket,
+                endpoint=env.s3.endpoint_url,
+                region=env.s3.region,
+                access_key_id=env.s3.access_key,
+                secret_access_key=env.s3.secret_key,
+            )
+            metered = ObstoreMeter(backend, env.s3_latency_s)
+            driver = CasStorageDriver(metered)
+            yield Rig(
+                OBSTORE,
+                driver,
+                metered.traffic,
+                HTTP,
+                lambda: s3_objects_at_rest(client, bucket),
+                lambda: {"driver_stats": driver.stats.as_dict()},
+                another=lambda: CasStorageDriver(metered),
+            )
+        finally:
+            await delete_bucket(client, bucket)
+
+
+class ObstoreMeter(Backend):
+    """Counts ObjectStoreBackend's requests as the S3 operations they are, plus latency.
+
+    Each call of the backend is one HTTP request (no multipart, and retries are
+    not expected on loopback), so counting calls counts requests; bytes are the
+    object bodies, like the ``Content-Length`` the aioboto3 drivers count. The
+    simulated latency is slept before each request, as ``add_latency`` does.
+    """
+
+    def __init__(self, inner: Backend, latency_s: float) -> None:
+        self.inner = inner
+        self.exact_create = inner.exact_create
+        self.traffic = Traffic()
+        self._latency_s = latency_s
+
+    async def _request(self, operation: str) -> None:
+        self.traffic.requests[operation] += 1
+        if self._latency_s:
+            await asyncio.sleep(self._latency_s)
+
+    async def stat(self, key: str) -> ObjectStat | None:
+        await self._request("HeadObject")
+        return await self.inner.stat(key)
+
+    async def put(self, key: str, data: bytes) -> bool:
+        await self._request("PutObject")
+        self.traffic.bytes_sent += len(data)
+        return await self.inner.put(key, data)
+
+    async def get(self, key: str) -> bytes:
+        await self._request("GetObject")
+        data = await self.inner.get(key)
+        self.traffic.bytes_received += len(data)
+        return data
+
+    async def touch(self, key: str) -> None:
+        await self._request("CopyObject")
+        await self.inner.touch(key)
+
+    async def delete(self, key: str) -> None:
+        await self._request("DeleteObject")
+        await self.inner.delete(key)
+
+    def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
+        self.traffic.requests["ListObjectsV2"] += 1
+        return self.inner.scan(prefix)
+
+    def describe(self) -> dict[str, str]:
+        return dict(self.inner.describe())
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class FloorDriver(StorageDriver):
