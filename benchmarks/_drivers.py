@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
@@ -30,7 +31,7 @@ from benchmarks._s3 import (
 from benchmarks._s3 import objects_at_rest as s3_objects_at_rest
 from benchmarks.doc_local import DocLocalDiskDriver
 from casstore import CasStorageDriver, KeyRing
-from casstore.backends import Backend, LocalBackend, ObjectStat
+from casstore.backends import CountingBackend, LocalBackend
 
 BASELINE = "sdk-s3"
 DRIVERS: dict[str, str] = {
@@ -59,13 +60,20 @@ class DriverUnavailableError(RuntimeError):
     """A driver cannot run here (missing server or module); the message says why."""
 
 
+class TrafficMeter(Protocol):
+    """Anything that reports the traffic counted so far."""
+
+    def snapshot(self) -> Traffic:
+        """Return the counts so far, as an independent copy."""
+
+
 @dataclass
 class Rig:
     """One driver instance with the meters the benchmark reads."""
 
     kind: str
     driver: StorageDriver
-    traffic: Traffic
+    traffic: TrafficMeter
     unit: str
     at_rest: Callable[[], Awaitable[tuple[int, int]]]
     details: Callable[[], dict[str, Any]] = field(default=lambda: {})
@@ -129,16 +137,16 @@ async def open_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
                 another=lambda: DocLocalDiskDriver(directory, doc.traffic),
             )
         else:
-            metered = MeteredBackend(LocalBackend(directory))
-            cas = CasStorageDriver(metered)
+            counted = CountingBackend(LocalBackend(directory))
+            cas = CasStorageDriver(counted)
             yield Rig(
                 kind,
                 cas,
-                metered.traffic,
+                BackendTraffic(counted),
                 FILE_OPS,
                 lambda: _dir_at_rest(directory),
                 lambda: {"driver_stats": cas.stats.as_dict()},
-                another=lambda: CasStorageDriver(metered),
+                another=lambda: CasStorageDriver(counted),
             )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -328,50 +336,16 @@ class FloorDriver(StorageDriver):
         return [self._payloads[int(c.claim_data["i"])] for c in claims]
 
 
-class MeteredBackend(Backend):
-    """Counts a backend's calls by kind and the object bytes written and read.
+@dataclass(frozen=True)
+class BackendTraffic:
+    """A :class:`~casstore.backends.CountingBackend`'s counters, read as :class:`Traffic`."""
 
-    Like :class:`casstore.testing.CountingBackend`, plus bytes, and without
-    that module's pytest dependency.
-    """
+    backend: CountingBackend
 
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.exact_create = inner.exact_create
-        self.traffic = Traffic()
-
-    async def stat(self, key: str) -> ObjectStat | None:
-        self.traffic.requests["stat"] += 1
-        return await self.inner.stat(key)
-
-    async def put(self, key: str, data: bytes) -> bool:
-        self.traffic.requests["put"] += 1
-        self.traffic.bytes_sent += len(data)
-        return await self.inner.put(key, data)
-
-    async def get(self, key: str) -> bytes:
-        self.traffic.requests["get"] += 1
-        data = await self.inner.get(key)
-        self.traffic.bytes_received += len(data)
-        return data
-
-    async def touch(self, key: str) -> None:
-        self.traffic.requests["touch"] += 1
-        await self.inner.touch(key)
-
-    async def delete(self, key: str) -> None:
-        self.traffic.requests["delete"] += 1
-        await self.inner.delete(key)
-
-    def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
-        self.traffic.requests["scan"] += 1
-        return self.inner.scan(prefix)
-
-    def describe(self) -> dict[str, str]:
-        return dict(self.inner.describe())
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    def snapshot(self) -> Traffic:
+        return Traffic(
+            Counter(self.backend.calls), self.backend.bytes_written, self.backend.bytes_read
+        )
 
 
 async def _dir_at_rest(directory: Path) -> tuple[int, int]:

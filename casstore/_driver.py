@@ -44,7 +44,7 @@ DRIVER_TYPE = "casstore"
 WRITE_FIRST_MAX_SIZE = 64 * 1024
 """Payloads up to this size are written without an existence check first (unless
 ``refresh_after`` is set, which needs the object's age), when the
-backend's create-if-absent reports existing objects (``Backend.exact_create``)."""
+backend's create-if-absent reports existing objects (``Backend.conditional_writes``)."""
 
 
 class CasStorageDriver(StorageDriver):
@@ -241,7 +241,7 @@ class CasStorageDriver(StorageDriver):
         # For small objects on a backend whose create-if-absent reports existence,
         # the write doubles as the existence check: one request instead of two.
         # Large objects are checked first, so a hit does not upload them again.
-        write_first = self._backend.exact_create and self._refresh_after is None
+        write_first = self._backend.conditional_writes and self._refresh_after is None
         if not (write_first and len(data) <= WRITE_FIRST_MAX_SIZE):
             found = await self._request("stat", key, lambda: self._backend.stat(key))
             if found is not None:

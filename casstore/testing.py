@@ -1,14 +1,15 @@
-"""Test helpers: the backend conformance suite and backend wrappers.
+"""Test helpers: the backend conformance suite, and the backend wrappers.
 
 :class:`BackendTests` is the contract every backend must meet. A backend's
-test module subclasses it and supplies a ``backend`` fixture; the suite then
-checks the backend through its public methods, and checks what it stored
-through ``raw_get``/``raw_put``, which a subclass may override to bypass the
-backend and read or write the underlying storage directly.
+test module subclasses it, supplies a ``backend`` fixture (an empty store),
+and implements :meth:`~BackendTests.raw_get` and :meth:`~BackendTests.raw_put`
+to read and write the underlying storage directly, bypassing the backend under
+test, so that the suite can check what the backend really stored. A subclass
+that does not implement them fails every test that needs them, saying so.
 
 The wrappers (:class:`CountingBackend`, :class:`FailingBackend`,
-:class:`LatencyBackend`) wrap any backend to count requests, inject failures
-or add latency, for tests and benchmarks.
+:class:`LatencyBackend`) live in :mod:`casstore.backends` (which needs no
+pytest) and are re-exported here for compatibility.
 
 Requires pytest and pytest-asyncio (``asyncio_mode = "auto"``).
 """
@@ -17,122 +18,39 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from casstore.backends._base import Backend, ObjectStat
-from casstore.errors import BackendError, ObjectNotFoundError
+from casstore.backends._base import Backend
+from casstore.backends._wrappers import CountingBackend, FailingBackend, LatencyBackend
+from casstore.errors import ObjectNotFoundError
 
 __all__ = ["BackendTests", "CountingBackend", "FailingBackend", "LatencyBackend"]
 
 _KEY = "v1/default/order-42/" + "ab" * 32
 
 
-class _WrappingBackend(Backend):
-    """Delegates every call to ``inner``; subclasses hook :meth:`_call`."""
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.exact_create = inner.exact_create
-
-    async def _before(self, kind: str, key: str) -> None:
-        """Run before each call of ``kind``; may raise to fail it."""
-
-    async def stat(self, key: str) -> ObjectStat | None:
-        await self._before("stat", key)
-        return await self.inner.stat(key)
-
-    async def put(self, key: str, data: bytes) -> bool:
-        await self._before("put", key)
-        return await self.inner.put(key, data)
-
-    async def get(self, key: str) -> bytes:
-        await self._before("get", key)
-        return await self.inner.get(key)
-
-    async def touch(self, key: str) -> None:
-        await self._before("touch", key)
-        await self.inner.touch(key)
-
-    async def delete(self, key: str) -> None:
-        await self._before("delete", key)
-        await self.inner.delete(key)
-
-    async def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
-        await self._before("scan", prefix)
-        async for item in self.inner.scan(prefix):
-            yield item
-
-    def describe(self) -> Mapping[str, str]:
-        return self.inner.describe()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-class CountingBackend(_WrappingBackend):
-    """Counts calls by kind (``stat``, ``put``, ``get``, ...) in :attr:`calls`."""
-
-    def __init__(self, inner: Backend) -> None:
-        super().__init__(inner)
-        self.calls: Counter[str] = Counter()
-
-    async def _before(self, kind: str, key: str) -> None:
-        self.calls[kind] += 1
-
-
-class FailingBackend(_WrappingBackend):
-    """Raises ``error`` on calls of the kinds in ``fail_on``, ``times`` times (None: always)."""
-
-    def __init__(
-        self,
-        inner: Backend,
-        *,
-        fail_on: set[str],
-        error: Exception | None = None,
-        times: int | None = None,
-    ) -> None:
-        super().__init__(inner)
-        self.fail_on = fail_on
-        self.error = error or BackendError("injected failure")
-        self.remaining = times
-
-    async def _before(self, kind: str, key: str) -> None:
-        if kind in self.fail_on and (self.remaining is None or self.remaining > 0):
-            if self.remaining is not None:
-                self.remaining -= 1
-            raise self.error
-
-
-class LatencyBackend(_WrappingBackend):
-    """Sleeps ``latency`` seconds before every call, like a remote store would."""
-
-    def __init__(self, inner: Backend, latency: float) -> None:
-        super().__init__(inner)
-        self.latency = latency
-
-    async def _before(self, kind: str, key: str) -> None:
-        await asyncio.sleep(self.latency)
-
-
 class BackendTests:
     """The conformance suite every backend's test module inherits.
 
-    Subclasses define a ``backend`` fixture (async, function scope, empty store)
-    and may override :meth:`raw_get` and :meth:`raw_put` to reach the
-    underlying storage without going through the backend under test.
+    Subclasses define a ``backend`` fixture (async, function scope, empty
+    store) and must implement :meth:`raw_get` and :meth:`raw_put`, which reach
+    the underlying storage without going through the backend under test.
     """
 
     async def raw_get(self, backend: Backend, key: str) -> bytes:
-        """Read an object bypassing the store where possible."""
-        return await backend.get(key)
+        """Read an object straight from the underlying storage, not through ``backend``.
+
+        Every subclass must implement this (and :meth:`raw_put`): a suite that
+        read back through the backend under test could not see what it stored.
+        """
+        raise NotImplementedError(_missing_raw_accessor(self, "raw_get"))
 
     async def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
-        """Write an object bypassing the store where possible."""
-        await backend.put(key, data)
+        """Write an object straight into the underlying storage, not through ``backend``."""
+        raise NotImplementedError(_missing_raw_accessor(self, "raw_put"))
 
     async def test_put_then_get_round_trips(self, backend: Backend) -> None:
         data = bytes(range(256)) * 4
@@ -143,9 +61,17 @@ class BackendTests:
     async def test_put_existing_returns_false_and_keeps_object(self, backend: Backend) -> None:
         await self.raw_put(backend, _KEY, b"first")
         created = await backend.put(_KEY, b"first")
-        if backend.exact_create:
+        if backend.conditional_writes:
             assert created is False
         assert await backend.get(_KEY) == b"first"
+
+    async def test_objects_written_directly_are_found(self, backend: Backend) -> None:
+        await self.raw_put(backend, _KEY, b"stored elsewhere")
+        found = await backend.stat(_KEY)
+        assert found is not None
+        assert found.size == len(b"stored elsewhere")
+        assert await backend.get(_KEY) == b"stored elsewhere"
+        assert [item async for item in backend.scan()] == [(_KEY, len(b"stored elsewhere"))]
 
     async def test_stat_reports_size_and_recent_modification(self, backend: Backend) -> None:
         assert await backend.stat(_KEY) is None
@@ -199,7 +125,7 @@ class BackendTests:
     async def test_concurrent_puts_of_one_key_all_succeed(self, backend: Backend) -> None:
         data = os.urandom(256 * 1024)
         results = await asyncio.gather(*(backend.put(_KEY, data) for _ in range(8)))
-        if backend.exact_create:
+        if backend.conditional_writes:
             assert sorted(results) == [False] * 7 + [True]
         assert await backend.get(_KEY) == data
 
@@ -242,12 +168,30 @@ class BackendTests:
         ],
     )
     async def test_unsafe_keys_are_rejected_before_any_io(self, backend: Backend, key: str) -> None:
-        for call in (backend.stat(key), backend.put(key, b"x"), backend.get(key)):
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: backend.stat(key),
+            lambda: backend.put(key, b"x"),
+            lambda: backend.get(key),
+            lambda: backend.touch(key),
+            lambda: backend.delete(key),
+        ]
+        for call in calls:
             with pytest.raises(ValueError, match="invalid object key"):
-                await call
+                await call()
         assert [k async for k, _ in backend.scan()] == []
 
     async def test_describe_is_a_string_mapping(self, backend: Backend) -> None:
         facts = backend.describe()
         assert facts
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in facts.items())
+
+    async def test_conditional_writes_is_a_flag(self, backend: Backend) -> None:
+        assert isinstance(backend.conditional_writes, bool)
+
+
+def _missing_raw_accessor(suite: BackendTests, name: str) -> str:
+    return (
+        f"{type(suite).__name__} must implement {name}(backend, key, ...) to reach the "
+        "underlying storage (files, dict, bucket) directly, bypassing the backend under "
+        "test; see casstore.testing.BackendTests"
+    )

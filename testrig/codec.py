@@ -59,10 +59,10 @@ class CodecServerProcess:
             raise ServerStartError(f"casstore serve did not start: {line}{rest}")
         self.url = line[len(_READY) :].strip()
 
-    def stop(self) -> tuple[int, str]:
-        """SIGTERM it; return its exit code and the output it printed after the URL."""
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, str]:
+        """Send ``sig``; return its exit code and the output it printed after the URL."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
         try:
             out = self.proc.communicate(timeout=30)[0]
         except subprocess.TimeoutExpired:

@@ -66,7 +66,8 @@ async def cli(capsys: pytest.CaptureFixture[str], *argv: str, stdin: str | None 
             sys.stdin = saved
 
     code = await asyncio.to_thread(run)
-    return Result(code, out.getvalue(), capsys.readouterr().err)
+    captured = capsys.readouterr()  # argparse writes --help and usage to sys.stdout/stderr
+    return Result(code, out.getvalue() + captured.out, captured.err)
 
 
 def assert_one_line_error(result: Result, *words: str) -> None:

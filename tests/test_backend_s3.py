@@ -126,7 +126,7 @@ async def test_large_objects_go_up_in_parts(s3: S3Place) -> None:
         log=log, multipart_threshold=6 * 1024 * 1024, multipart_part_size=5 * 1024 * 1024
     ) as backend:
         assert await backend.put(KEY, data) is True
-        assert await backend.put(KEY, data) is not backend.exact_create
+        assert await backend.put(KEY, data) is not backend.conditional_writes
         assert await s3.raw_get(KEY) == data
     # Both puts upload in parts; only a server honouring If-None-Match
     # refuses to complete the second.
@@ -134,9 +134,9 @@ async def test_large_objects_go_up_in_parts(s3: S3Place) -> None:
         "CreateMultipartUpload": 2,
         "UploadPart": 6,
         "CompleteMultipartUpload": 2,
-        **({"AbortMultipartUpload": 1} if backend.exact_create else {}),
+        **({"AbortMultipartUpload": 1} if backend.conditional_writes else {}),
     }
-    if backend.exact_create:
+    if backend.conditional_writes:
         # The losing upload is aborted, not left behind to be billed.
         uploads = await s3.raw.list_multipart_uploads(Bucket=s3.bucket, Prefix=s3.prefix)
         assert uploads.get("Uploads", []) == []
@@ -346,7 +346,11 @@ def test_url_options_reach_the_backend() -> None:
         "&conditional_writes=false&addressing_style=virtual"
     )
     assert isinstance(backend, S3Backend)
-    assert (backend.bucket, backend.prefix, backend.exact_create) == ("payloads", "prod/eu", False)
+    assert (backend.bucket, backend.prefix, backend.conditional_writes) == (
+        "payloads",
+        "prod/eu",
+        False,
+    )
     assert dict(backend.describe()) == {
         "backend": "s3",
         "bucket": "payloads",

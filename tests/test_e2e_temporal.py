@@ -8,6 +8,7 @@ local backend and on S3 (``rclone serve s3``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import os
 import signal
@@ -19,6 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
@@ -604,3 +606,44 @@ def test_the_cli_says_its_version(capsys: pytest.CaptureFixture[str]) -> None:
         cli_main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.strip() == f"casstore {casstore.__version__}"
+
+
+# Encryption at rest through a real server.
+
+
+async def test_encrypted_fan_out_dedups_and_leaves_nothing_readable_in_history_or_store(
+    temporal: TemporalDevServer, tmp_path: Path
+) -> None:
+    keyring = casstore.KeyRing.from_bytes(os.urandom(32), key_id="e2e")
+    document = make_document(64 * 1024)
+    workflow_id, task_queue = unique("encrypted"), unique("q")
+    workflow_ids = [workflow_id, f"{workflow_id}-child-0"]
+    store = tmp_path / "store"
+    # Uncompressed, so that plaintext would show verbatim if it were stored.
+    options: dict[str, Any] = {"keyring": keyring, "compression_level": None}
+    async with connected(temporal, str(store), **options) as (client, plugin):
+        async with Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[FanOutParent, FanOutChild],
+            activities=[analyze_shard],
+        ):
+            summary = await client.execute_workflow(
+                FanOutParent.run, args=[document, 3, 1, 3], id=workflow_id, task_queue=task_queue
+            )
+        assert summary.activities == 6
+        refs = await references(client, workflow_ids)
+        histories = [await client.get_workflow_handle(w).fetch_history() for w in workflow_ids]
+        stats = plugin.driver.stats
+    assert stats.payloads_stored > stats.objects_written  # the document was deduplicated
+    assert {ref.casstore_claim().key_id for ref in refs} == {"e2e"}
+    history_bytes = b"".join(e.SerializeToString() for h in histories for e in h.events)
+    [document_payload] = DataConverter.default.payload_converter.to_payloads([document])
+    plain = blake3.blake3(document_payload.SerializeToString(deterministic=True)).digest()
+    stored = b"".join(p.read_bytes() for p in store.rglob("*") if p.is_file())
+    names = "/".join(p.name for p in store.rglob("*")).encode()
+    for needle in (b"ord-00000001", b"customer-", plain.hex().encode()):
+        assert needle not in history_bytes
+        assert needle not in stored
+        assert needle not in names
+    assert base64.urlsafe_b64encode(plain).rstrip(b"=") not in history_bytes

@@ -7,10 +7,14 @@ driver and then damaged by hand, bypassing the backend.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import pty
 import random
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -484,3 +488,66 @@ async def test_encrypted_objects_are_checked_with_the_keyring_and_named_without_
     assert missing.code == 1
     assert "'k1'" in missing.err
     assert "Traceback" not in missing.err
+
+
+# Progress: drawn on a terminal, never into pipes.
+
+
+def run_attached(argv: list[str], *, stderr_tty: bool) -> tuple[int, str, str]:
+    """Run ``python -m casstore ARGV`` with stderr on a pseudo-terminal or a pipe."""
+    if not stderr_tty:
+        done = subprocess.run(
+            [sys.executable, "-m", "casstore", *argv], capture_output=True, text=True, timeout=120
+        )
+        return done.returncode, done.stdout, done.stderr
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "casstore", *argv],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+        )
+        os.close(follower)
+        out, _ = proc.communicate(timeout=120)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return proc.returncode, out, b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(leader)
+
+
+async def test_progress_is_drawn_on_a_terminal_and_nowhere_else(tmp_path: Path) -> None:
+    await populate(LocalBackend(tmp_path / "store", fsync=False))
+    store_dir = str(tmp_path / "store")
+    code, out, err = await asyncio.to_thread(run_attached, ["verify", store_dir], stderr_tty=True)
+    assert code == 0, err
+    assert "verifying" in err  # the progress line, on the terminal
+    assert "\r" in err
+    assert "\r" not in out
+    code, out, err = await asyncio.to_thread(run_attached, ["verify", store_dir], stderr_tty=False)
+    assert code == 0
+    assert err == ""
+    code, out, err = await asyncio.to_thread(
+        run_attached, ["stats", store_dir, "--deep", "--json"], stderr_tty=True
+    )
+    assert code == 0
+    assert "reading" in err
+    assert json.loads(out)["deep"] is True  # stdout stays one clean document
+
+
+async def test_every_command_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("stats", "verify", "cat"):
+        result = await cli(capsys, command, "--help")
+        assert result.code == 0
+        help_text = " ".join(result.out.split())
+        assert "Exit status" in help_text, command
+        assert "--json" in help_text
+        assert "--keyring" in help_text

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 from temporalio.converter import DataConverter
 
-from casstore import CasStorageDriver
+from casstore import CasStorageDriver, KeyRing
 from casstore._cli import main
 from casstore.backends import LocalBackend
 from testrig import CodecServerProcess
@@ -61,6 +63,11 @@ def test_a_missing_token_variable_is_named(
     assert "environment variable CASSTORE_TEST_NO_TOKEN is not set or empty" in err
 
 
+def test_a_bad_keyring_is_named(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    err = serve_error(capsys, "--store", str(tmp_path), "--keyring", f"file:{tmp_path}/none")
+    assert "bad keyring: cannot read keyring file" in err
+
+
 def test_a_bad_store_url_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     err = serve_error(capsys, "--store", "ftp://example/x")
     assert "unknown backend URL scheme 'ftp'" in err
@@ -97,15 +104,17 @@ def test_without_the_server_extra_the_install_hint_is_given(tmp_path: Path) -> N
     assert "pip install 'casstore[server]'" in done.stdout
 
 
-def test_a_real_server_with_a_token_and_a_codec(tmp_path: Path) -> None:
-    history = asyncio.run(
-        converter(CasStorageDriver(LocalBackend(tmp_path)), codec=EncryptionCodec()).encode([ORDER])
-    )
+def test_a_real_server_with_a_token_a_keyring_and_a_codec(tmp_path: Path) -> None:
+    keyring_text = "k2026a:" + base64.b64encode(bytes(range(32))).decode()
+    writer = CasStorageDriver(LocalBackend(tmp_path), keyring=KeyRing.from_text(keyring_text))
+    history = asyncio.run(converter(writer, codec=EncryptionCodec()).encode([ORDER]))
     body = json_format.MessageToJson(Payloads(payloads=history)).encode()
     server = CodecServerProcess(
         "--store", str(tmp_path), "--port", "0", "--namespace", "default",
         "--codec", "tests.server_codec:EncryptionCodec", "--auth-token-env", "CODEC_TOKEN",
-        env={**os.environ, "CODEC_TOKEN": "s3cret"}, cwd=REPO,
+        "--keyring", "env:CASSTORE_TEST_KEYRING",
+        env={**os.environ, "CODEC_TOKEN": "s3cret", "CASSTORE_TEST_KEYRING": keyring_text},
+        cwd=REPO,
     )  # fmt: skip
     try:
 
@@ -130,9 +139,11 @@ def test_a_real_server_with_a_token_and_a_codec(tmp_path: Path) -> None:
         decoded = json_format.Parse(answer, Payloads()).payloads
         assert DataConverter.default.payload_converter.from_payloads(decoded) == [ORDER]
     finally:
-        code, out = server.stop()
-    assert code == 0
-    assert "casstore serve: stopped (SIGTERM)" in out
+        code, out = server.stop(signal.SIGINT)  # Ctrl-C (the clients' test uses SIGTERM)
+    assert code == 0, out
+    assert "casstore serve: POST /decode -> 401: authorization required" in out
+    assert "casstore serve: stopped (SIGINT)" in out
+    assert "Traceback" not in out
 
 
 def test_the_server_package_exports_its_public_names_only() -> None:
@@ -169,3 +180,14 @@ def test_the_server_extra_is_declared() -> None:
     required = meta.get_all("Requires-Dist") or []
     assert any(r.startswith("starlette") and "extra == 'server'" in r for r in required)
     assert any(r.startswith("uvicorn") and "extra == 'server'" in r for r in required)
+
+
+def test_cors_origins_are_given_in_one_or_several_flags() -> None:
+    from casstore._cli import _parser
+
+    args = _parser().parse_args(
+        ["serve", "--store", "x", "--cors-origin", "http://a:1", "http://b:2", "--cors-origin", "*"]
+    )
+    assert args.cors_origin == ["http://a:1", "http://b:2", "*"]
+    assert args.port == 8081
+    assert args.host == "127.0.0.1"

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from google.protobuf import json_format
+from starlette.applications import Starlette
+from starlette.routing import Mount
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.contrib.aws.s3driver import S3StorageDriver
 from temporalio.contrib.aws.s3driver.aioboto3 import new_aioboto3_client
@@ -24,7 +26,7 @@ from temporalio.converter import (
     StorageDriverWorkflowInfo,
 )
 
-from casstore import CasStorageDriver
+from casstore import CasStorageDriver, KeyRing
 from casstore._claim import parse_claim_data
 from casstore.backends import MemoryBackend
 from casstore.server import bearer_token_authorizer, create_app
@@ -595,6 +597,17 @@ async def test_any_origin_never_allows_credentials(
     assert "access-control-allow-credentials" not in response.headers
 
 
+async def test_mounted_under_a_prefix_in_another_asgi_app(driver: CasStorageDriver) -> None:
+    host = Starlette(routes=[Mount("/codec", app=create_app(driver))])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=host), base_url="http://host.test"
+    ) as client:
+        history = body(await stored(driver, ORDER))
+        assert values_of(await post(client, "/codec/decode", history)) == [ORDER]
+        assert values_of(await post(client, "/codec/default/download", history, None)) == [ORDER]
+        assert (await post(client, "/decode", history)).status_code == 404
+
+
 def test_bad_cors_origins_are_refused(driver: CasStorageDriver) -> None:
     from casstore.errors import ConfigurationError
 
@@ -660,9 +673,9 @@ def test_clashing_driver_names_are_refused(driver: CasStorageDriver) -> None:
 
 
 async def test_sdk_s3_driver_references_through_an_extra_driver(
-    make_client: ClientFactory, driver: CasStorageDriver, moto_s3: S3Target
+    make_client: ClientFactory, driver: CasStorageDriver, s3_target: S3Target
 ) -> None:
-    async with s3_place(moto_s3) as place:
+    async with s3_place(s3_target) as place:
         s3_driver = S3StorageDriver(client=new_aioboto3_client(place.raw), bucket=place.bucket)
         old = await stored(s3_driver, ORDER)
         new = await stored(driver, "after the move")
@@ -720,3 +733,22 @@ async def test_other_drivers_need_a_claim_namespace_callback(
     )
     assert values_of(await post(told, "/decode", body(history), namespace="team-a")) == [ORDER]
     assert (await post(told, "/decode", body(history), namespace="team-b")).status_code == 403
+
+
+# casstore's own encryption (a keyring instead of a codec).
+
+
+async def test_encrypted_objects_need_the_workers_keyring(make_client: ClientFactory) -> None:
+    backend = MemoryBackend()
+    keyring = KeyRing.from_bytes(bytes(range(32)), key_id="k2026a")
+    history = await stored(CasStorageDriver(backend, keyring=keyring), ORDER)
+    with_key = make_client(CasStorageDriver(backend, keyring=keyring))
+    assert values_of(await post(with_key, "/decode", body(history))) == [ORDER]
+    assert values_of(await post(with_key, "/download", body(history))) == [ORDER]
+    without = make_client(CasStorageDriver(backend))
+    response = await post(without, "/download", body(history))
+    assert response.status_code == 500
+    message = response.json()["message"]
+    assert "k2026a" in message
+    assert "start the server with the workers' keyring (--keyring)" in message
+    assert response.json()["key"] == key_of(history[0])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 
 @dataclass(frozen=True)
@@ -23,37 +24,78 @@ class ObjectStat:
 class Backend(ABC):
     """An object store addressed by string keys.
 
-    Keys are made of ``/``-separated segments of ``[A-Za-z0-9._%-]`` (see
-    :func:`casstore._keys.check_key`); every backend rejects any other key with
-    ``ValueError`` before touching storage. Objects are immutable once written:
-    the driver only ever writes the same bytes under the same key.
+    docs/backends.md ("Writing a backend") is the full contract; in short:
 
-    Errors are raised as :mod:`casstore.errors` types: a missing object is an
-    :class:`~casstore.errors.ObjectNotFoundError`, anything else a
-    :class:`~casstore.errors.BackendError` subclass naming the key.
-
-    Backends are async context managers; leaving the context calls
-    :meth:`aclose`.
+    * **Who calls what.** The driver uses :meth:`stat`, :meth:`put`,
+      :meth:`get` and :meth:`touch`; only tooling (garbage collection,
+      inspection) uses :meth:`delete` and :meth:`scan`. All six are required.
+    * **Keys.** ``/``-separated segments of ``[A-Za-z0-9._%-]``, none empty or
+      starting with a dot, at most 1,024 bytes. Every method passes each key
+      through :func:`casstore.backends.check_key` before any I/O, which raises
+      ``ValueError`` for anything else, so no key can reach outside the
+      backend's root.
+    * **Atomicity.** Objects are immutable: :meth:`put` creates an object only
+      if the key is absent, and no reader ever sees a partial object.
+      Concurrent puts of one key (always the same bytes) all succeed.
+    * **Errors.** Raise :mod:`casstore.errors` types, ``from`` the native
+      error: :class:`~casstore.errors.ObjectNotFoundError` for a missing
+      object (:meth:`get`, :meth:`touch`),
+      :class:`~casstore.errors.BackendPermissionError` for refused
+      credentials, :class:`~casstore.errors.BackendUnavailableError` when the
+      store or its container cannot be reached, and
+      :class:`~casstore.errors.BackendError` for anything else; messages end
+      with the key and what :meth:`describe` reports, in ``[brackets]``.
+    * **Lifecycle.** Backends are async context managers; leaving the context
+      calls :meth:`aclose`.
     """
 
-    #: True if :meth:`put` reports a lost create race reliably (returns False
-    #: when another writer created the key first). Backends whose servers ignore
-    #: conditional writes set this False; content-addressed writes of identical
-    #: bytes are harmless either way.
-    exact_create: bool = True
+    conditional_writes: bool = True
+    """True if :meth:`put` reliably reports a lost create race by returning
+    False (another writer created the key first). The driver then lets a small
+    write double as the existence check. Set it False for stores that cannot
+    tell (e.g. S3-compatible servers that ignore ``If-None-Match``); writing
+    identical bytes to a content-addressed key twice is harmless either way."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Backends written before the rename set the class attribute
+        # ``exact_create``; honour it under the new name.
+        legacy = cls.__dict__.get("exact_create")
+        if isinstance(legacy, bool):
+            _warn_exact_create(stacklevel=3)
+            cls.conditional_writes = legacy
+            delattr(cls, "exact_create")
+
+    @property
+    def exact_create(self) -> bool:
+        """Deprecated alias of :attr:`conditional_writes`."""
+        _warn_exact_create()
+        return self.conditional_writes
+
+    @exact_create.setter
+    def exact_create(self, value: bool) -> None:
+        _warn_exact_create()
+        self.conditional_writes = value
 
     @abstractmethod
     async def stat(self, key: str) -> ObjectStat | None:
-        """Return the object's size and age, or ``None`` if there is none."""
+        """Return the object's size and modification time, or ``None`` if there is none.
+
+        Used by the driver as the existence check before writing (and to read
+        an object's age when ``refresh_after`` is set).
+        """
 
     @abstractmethod
     async def put(self, key: str, data: bytes) -> bool:
         """Create the object if it does not exist, atomically.
 
-        No reader ever sees a partial object.
+        No reader ever sees a partial object, and an existing object is never
+        replaced by different bytes. Concurrent puts of one key all succeed.
 
         Returns:
-            True if this call created the object; False if it already existed.
+            True if this call created the object; False if it already existed
+            (with :attr:`conditional_writes` False, a store that cannot tell
+            may return True for a key that a concurrent writer created).
         """
 
     @abstractmethod
@@ -66,9 +108,10 @@ class Backend(ABC):
 
     @abstractmethod
     async def touch(self, key: str) -> None:
-        """Reset the object's age (its modification time) to now.
+        """Reset the object's modification time (its age) to now, keeping its bytes.
 
-        Used to keep deduplicated objects alive under age-based expiry.
+        Used by the driver to keep deduplicated objects alive under age-based
+        expiry (``refresh_after``).
 
         Raises:
             ObjectNotFoundError: If there is no object at ``key``.
@@ -76,14 +119,25 @@ class Backend(ABC):
 
     @abstractmethod
     async def delete(self, key: str) -> None:
-        """Delete the object; deleting a missing object is not an error."""
+        """Delete the object; deleting a missing object is not an error.
+
+        Never called by the driver; only tooling (garbage collection) deletes.
+        """
 
     @abstractmethod
     def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
-        """Yield ``(key, size)`` for every object whose key starts with ``prefix``."""
+        """Yield ``(key, size)`` for every object whose key starts with ``prefix``.
+
+        Never called by the driver; used by tooling. Objects in the store
+        whose names are not valid keys (put there by something else) are
+        skipped, never yielded.
+        """
 
     def describe(self) -> Mapping[str, str]:
-        """Return facts for error messages and summaries (e.g. root, bucket)."""
+        """Return facts for error messages and summaries (e.g. backend, root, bucket).
+
+        Cheap, no I/O, never raises; every key and value is a string.
+        """
         return {}
 
     async def aclose(self) -> None:  # noqa: B027 - most backends hold nothing to close
@@ -103,6 +157,14 @@ class Backend(ABC):
     def __repr__(self) -> str:
         facts = ", ".join(f"{k}={v}" for k, v in self.describe().items())
         return f"{type(self).__name__}({facts})"
+
+
+def _warn_exact_create(stacklevel: int = 3) -> None:
+    warnings.warn(
+        "Backend.exact_create is deprecated; use Backend.conditional_writes",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def describe_backend(backend: Backend) -> str:

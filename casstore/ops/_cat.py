@@ -28,7 +28,13 @@ from casstore.ops._common import (
     run_command,
     write_json,
 )
-from casstore.ops._refs import FoundReference, InputError, find_references, parse_input
+from casstore.ops._refs import (
+    FoundReference,
+    InputError,
+    find_references,
+    looks_like_text_claim,
+    parse_input,
+)
 
 DEFAULT_MAX_PAYLOAD_SIZE = 50 * 1024 * 1024
 _JSON_ENCODINGS = ("json/plain", "json/protobuf")
@@ -68,7 +74,7 @@ def read_input(ref: str | None, stdin: TextIO) -> tuple[str, str]:
     """Return ``(text, source)``: the argument itself, a file it names, or stdin."""
     if ref is None or ref == "-":
         return stdin.read(), "standard input"
-    if ref.lstrip()[:1] in ("{", "[", '"'):
+    if ref.lstrip()[:1] in ("{", "[", '"') or looks_like_text_claim(ref):
         return ref, "the argument"
     path = Path(ref)
     if not path.is_file():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -44,8 +45,18 @@ class FoundReference:
     """Where in the input (or in the event) it was, e.g. ``input.payloads[0]``."""
 
 
+_TEXT_CLAIM = re.compile(r"[0-9]+,[^\s]")
+
+
+def looks_like_text_claim(text: str) -> bool:
+    """True for a bare version 2 claim, ``2,location,digest,size[,key_id]`` (not JSON)."""
+    return bool(_TEXT_CLAIM.match(text.strip()))
+
+
 def parse_input(text: str, *, source: str) -> Any:
-    """Parse the input as JSON, or raise :class:`InputError` naming ``source``."""
+    """Parse the input as JSON (or a bare version 2 claim), else raise :class:`InputError`."""
+    if _TEXT_CLAIM.match(text.strip()):
+        return text.strip()  # "2,location,digest,size[,key_id]" is not JSON
     try:
         return json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
@@ -146,10 +157,10 @@ def _payload_reference(value: dict[str, Any]) -> FoundReference | None:
 
 
 def _bare_claim(value: Any) -> dict[str, str] | None:
-    """``{"c": "..."}``, the claim string ``"[1,...]"``, or the array ``[1, ...]``."""
+    """``{"c": "..."}``, a claim string ``"[1,...]"`` / ``"2,..."``, or the array ``[1, ...]``."""
     if isinstance(value, dict) and set(value) == {CLAIM_DATA_KEY}:
         return {CLAIM_DATA_KEY: value[CLAIM_DATA_KEY]}
-    if isinstance(value, str) and value.lstrip().startswith("["):
+    if isinstance(value, str) and (value.lstrip().startswith("[") or _TEXT_CLAIM.match(value)):
         return {CLAIM_DATA_KEY: value}
     if isinstance(value, list) and value and isinstance(value[0], int):
         return {CLAIM_DATA_KEY: json.dumps(value, separators=(",", ":"))}

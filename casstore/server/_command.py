@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import os
 import signal
 import socket
@@ -37,13 +38,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument(
         "--cors-origin",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="ORIGIN",
         help="browser origin allowed to call (the Web UI's: http://localhost:8233); repeatable",
     )
     parser.add_argument(
         "--codec", metavar="MODULE:ATTR", help="the workers' PayloadCodec (instance or factory)"
+    )
+    parser.add_argument(
+        "--keyring",
+        metavar="SPEC",
+        help="the workers' keyring, for encrypted objects: env:VAR (env: alone reads "
+        "CASSTORE_KEYRING) or file:PATH (see docs/encryption.md)",
     )
     parser.add_argument(
         "--auth-token-env",
@@ -90,6 +98,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     from casstore.errors import CasstoreError
     from casstore.server import _require_server_extra
 
+    _log_requests_to_stderr()
     try:
         _require_server_extra()
         app = _build_app(args)
@@ -99,7 +108,19 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         return _EXIT_USAGE
 
 
+def _log_requests_to_stderr() -> None:
+    """Show refused (4xx, info) and failed (5xx, with traceback) requests to the operator."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("casstore serve: %(message)s"))
+    log = logging.getLogger("casstore.server")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def _build_app(args: argparse.Namespace) -> Any:
+    from casstore import KeyRing
+    from casstore.errors import CasstoreError
     from casstore.server import bearer_token_authorizer, create_app
 
     authorize = None
@@ -108,6 +129,12 @@ def _build_app(args: argparse.Namespace) -> Any:
         if not token:
             raise ServeError(f"environment variable {args.auth_token_env} is not set or empty")
         authorize = bearer_token_authorizer(token)
+    keyring = None
+    if args.keyring:
+        try:
+            keyring = KeyRing.open(args.keyring)
+        except CasstoreError as exc:
+            raise ServeError(f"bad keyring: {exc}") from exc
     return create_app(
         args.store,
         codec=load_codec(args.codec) if args.codec else None,
@@ -117,6 +144,7 @@ def _build_app(args: argparse.Namespace) -> Any:
         payload_size_threshold=args.threshold,
         inline_max_bytes=args.inline_max_bytes,
         name=args.driver_name,
+        keyring=keyring,
     )
 
 

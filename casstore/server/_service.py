@@ -30,6 +30,7 @@ from casstore.errors import (
     CasstoreError,
     ClaimError,
     IntegrityError,
+    MissingKeyError,
     PayloadTooLargeError,
 )
 from casstore.server._namespaces import ClaimNamespace, check_namespace
@@ -281,6 +282,10 @@ def _driver_failure(
         return exc
     if isinstance(exc, ClaimError):
         return ProtocolError(400, label, key=key)
+    if isinstance(exc, MissingKeyError):
+        return ProtocolError(
+            500, f"{label}; start the server with the workers' keyring (--keyring)", key=key
+        )
     if isinstance(exc, PayloadTooLargeError):
         return ProtocolError(413, label, key=key)
     if _is_not_found(exc):

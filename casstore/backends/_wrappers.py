@@ -1,0 +1,125 @@
+"""Backends that wrap another backend: count requests, inject failures, add latency.
+
+For tests, benchmarks and diagnostics; none of them imports pytest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+
+from casstore.backends._base import Backend, ObjectStat
+from casstore.errors import BackendError
+
+
+class _WrappingBackend(Backend):
+    """Delegates every call to ``inner``; subclasses hook :meth:`_before`."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.conditional_writes = inner.conditional_writes
+
+    async def _before(self, kind: str, key: str) -> None:
+        """Run before each call of ``kind``; may raise to fail it."""
+
+    async def stat(self, key: str) -> ObjectStat | None:
+        await self._before("stat", key)
+        return await self.inner.stat(key)
+
+    async def put(self, key: str, data: bytes) -> bool:
+        await self._before("put", key)
+        return await self.inner.put(key, data)
+
+    async def get(self, key: str) -> bytes:
+        await self._before("get", key)
+        return await self.inner.get(key)
+
+    async def touch(self, key: str) -> None:
+        await self._before("touch", key)
+        await self.inner.touch(key)
+
+    async def delete(self, key: str) -> None:
+        await self._before("delete", key)
+        await self.inner.delete(key)
+
+    async def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
+        await self._before("scan", prefix)
+        async for item in self.inner.scan(prefix):
+            yield item
+
+    def describe(self) -> Mapping[str, str]:
+        return self.inner.describe()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class CountingBackend(_WrappingBackend):
+    """Counts the requests made to ``inner``, by kind, and the object bytes moved.
+
+    Args:
+        inner: The backend every call is passed on to (and closed with it).
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__(inner)
+        self.calls: Counter[str] = Counter()
+        """Calls started, by method name (``stat``, ``put``, ``get``, ...)."""
+        self.bytes_written = 0
+        """Object bytes passed to ``put``."""
+        self.bytes_read = 0
+        """Object bytes returned by ``get``."""
+
+    async def _before(self, kind: str, key: str) -> None:
+        self.calls[kind] += 1
+
+    async def put(self, key: str, data: bytes) -> bool:
+        self.bytes_written += len(data)
+        return await super().put(key, data)
+
+    async def get(self, key: str) -> bytes:
+        data = await super().get(key)
+        self.bytes_read += len(data)
+        return data
+
+
+class FailingBackend(_WrappingBackend):
+    """Raises ``error`` on calls of the kinds in ``fail_on``, ``times`` times (None: always).
+
+    Args:
+        inner: The backend calls that do not fail are passed on to.
+        fail_on: Method names to fail (``{"put", "get"}``, ...).
+        error: The exception to raise; default a :class:`~casstore.errors.BackendError`.
+        times: How many calls fail before the rest go through; None: all.
+    """
+
+    def __init__(
+        self,
+        inner: Backend,
+        *,
+        fail_on: set[str],
+        error: Exception | None = None,
+        times: int | None = None,
+    ) -> None:
+        super().__init__(inner)
+        self.fail_on = fail_on
+        self.error = error or BackendError("injected failure")
+        self.remaining = times
+
+    async def _before(self, kind: str, key: str) -> None:
+        if kind in self.fail_on and (self.remaining is None or self.remaining > 0):
+            if self.remaining is not None:
+                self.remaining -= 1
+            raise self.error
+
+
+class LatencyBackend(_WrappingBackend):
+    """Sleeps ``latency`` seconds before every call, like a remote store would."""
+
+    def __init__(self, inner: Backend, latency: float) -> None:
+        super().__init__(inner)
+        self.latency = latency
+
+    async def _before(self, kind: str, key: str) -> None:
+        await asyncio.sleep(self.latency)

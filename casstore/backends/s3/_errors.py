@@ -1,0 +1,133 @@
+"""botocore errors mapped to casstore's hierarchy, in one place.
+
+See the "Errors" table in docs/backends.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from casstore.errors import (
+    BackendError,
+    BackendPermissionError,
+    BackendUnavailableError,
+    ObjectNotFoundError,
+)
+
+_PERMISSIONS = {
+    "stat": "s3:GetObject (and s3:ListBucket, without which S3 answers 403 for missing objects)",
+    "put": "s3:PutObject",
+    "get": "s3:GetObject",
+    "touch": "s3:GetObject and s3:PutObject (the refresh copies the object onto itself)",
+    "delete": "s3:DeleteObject",
+    "scan": "s3:ListBucket",
+}
+NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
+_UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "RequestTimeout", "InternalError"}
+_WRONG_REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "301"}
+
+
+class ConditionalConflict(Exception):
+    """A concurrent conditional write of the same key was in progress (409)."""
+
+
+@contextlib.contextmanager
+def translate_errors(operation: str, bucket: str, where: Callable[[], str]) -> Iterator[None]:
+    """Map botocore errors raised inside to casstore's hierarchy.
+
+    Args:
+        operation: The backend call (``stat``, ``put``, ...), for the message
+            and the permission it needs.
+        bucket: The bucket, named when it does not exist.
+        where: Returns the ``" [bucket=…, key=…, region=…, endpoint=…]"``
+            suffix; called only when there is an error to describe.
+    """
+    try:
+        yield
+    except ClientError as exc:
+        _raise_client_error(operation, bucket, where(), exc)
+    except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError) as exc:
+        raise BackendPermissionError(
+            f"no usable AWS credentials for S3 {operation} ({exc}); they are looked up in "
+            "the environment, the shared config and credentials files (profile=) and "
+            f"container or instance roles{where()}"
+        ) from exc
+    except (ConnectionError, HTTPClientError) as exc:
+        raise BackendUnavailableError(
+            f"S3 {operation} could not reach the server: {exc}{where()}"
+        ) from exc
+    except BotoCoreError as exc:
+        raise BackendError(f"S3 {operation} failed: {exc}{where()}") from exc
+
+
+def _raise_client_error(operation: str, bucket: str, where: str, exc: ClientError) -> NoReturn:
+    code = error_code(exc)
+    response: Any = exc.response
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    message = response.get("Error", {}).get("Message") or ""
+    reason = f"{code} (HTTP {status}){': ' + message if message else ''}"
+    if code == "NoSuchBucket":
+        raise BackendUnavailableError(
+            f"S3 bucket {bucket!r} does not exist at this endpoint: {reason}{where}"
+        ) from exc
+    if code in NOT_FOUND_CODES or code == "NoSuchUpload":
+        raise ObjectNotFoundError(f"object not found in S3: {reason}{where}") from exc
+    if code == "InvalidObjectState":
+        raise BackendError(
+            f"S3 object is archived and cannot be read or copied: {reason}; keep casstore "
+            f"objects in an instant-access storage class{where}"
+        ) from exc
+    if status == 403:
+        raise BackendPermissionError(
+            f"S3 refused {operation}: {reason}; check the credentials and that they "
+            f"allow {_PERMISSIONS.get(operation, 's3:GetObject')} on the bucket{where}"
+        ) from exc
+    if code in _WRONG_REGION_CODES or status == 301:
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        actual = headers.get("x-amz-bucket-region") or response.get("Error", {}).get("Region")
+        hint = f"; the bucket is in region {actual}, set region={actual}" if actual else ""
+        raise BackendError(
+            f"S3 {operation} was sent to the wrong region: {reason}{hint}{where}"
+        ) from exc
+    if code == "NotImplemented" or status == 501:
+        raise BackendError(
+            f"the S3 server does not implement {operation}: {reason}; if it lacks "
+            f"conditional writes (If-None-Match), set conditional_writes=false{where}"
+        ) from exc
+    if code in _UNAVAILABLE_CODES or (isinstance(status, int) and status >= 500):
+        raise BackendUnavailableError(
+            f"S3 {operation} failed, the server is unavailable or throttling: {reason}{where}"
+        ) from exc
+    raise BackendError(f"S3 {operation} failed: {reason}{where}") from exc
+
+
+def error_code(exc: ClientError) -> str:
+    """Return the S3 error code of ``exc`` (``NoSuchKey``, ``412``, ...)."""
+    response: Any = exc.response
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def raise_unless_lost_race(exc: ClientError) -> None:
+    """Return if ``exc`` says another writer created the object first (412).
+
+    Raises:
+        ConditionalConflict: For 409, a concurrent conditional write in flight.
+        ClientError: ``exc`` itself, for anything else.
+    """
+    code = error_code(exc)
+    if code == "ConditionalRequestConflict":
+        raise ConditionalConflict from exc
+    if code != "PreconditionFailed":
+        raise exc
