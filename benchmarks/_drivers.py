@@ -32,6 +32,7 @@ from benchmarks._s3 import objects_at_rest as s3_objects_at_rest
 from benchmarks.doc_local import DocLocalDiskDriver
 from casstore import CasStorageDriver, KeyRing
 from casstore.backends import CountingBackend, LocalBackend
+from casstore.backends._wrappers import LatencyBackend
 
 BASELINE = "sdk-s3"
 DRIVERS: dict[str, str] = {
@@ -212,7 +213,11 @@ async def _s3_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
 
 @asynccontextmanager
 async def _obstore_rig(env: Environment, tag: str) -> AsyncIterator[Rig]:
-    """Build casstore on ObjectStoreBackend: obstore for the driver, aioboto3 only around it."""
+    """Build casstore on ObjectStoreBackend: obstore for the driver, aioboto3 only around it.
+
+    Requests are counted by backend call (``stat``, ``put``, ``get``), not by
+    S3 operation name as for the aioboto3 drivers: the same requests.
+    """
     if env.s3 is None:
         raise DriverUnavailableError("no S3 endpoint (start one or pass --s3-endpoint)")
     try:
@@ -235,12 +240,16 @@ async def _obstore_rig(env: Environment, tag: str) -> AsyncIterator[Rig]:
                 access_key_id=env.s3.access_key,
                 secret_access_key=env.s3.secret_key,
             )
-            metered = ObstoreMeter(backend, env.s3_latency_s)
+            # One backend call is one HTTP request (no multipart; no retries on
+            # loopback), so counting calls counts requests; the simulated latency
+            # is slept before each, as add_latency does for the aioboto3 drivers.
+            inner = LatencyBackend(backend, env.s3_latency_s) if env.s3_latency_s else backend
+            metered = CountingBackend(inner)
             driver = CasStorageDriver(metered)
             yield Rig(
                 OBSTORE,
                 driver,
-                metered.traffic,
+                BackendTraffic(metered),
                 HTTP,
                 lambda: s3_objects_at_rest(client, bucket),
                 lambda: {"driver_stats": driver.stats.as_dict()},
@@ -248,60 +257,6 @@ async def _obstore_rig(env: Environment, tag: str) -> AsyncIterator[Rig]:
             )
         finally:
             await delete_bucket(client, bucket)
-
-
-class ObstoreMeter(Backend):
-    """Counts ObjectStoreBackend's requests as the S3 operations they are, plus latency.
-
-    Each call of the backend is one HTTP request (no multipart, and retries are
-    not expected on loopback), so counting calls counts requests; bytes are the
-    object bodies, like the ``Content-Length`` the aioboto3 drivers count. The
-    simulated latency is slept before each request, as ``add_latency`` does.
-    """
-
-    def __init__(self, inner: Backend, latency_s: float) -> None:
-        self.inner = inner
-        self.exact_create = inner.exact_create
-        self.traffic = Traffic()
-        self._latency_s = latency_s
-
-    async def _request(self, operation: str) -> None:
-        self.traffic.requests[operation] += 1
-        if self._latency_s:
-            await asyncio.sleep(self._latency_s)
-
-    async def stat(self, key: str) -> ObjectStat | None:
-        await self._request("HeadObject")
-        return await self.inner.stat(key)
-
-    async def put(self, key: str, data: bytes) -> bool:
-        await self._request("PutObject")
-        self.traffic.bytes_sent += len(data)
-        return await self.inner.put(key, data)
-
-    async def get(self, key: str) -> bytes:
-        await self._request("GetObject")
-        data = await self.inner.get(key)
-        self.traffic.bytes_received += len(data)
-        return data
-
-    async def touch(self, key: str) -> None:
-        await self._request("CopyObject")
-        await self.inner.touch(key)
-
-    async def delete(self, key: str) -> None:
-        await self._request("DeleteObject")
-        await self.inner.delete(key)
-
-    def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
-        self.traffic.requests["ListObjectsV2"] += 1
-        return self.inner.scan(prefix)
-
-    def describe(self) -> dict[str, str]:
-        return dict(self.inner.describe())
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 class FloorDriver(StorageDriver):

@@ -153,7 +153,7 @@ async def test_unconditional_writes_against_a_conditional_server(moto_s3: S3Targ
         objstore_place("moto", moto_s3) as place,
         place.backend(conditional_writes=False) as backend,
     ):
-        assert backend.exact_create is False
+        assert backend.conditional_writes is False
         assert await backend.put(KEY, b"x") is True
         assert await backend.put(KEY, b"x") is True
 
@@ -325,7 +325,7 @@ def test_url_options_reach_the_store() -> None:
         access_key_id="AKIATEST",
         secret_access_key="SECRETTEST",
     )
-    assert (backend.prefix, backend.exact_create) == ("prod/eu", False)
+    assert (backend.prefix, backend.conditional_writes) == ("prod/eu", False)
     assert dict(backend.describe()) == {
         "backend": "objectstore-s3",
         "bucket": "payloads",
@@ -385,3 +385,39 @@ def test_bad_urls_are_configuration_errors(url: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message) as info:
         ObjectStoreBackend.from_url(url)
     assert "secret" not in str(info.value).split("[")[-1].replace("secret_access_key", "")
+
+
+def test_open_backend_picks_the_client_by_url_and_option() -> None:
+    from casstore import open_backend
+    from casstore.backends.s3 import S3Backend
+
+    keys = {"access_key_id": "AKIATEST", "secret_access_key": "SECRETTEST"}
+    assert isinstance(open_backend("s3://payloads/prod"), S3Backend)
+    assert isinstance(open_backend("s3://payloads/prod?client=aioboto3"), S3Backend)
+    assert isinstance(open_backend("s3://payloads/prod", client="aioboto3"), S3Backend)
+    via_query = open_backend("s3://payloads/prod?client=obstore", **keys)
+    via_keyword = open_backend("s3://payloads/prod", client="obstore", **keys)
+    for backend in (via_query, via_keyword):
+        assert isinstance(backend, ObjectStoreBackend)
+        assert backend.describe()["bucket"] == "payloads"
+    azure = open_backend("az://payloads/prod?account=acct", account_key="a2V5")
+    assert isinstance(azure, ObjectStoreBackend)
+    with pytest.raises(ConfigurationError, match="client must be aioboto3"):
+        open_backend("s3://payloads?client=boto2")
+
+
+async def test_open_backend_azure_url_round_trips_on_azurite(
+    azurite: AzuriteBlobServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Credentials from the environment, as worker processes get them.
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", azurite.key)
+    from casstore import open_backend
+
+    async with objstore_place("azurite", azurite) as place:
+        url = (
+            f"az://{place.container}/{place.prefix}?account={azurite.account}"
+            f"&endpoint={azurite.endpoint}&msi_endpoint={DEAD_ENDPOINT}"
+        )
+        async with open_backend(url) as backend:
+            assert await backend.put(KEY, b"via url") is True
+        assert await place.raw_get(KEY) == b"via url"

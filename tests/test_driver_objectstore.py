@@ -21,14 +21,13 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
 
 from casstore import CasStorageDriver
-from casstore.backends import Backend
+from casstore.backends import Backend, CountingBackend
 from casstore.errors import (
     BackendPermissionError,
     BackendUnavailableError,
     ClaimError,
     ObjectNotFoundError,
 )
-from casstore.testing import CountingBackend
 from tests.helpers import big_json, in_workflow, make_converter
 from tests.objectstore_fixtures import ObjStorePlace, objstore_place
 

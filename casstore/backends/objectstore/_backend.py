@@ -12,7 +12,7 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, PreconditionError
 from obstore.store import AzureStore, S3Store
 
-from casstore._keys import check_key
+from casstore.backends import check_key
 from casstore.backends._base import Backend, ObjectStat
 from casstore.backends.objectstore._errors import (
     NOT_FOUND,
@@ -72,7 +72,7 @@ class ObjectStoreBackend(Backend):
             leading and trailing slashes are ignored.
         conditional_writes: Create objects with ``If-None-Match: *`` (default).
             Set False for servers that ignore it (``rclone serve s3``) or reject
-            it, so that :attr:`exact_create` does not claim a precision they lack.
+            it, so that :attr:`conditional_writes` does not claim a precision they lack.
         touch: ``"copy"`` (default): refresh by a server-side copy onto itself;
             ``"rewrite"``: read the object and write the same bytes again, for
             servers that refuse such copies.
@@ -112,7 +112,7 @@ class ObjectStoreBackend(Backend):
         self._prefix = check_prefix(prefix)
         self._root = f"{self._prefix}/" if self._prefix else ""
         self._touch = touch
-        self.exact_create = bool(conditional_writes)
+        self.conditional_writes = bool(conditional_writes)
         # Refreshes and deletes go through a sibling store on S3 (see s3_aux_store).
         self._aux_store = s3_aux_store(store) if isinstance(store, S3Store) else store
         self._facts = describe_store(self._service, self._container, self._prefix, store.config)
@@ -308,7 +308,7 @@ class ObjectStoreBackend(Backend):
             False if the service reported that another writer created it first.
         """
         path = self.object_key(key)
-        mode: Literal["create", "overwrite"] = "create" if self.exact_create else "overwrite"
+        mode: Literal["create", "overwrite"] = "create" if self.conditional_writes else "overwrite"
         for attempt in range(_CONFLICT_ATTEMPTS):
             with self._translate("put", path):
                 try:

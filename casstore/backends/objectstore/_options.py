@@ -11,7 +11,6 @@ from urllib.parse import unquote, urlsplit
 
 from obstore.store import AzureStore, S3Store
 
-from casstore._keys import check_key
 from casstore._urlopts import (
     merge_options,
     option_choice,
@@ -20,6 +19,7 @@ from casstore._urlopts import (
     option_int,
     option_text,
 )
+from casstore.backends import check_key
 from casstore.errors import ConfigurationError
 
 if TYPE_CHECKING:
