@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean browser
+.PHONY: demo test lint bench bench-ops clean browser
 
 # The Web UI test drives Debian's chromium through Playwright (Playwright's own
 # browser download needs the internet). Idempotent; a failed install fails `make test`.
@@ -35,6 +35,9 @@ test: lint browser $(AZURITE)
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+bench-ops: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.ops $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

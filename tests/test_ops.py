@@ -77,6 +77,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield Store(s3_url(place), s3_backend, place.raw_put, place.raw_get)
 
 
+LOCAL_ONLY = pytest.mark.parametrize("store", ["local"], indirect=True)
+
+
 def json_payload(value: Any) -> Payload:
     return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(value).encode())
 
@@ -191,6 +194,7 @@ async def test_verify_finds_every_corruption(
     assert f"{len(damage)} bad" in text.out
 
 
+@LOCAL_ONLY  # nothing backend-specific beyond what the other tests cover
 async def test_verify_sample_checks_that_many(
     store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -291,6 +295,7 @@ async def test_cat_prints_the_payload_of_each_form_of_reference(
     assert json.loads(piped.out) == value
 
 
+@LOCAL_ONLY  # nothing backend-specific beyond what the other tests cover
 async def test_cat_prints_every_reference_in_a_history_and_base64_for_binary(
     store: Store, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -330,6 +335,7 @@ async def test_cat_prints_every_reference_in_a_history_and_base64_for_binary(
     assert "AP9ieXRlcw==" in text.out
 
 
+@LOCAL_ONLY  # nothing backend-specific beyond what the other tests cover
 async def test_cat_reports_a_missing_or_corrupt_object_and_prints_the_rest(
     store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -426,6 +432,7 @@ KEY = bytes(range(32))
 KEYRING_TEXT = "k1:" + base64.b64encode(KEY).decode()
 
 
+@LOCAL_ONLY  # nothing backend-specific beyond what the other tests cover
 async def test_encrypted_objects_are_checked_with_the_keyring_and_named_without_it(
     store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,6 +6,7 @@ import argparse
 import heapq
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -154,7 +155,7 @@ async def store_stats(
         elif name.activity_id is not None:
             stats.by_owner[(namespace, "activity", name.activity_id)].add(stored, logical)
 
-    async def listing() -> Any:
+    async def listing() -> AsyncIterator[tuple[str, int]]:
         async for key, size in backend.scan():
             if not is_casstore_key(key):
                 stats.other_keys.add(size)
