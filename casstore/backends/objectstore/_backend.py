@@ -71,7 +71,7 @@ class ObjectStoreBackend(Backend):
         prefix: Key prefix under which all objects live, e.g. ``"prod"``;
             leading and trailing slashes are ignored.
         conditional_writes: Create objects with ``If-None-Match: *`` (default).
-            Set False for servers that ignore it (``rclone serve s3``) or reject
+            Set False for servers that ignore it (some S3-compatible ones) or reject
             it, so that :attr:`conditional_writes` does not claim a precision they lack.
         touch: ``"copy"`` (default): refresh by a server-side copy onto itself;
             ``"rewrite"``: read the object and write the same bytes again, for

@@ -162,7 +162,7 @@ def s3_aux_store(store: S3Store) -> S3Store:
 
     A copy without overwrite replaces the metadata (see ``S3_REFRESH_COPY``),
     and a delete is one ``DeleteObject``: obstore's default, a bulk
-    ``DeleteObjects`` even for one key, fails on servers such as rclone where a
+    ``DeleteObjects`` even for one key, fails on servers that store keys as files, where a
     key can name a directory.
     """
     return S3Store(
