@@ -231,6 +231,8 @@ async def test_stats_counts_by_scope_namespace_and_workflow(
 ) -> None:
     stored = await populate(store.backend)
     sizes = {key: size async for key, size in store.backend.scan()}
+    await store.raw_put("_casstore/lifecycle.json", b"{}")  # gc's manifest
+    await store.raw_put("notes/readme", b"not ours")
     result = await cli(capsys, "stats", store.url, "--json", "--top", "2")
     assert result.code == 0, result
     stats = result.json()
@@ -251,6 +253,8 @@ async def test_stats_counts_by_scope_namespace_and_workflow(
     assert next((w["namespace"], w["id"]) for w in top) == ("default", "big")
     assert len(top) == 2
     assert "codecs" not in stats
+    assert stats["housekeeping"] == {"objects": 1, "stored_bytes": 2}
+    assert stats["other_keys"] == {"objects": 1, "stored_bytes": 8}
 
     text = await cli(capsys, "stats", store.url)
     assert text.code == 0
@@ -558,3 +562,53 @@ async def test_every_command_explains_itself(capsys: pytest.CaptureFixture[str])
         assert "Exit status" in help_text, command
         assert "--json" in help_text
         assert "--keyring" in help_text
+
+
+# Bounds and races, on the library calls behind the commands.
+
+
+class TrackedBackend(LocalBackend):
+    """A real local store that notes how many bytes are being read at once."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, fsync=False)
+        self.reading = 0
+        self.most_reading = 0
+        self.vanish: set[str] = set()
+
+    async def get(self, key: str) -> bytes:
+        if key in self.vanish:  # deleted between the listing and the read, as gc would
+            await self.delete(key)
+        size = self.path_for(key).stat().st_size if self.path_for(key).exists() else 0
+        self.reading += size
+        self.most_reading = max(self.most_reading, self.reading)
+        try:
+            await asyncio.sleep(0.01)
+            return await super().get(key)
+        finally:
+            self.reading -= size
+
+
+async def test_verify_holds_to_its_memory_budget_and_concurrency(tmp_path: Path) -> None:
+    backend = TrackedBackend(tmp_path)
+    driver = CasStorageDriver(backend, compression_level=None)  # raw: stored size = payload size
+    context = StorageDriverStoreContext(
+        target=StorageDriverWorkflowInfo(namespace="default", id="w", run_id=None, type=None)
+    )
+    await driver.store(context, [json_payload("x" * 100_000 + str(i)) for i in range(12)])
+    report = await verify_store(backend, concurrency=8, memory_budget=250_000)
+    assert report.good == 12
+    assert 100_000 < backend.most_reading <= 250_000
+
+
+async def test_an_object_deleted_during_verify_is_reported_as_vanished_not_bad(
+    tmp_path: Path,
+) -> None:
+    backend = TrackedBackend(tmp_path)
+    stored = await populate(backend)
+    gone = sorted(stored.objects)[:2]
+    backend.vanish.update(gone)
+    report = await verify_store(backend)
+    assert report.ok
+    assert sorted(report.vanished) == gone
+    assert report.good == len(stored.objects) - 2
