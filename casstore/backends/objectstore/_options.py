@@ -162,8 +162,8 @@ def s3_aux_store(store: S3Store) -> S3Store:
 
     A copy without overwrite replaces the metadata (see ``S3_REFRESH_COPY``),
     and a delete is one ``DeleteObject``: obstore's default, a bulk
-    ``DeleteObjects`` even for one key, fails on servers that store keys as files, where a
-    key can name a directory.
+    ``DeleteObjects`` even for one key, fails on servers that store keys as
+    files, where a key can name a directory.
     """
     return S3Store(
         config={**store.config, "copy_if_not_exists": S3_REFRESH_COPY, "disable_bulk_delete": True},
