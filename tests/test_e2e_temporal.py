@@ -109,7 +109,7 @@ async def connected(
 
 
 async def objects_in(backend: Backend) -> dict[str, int]:
-    return {key: size async for key, size in backend.scan()}
+    return {key: size async for key, size in backend.scan("v1/")}
 
 
 async def references(client: Client, workflow_ids: list[str]) -> list[HistoryReference]:
