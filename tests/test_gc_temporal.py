@@ -22,7 +22,15 @@ from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleIntervalSpec,
+    ScheduleSpec,
+    ScheduleState,
+)
+from temporalio.common import RawValue
 from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
 from temporalio.worker import Worker
 
@@ -51,6 +59,7 @@ from tests.test_gc_race import context, key_of, writer_for
 
 POLICY = LifecyclePolicy(refresh_after=timedelta(seconds=0.5), claim_delay=timedelta(seconds=0.5))
 GRACE = "2s"
+BOGUS_NAMESPACE = "gc-bogus"  # holds a history gc cannot judge
 GRACE_SECONDS = 2.0
 WAIT_SECONDS = 30.0
 
@@ -58,6 +67,8 @@ WAIT_SECONDS = 30.0
 @pytest.fixture(scope="module")
 def temporal() -> Iterator[TemporalDevServer]:
     fast_visibility = [
+        "--namespace",
+        BOGUS_NAMESPACE,
         "--dynamic-config-value",
         'history.transferProcessorUpdateAckInterval="1s"',
         "--dynamic-config-value",
@@ -290,7 +301,9 @@ def local_store_with_garbage(tmp_path_factory: pytest.TempPathFactory) -> str:
     async def fill() -> None:
         async with open_backend(url) as backend:
             await ensure_policy(backend, POLICY)
-            await writer_for(backend).store(context("gone"), [Payload(data=b"garbage")])
+            for namespace in ("default", BOGUS_NAMESPACE):
+                garbage = [Payload(data=b"garbage")]
+                await writer_for(backend).store(context("gone", namespace), garbage)
 
     asyncio.run(fill())
     time.sleep(GRACE_SECONDS + 0.2)
@@ -369,3 +382,58 @@ async def test_age_only_mode_collects_what_writers_stopped_refreshing(tmp_path: 
     assert json.loads(out)["to_trash"] == []
     assert [item["key"] for item in json.loads(out)["delete"]] == [trash_key(key_of(old))]
     assert await all_keys(url) == {key_of(reused), MANIFEST_KEY}
+
+
+async def test_a_reference_gc_cannot_read_stops_it_before_any_change(
+    temporal: TemporalDevServer, local_store_with_garbage: str
+) -> None:
+    # A history holding a casstore reference whose claim is not one: gc cannot
+    # tell what that history needs, so it must not delete anything.
+    client = await Client.connect(temporal.address, namespace=BOGUS_NAMESPACE)
+    reference = Payload(
+        metadata={
+            "encoding": b"json/protobuf",
+            "messageType": b"temporal.api.sdk.v1.ExternalStorageReference",
+        },
+        data=b'{"driverName":"casstore","claimData":{"c":"[1,\\"not a claim\\"]"}}',
+    )
+    handle = await client.start_workflow(
+        "Holds", RawValue(reference), id=unique("bogus"), task_queue=unique("no-worker")
+    )
+    url = local_store_with_garbage
+    before = await all_keys(url)
+    args = ["--namespace", BOGUS_NAMESPACE, "--address", temporal.address, "--grace", GRACE]
+    one_line_error(*await gc(url, *args, "--delete"), "not a claim this casstore can read")
+    assert await all_keys(url) == before
+    await handle.terminate()
+
+
+async def test_schedule_arguments_are_kept(temporal: TemporalDevServer, tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    await record_policy(url)
+    schedule_id = unique("schedule")
+    async with CasStorePlugin(url, payload_size_threshold=0) as plugin:
+        client = await Client.connect(temporal.address, plugins=[plugin])
+        handle = await client.create_schedule(
+            schedule_id,
+            Schedule(
+                action=ScheduleActionStartWorkflow(
+                    Finishes.run, unique("scheduled input"), id=unique("run"), task_queue="none"
+                ),
+                spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(days=1))]),
+                state=ScheduleState(paused=True),
+            ),
+        )
+    try:
+        stored = {key for key in await all_keys(url) if key.startswith("v1/")}
+        assert len(stored) == 1  # the action's argument, held only by the schedule
+        await asyncio.sleep(GRACE_SECONDS + 0.5)
+        args = ["--namespace", "default", "--address", temporal.address, "--grace", GRACE]
+        code, out, err = await gc(url, *args, "--delete", "--json")
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["marked"]["schedules"] >= 1
+        assert report["to_trash"] == []
+        assert stored <= await all_keys(url)
+    finally:
+        await handle.delete()
