@@ -31,8 +31,10 @@ from temporalio.converter import (
 
 from casstore import CasStorageDriver, KeyRing
 from casstore._claim import parse_claim_data
+from casstore._keys import location_for, object_key
 from casstore.backends import Backend, LocalBackend
 from casstore.ops import store_stats, verify_store
+from casstore.ops._layout import BadKeyError, parse_object_key
 from tests.cli_helpers import assert_one_line_error, cli, s3_url
 from tests.cli_helpers import aws_env as aws_env
 from tests.helpers import big_json, in_workflow, make_converter
@@ -612,3 +614,60 @@ async def test_an_object_deleted_during_verify_is_reported_as_vanished_not_bad(
     assert report.ok
     assert sorted(report.vanished) == gone
     assert report.good == len(stored.objects) - 2
+
+
+# Reading keys back for people, and references of other drivers.
+
+
+def test_object_keys_are_read_back_into_decoded_scopes() -> None:
+    digest = bytes(range(32))
+    long_id = "w" * 201
+    cases = [
+        (location_for(scope="workflow", namespace="prod ns", workflow_id="a/b ü"), "workflow"),
+        (location_for(scope="workflow", namespace="default", activity_id="_act"), "activity"),
+        (location_for(scope="namespace", namespace="default", workflow_id="x"), "namespace"),
+        (location_for(scope="workflow", namespace=None), "none"),
+        (location_for(scope="workflow", namespace="default", workflow_id=long_id), "workflow"),
+    ]
+    names = [parse_object_key(object_key(location, digest)) for location, _ in cases]
+    assert [n.scope for n in names] == [scope for _, scope in cases]
+    assert (names[0].namespace, names[0].workflow_id) == ("prod ns", "a/b ü")
+    assert names[1].activity_id == "_act"
+    assert names[3].namespace is None
+    assert names[4].workflow_id is not None
+    assert names[4].workflow_id.startswith("_h")  # hashed: shown as stored
+    assert all(n.digest == digest for n in names)
+    with pytest.raises(BadKeyError):
+        parse_object_key("v1/default/not-a-digest")
+
+
+async def test_cat_says_when_a_reference_belongs_to_another_driver(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backend = LocalBackend(tmp_path / "store", fsync=False)
+    [ours] = await references_for(CasStorageDriver(backend), ["ours"])
+    theirs = {"driverName": "aws-s3", "claimData": {"bucket": "b", "key": "k"}}
+    history = {
+        "events": [
+            {"eventId": "1", "input": json.loads(json_format.MessageToJson(ours))},
+            {"eventId": "2", "input": {"payloads": [reference_payload_json(theirs)]}},
+        ]
+    }
+    result = await cli(capsys, "cat", "--store", str(tmp_path / "store"), stdin=json.dumps(history))
+    assert result.code == 1
+    assert '"ours"' in result.out
+    assert "event 2" in result.err
+    assert "not a casstore reference (driver 'aws-s3')" in result.err
+
+
+def reference_payload_json(reference: dict[str, Any]) -> dict[str, Any]:
+    """A reference payload as ``temporal workflow show --output json`` prints it."""
+    return {
+        "metadata": {
+            "encoding": base64.b64encode(b"json/protobuf").decode(),
+            "messageType": base64.b64encode(
+                b"temporal.api.sdk.v1.ExternalStorageReference"
+            ).decode(),
+        },
+        "data": base64.b64encode(json.dumps(reference).encode()).decode(),
+    }
