@@ -321,3 +321,20 @@ async def test_hostile_v2_claims_are_claim_errors_before_any_request(
     with pytest.raises(ClaimError, match=message):
         await driver.retrieve(StorageDriverRetrieveContext(), [StorageDriverClaim({"c": raw})])
     assert backend.calls == {}
+
+
+@pytest.mark.parametrize("value", ["ok", {"rows": list(range(5_000))}], ids=["tiny", "large"])
+async def test_an_encrypted_reference_is_no_larger_than_a_plain_v1_one(value: object) -> None:
+    # Key ids are stored in every claim; up to 11 characters keep the encrypted
+    # reference within the plain one (a v2 claim has no quotes to escape).
+    workflow_id = "6cdfe788-696a-4785-9350-9ee70a2fb047"
+    ring = KeyRing.from_bytes(K1, key_id="x" * 11)
+    [plain] = await in_workflow(
+        make_converter(CasStorageDriver(MemoryBackend())), workflow_id
+    ).encode([value])
+    [encrypted] = await in_workflow(
+        make_converter(CasStorageDriver(MemoryBackend(), keyring=ring)), workflow_id
+    ).encode([value])
+    assert claim_of(plain).startswith("[1,")
+    assert claim_of(encrypted).startswith("2,")
+    assert encrypted.ByteSize() <= plain.ByteSize(), (encrypted.ByteSize(), plain.ByteSize())
