@@ -365,6 +365,55 @@ def test_url_options_reach_the_backend() -> None:
     assert (backend._multipart_threshold, backend._part_size) == (32 << 20, 6 << 20)
 
 
+def test_keyword_options_work_like_query_options_and_override_them() -> None:
+    backend = open_backend(
+        "s3://payloads/prod/eu?region=us-east-1&max_attempts=2&conditional_writes=true",
+        endpoint_url="http://127.0.0.1:9000",
+        region="eu-west-1",  # overrides the query
+        retry_mode="adaptive",
+        max_attempts=7,
+        read_timeout=5,
+        max_pool_connections="64",  # strings are parsed as in a query
+        multipart_threshold="32MiB",
+        multipart_part_size=6 << 20,
+        multipart_concurrency=2,
+        conditional_writes=False,
+        addressing_style="virtual",
+        profile=None,  # None: not given
+    )
+    assert isinstance(backend, S3Backend)
+    assert backend.conditional_writes is False
+    assert backend.describe()["region"] == "eu-west-1"
+    config: Any = backend._config
+    assert config.retries == {"mode": "adaptive", "total_max_attempts": 7}
+    assert (config.read_timeout, config.max_pool_connections) == (5.0, 64)
+    assert config.s3 == {"addressing_style": "virtual"}
+    assert (backend._multipart_threshold, backend._part_size) == (32 << 20, 6 << 20)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"endpoint": "http://x"}, "unknown option 'endpoint' for backend URL"),
+        ({"client": object()}, "unknown option 'client'"),
+        ({"max_attempts": 2.5}, "max_attempts must be a number, got 2.5"),
+        ({"max_attempts": True}, "max_attempts must be a number"),
+        ({"read_timeout": "soon"}, "read_timeout must be a number"),
+        ({"multipart_threshold": 1.5}, "must be a size in bytes"),
+        ({"conditional_writes": "maybe"}, "conditional_writes must be true or false"),
+        ({"conditional_writes": 1}, "conditional_writes must be true or false"),
+        ({"region": 5}, "region must be a string"),
+        ({"retry_mode": "legacy"}, "retry_mode must be one of standard, adaptive"),
+    ],
+)
+def test_bad_keyword_options_are_configuration_errors_naming_the_url(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message) as info:
+        open_backend("s3://payloads/prod", **options)
+    assert "[url=s3://payloads/prod]" in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [

@@ -1,0 +1,207 @@
+"""The backend contract's public pieces: check_key, conditional_writes, wrappers, the suite."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import casstore.testing
+from casstore import open_backend
+from casstore.backends import (
+    Backend,
+    CountingBackend,
+    LocalBackend,
+    MemoryBackend,
+    ObjectStat,
+    check_key,
+)
+from casstore.errors import ConfigurationError
+from casstore.testing import BackendTests
+
+KEY = "v1/default/order-42/" + "ab" * 32
+
+
+def test_check_key_is_public_and_rejects_what_escapes_a_root() -> None:
+    assert check_key(KEY) == KEY
+    for bad in ("../x", "v1/.hidden", "/abs", "v1//x", "v1/a b", ""):
+        with pytest.raises(ValueError, match="invalid object key"):
+            check_key(bad)
+
+
+async def test_counting_backend_counts_requests_and_bytes_by_kind() -> None:
+    backend = CountingBackend(MemoryBackend())
+    assert await backend.put(KEY, b"12345") is True
+    assert await backend.put(KEY, b"12345") is False
+    assert await backend.stat(KEY) is not None
+    assert await backend.get(KEY) == b"12345"
+    await backend.touch(KEY)
+    assert [k async for k, _ in backend.scan()] == [KEY]
+    await backend.delete(KEY)
+    assert backend.calls == {"put": 2, "stat": 1, "get": 1, "touch": 1, "scan": 1, "delete": 1}
+    assert (backend.bytes_written, backend.bytes_read) == (10, 5)
+    assert backend.describe() == {"backend": "memory"}
+    assert casstore.testing.CountingBackend is CountingBackend
+
+
+def test_counting_backend_needs_no_pytest() -> None:
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('pytest', '_pytest'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from casstore.backends import CountingBackend, MemoryBackend\n"
+        "print(CountingBackend(MemoryBackend()).conditional_writes)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+
+
+async def test_wrappers_pass_conditional_writes_through() -> None:
+    class LastWriterWins(MemoryBackend):
+        conditional_writes = False
+
+    assert CountingBackend(LastWriterWins()).conditional_writes is False
+    assert CountingBackend(MemoryBackend()).conditional_writes is True
+
+
+# exact_create: the old name of conditional_writes, still honoured.
+
+
+def test_exact_create_reads_and_writes_conditional_writes_with_a_warning() -> None:
+    backend = MemoryBackend()
+    with pytest.warns(DeprecationWarning, match="use Backend.conditional_writes"):
+        assert backend.exact_create is True
+    with pytest.warns(DeprecationWarning, match="exact_create is deprecated"):
+        backend.exact_create = False
+    assert backend.conditional_writes is False
+
+
+def test_a_backend_declaring_exact_create_gets_conditional_writes() -> None:
+    with pytest.warns(DeprecationWarning, match="exact_create is deprecated"):
+
+        class OldStyle(MemoryBackend):
+            exact_create = False
+
+    backend = OldStyle()
+    assert backend.conditional_writes is False
+    with pytest.warns(DeprecationWarning, match="exact_create is deprecated"):
+        assert backend.exact_create is False
+
+
+# The conformance suite has no silent fallback for its raw accessors.
+
+
+class _NoRawAccessors(BackendTests):
+    pass
+
+
+async def test_suite_without_raw_accessors_fails_saying_what_to_implement() -> None:
+    suite = _NoRawAccessors()
+    backend = MemoryBackend()
+    with pytest.raises(NotImplementedError, match="_NoRawAccessors must implement raw_get"):
+        await suite.test_put_then_get_round_trips(backend)
+    with pytest.raises(NotImplementedError, match="must implement raw_put"):
+        await suite.test_put_existing_returns_false_and_keeps_object(backend)
+
+
+# open_backend's keyword options (s3:// ones are in test_backend_s3.py).
+
+
+def test_keyword_options_open_local_backends_and_override_the_query(tmp_path: Path) -> None:
+    for backend in (
+        open_backend(str(tmp_path / "a"), fsync=False),
+        open_backend(f"file://{tmp_path}/b?fsync=true", fsync=False),
+        open_backend(f"file://{tmp_path}/c?fsync=true", fsync="no"),
+    ):
+        assert isinstance(backend, LocalBackend)
+        assert backend._fsync is False
+    kept = open_backend(f"file://{tmp_path}/d?fsync=false", fsync=None)
+    assert isinstance(kept, LocalBackend)
+    assert kept._fsync is False
+
+
+def test_memory_urls_take_no_keyword_options() -> None:
+    assert isinstance(open_backend("memory://", **{}), MemoryBackend)
+    with pytest.raises(ConfigurationError, match="unknown option 'fsync' for backend URL"):
+        open_backend("memory://shared", fsync=False)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"compress": True}, r"unknown option 'compress' for backend URL \(expected: fsync\)"),
+        ({"fsync": "maybe"}, "fsync must be true or false, got 'maybe'"),
+        ({"fsync": 0}, "fsync must be true or false, got 0"),
+    ],
+)
+def test_bad_keyword_options_name_the_option_and_the_url(
+    tmp_path: Path, options: dict[str, object], message: str
+) -> None:
+    url = f"file://{tmp_path}/x"
+    with pytest.raises(ConfigurationError, match=message) as info:
+        open_backend(url, **options)
+    assert f"[url={url}]" in str(info.value)
+
+
+def test_open_backend_does_not_import_the_s3_backend_until_asked() -> None:
+    code = (
+        "import sys, casstore\n"
+        "casstore.open_backend('memory://')\n"
+        "print(any(name.startswith('casstore.backends.s3') for name in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+# A minimal third-party backend only needs the six methods.
+
+
+class _Minimal(Backend):
+    def __init__(self) -> None:
+        self.inner = MemoryBackend()
+
+    async def stat(self, key: str) -> ObjectStat | None:
+        return await self.inner.stat(key)
+
+    async def put(self, key: str, data: bytes) -> bool:
+        return await self.inner.put(key, data)
+
+    async def get(self, key: str) -> bytes:
+        return await self.inner.get(key)
+
+    async def touch(self, key: str) -> None:
+        await self.inner.touch(key)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
+        async for item in self.inner.scan(prefix):
+            yield item
+
+
+async def test_defaults_of_a_minimal_backend() -> None:
+    async with _Minimal() as backend:
+        assert backend.conditional_writes is True
+        assert backend.describe() == {}
+        assert repr(backend) == "_Minimal()"
