@@ -338,3 +338,17 @@ async def test_an_encrypted_reference_is_no_larger_than_a_plain_v1_one(value: ob
     assert claim_of(plain).startswith("[1,")
     assert claim_of(encrypted).startswith("2,")
     assert encrypted.ByteSize() <= plain.ByteSize(), (encrypted.ByteSize(), plain.ByteSize())
+
+
+async def test_gc_marks_the_objects_encrypted_claims_point_at() -> None:
+    # gc deletes what no reference marks: a v2 claim must mark its encrypted object.
+    from casstore.ops._gc_mark import Marked, _collect
+
+    backend = MemoryBackend()
+    references = await in_workflow(make_converter(CasStorageDriver(backend, keyring=RING))).encode(
+        [secret_value(), "small"]
+    )
+    marked = Marked(started_at=0.0)
+    _collect(marked, references, "test")
+    assert marked.keys == set(await keys_in(backend))
+    assert marked.references == 2
