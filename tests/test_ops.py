@@ -180,6 +180,7 @@ async def test_verify_finds_every_corruption(
     # A key that breaks the key layout, and a file that is no casstore object at all.
     await rewrite("v1/default/order-1/abc", b"x", "not a valid casstore object key")
     await store.raw_put("notes/readme", b"not ours")
+    await store.raw_put("_casstore/lifecycle.json", b"{}")
 
     result = await cli(capsys, "verify", store.url, "--json", "--concurrency", "3")
     assert result.code == 1, result
@@ -190,6 +191,7 @@ async def test_verify_finds_every_corruption(
         assert reason in found[key], (key, found[key])
     assert report["good"] == len(stored.objects) - (len(damage) - 1)
     assert report["other_keys"] == ["notes/readme"]
+    assert report["housekeeping_keys"] == 1
 
     text = await cli(capsys, "verify", store.url)
     assert text.code == 1
