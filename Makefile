@@ -24,7 +24,13 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint browser
+# Azurite (the Azure Storage emulator the object-store tests run against), from npm.
+AZURITE := .node/node_modules/.bin/azurite-blob
+
+$(AZURITE):
+	npm install --prefix .node --no-audit --no-fund azurite@3
+
+test: lint browser $(AZURITE)
 	$(BIN)/pytest
 
 # Faults injected in front of real S3 servers, payloads lost, worst stall, peak memory

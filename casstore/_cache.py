@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import time
 import traceback
 from collections import OrderedDict
@@ -139,15 +141,28 @@ class SingleFlight(Generic[K, V]):
 
 
 def _release_frames(exc: BaseException) -> None:
-    """Drop the locals of the finished frames an exception (and its causes) holds.
+    """Drop the locals of the finished frames a failed operation's exception holds.
 
     The shared operation failed and will not resume: its frames' locals (the
     payload buffers it read or decoded) are of no use to anyone, yet would
     live as long as the exception, which every caller shares and may keep.
+    Every frame of the exception's own traceback has finished (it propagated
+    out of them). Its causes were caught along the way, so of their frames
+    only plain functions are cleared: clearing a suspended coroutine's frame
+    would close that coroutine (on Python < 3.13).
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        traceback.clear_frames(current.__traceback__)
-        current = current.__cause__ or current.__context__
+    traceback.clear_frames(exc.__traceback__)
+    seen = {id(exc)}
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        tb = cause.__traceback__
+        while tb is not None:
+            if not tb.tb_frame.f_code.co_flags & _RESUMABLE:
+                with contextlib.suppress(RuntimeError):  # still executing
+                    tb.tb_frame.clear()
+            tb = tb.tb_next
+        cause = cause.__cause__ or cause.__context__
+
+
+_RESUMABLE = inspect.CO_COROUTINE | inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR

@@ -116,6 +116,21 @@ def location_for(
     return ns
 
 
+def location_for_target(target: object, scope: Scope) -> str:
+    """Return the location for a store context's target (``context.target``).
+
+    Args:
+        target: A ``StorageDriverWorkflowInfo``, a ``StorageDriverActivityInfo``
+            or ``None`` (no target).
+        scope: The driver's dedup scope.
+    """
+    if isinstance(target, StorageDriverWorkflowInfo):
+        return location_for(scope=scope, namespace=target.namespace, workflow_id=target.id)
+    if isinstance(target, StorageDriverActivityInfo):
+        return location_for(scope=scope, namespace=target.namespace, activity_id=target.id)
+    return NO_TARGET_LOCATION
+
+
 def validate_location(location: object) -> str:
     """Check that a location taken from a claim matches the grammar.
 

@@ -125,8 +125,16 @@ class LocalBackend(Backend):
         await asyncio.to_thread(self._delete, key, self._parts(key))
 
     async def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
+        for key, stat in await asyncio.to_thread(self._scan, prefix):
+            yield key, stat.size
+
+    async def scan_stat(self, prefix: str = "") -> AsyncIterator[tuple[str, ObjectStat]]:
         for item in await asyncio.to_thread(self._scan, prefix):
             yield item
+
+    async def move(self, src: str, dst: str) -> bool:
+        """Rename the file (atomic), then set its modification time to now."""
+        return await asyncio.to_thread(self._move, src, self._parts(src), self._parts(dst))
 
     def describe(self) -> Mapping[str, str]:
         return {"backend": "local", "root": str(self._root)}
@@ -189,8 +197,29 @@ class LocalBackend(Backend):
             # unlink removes a link itself, never what it points to.
             os.unlink(parts[-1], dir_fd=fd)
 
-    def _scan(self, prefix: str) -> list[tuple[str, int]]:
-        found: list[tuple[str, int]] = []
+    def _move(self, src: str, src_parts: list[str], dst_parts: list[str]) -> bool:
+        root = str(self._root)
+        with self._translate(src, src_parts):
+            try:
+                with (
+                    open_dir(root, src_parts[:-1]) as from_dir,
+                    open_dir(root, dst_parts[:-1], create=True, mode=self._dir_mode) as to_dir,
+                ):
+                    # rename moves a link itself, never what it points to.
+                    os.rename(src_parts[-1], dst_parts[-1], src_dir_fd=from_dir, dst_dir_fd=to_dir)
+                    # The move's time, not the object's: gc dates trash copies by it.
+                    os.utime(dst_parts[-1], dir_fd=to_dir, follow_symlinks=False)
+                    if self._fsync:
+                        fsync_dir(to_dir)
+                        fsync_dir(from_dir)
+                    return True
+            except FileNotFoundError:
+                if not self._root.is_dir():
+                    raise
+                return False
+
+    def _scan(self, prefix: str) -> list[tuple[str, ObjectStat]]:
+        found: list[tuple[str, ObjectStat]] = []
         with self._translate(prefix, []):
             # os.walk does not descend into linked directories; lstat skips linked files.
             for directory, dirnames, filenames in os.walk(self._root):
@@ -205,7 +234,9 @@ class LocalBackend(Backend):
                             contextlib.suppress(FileNotFoundError, NotRegularError),
                             open_dir(str(self._root), parts) as fd,
                         ):
-                            found.append((key, lstat_regular(fd, name).st_size))
+                            st = lstat_regular(fd, name)
+                            modified = datetime.fromtimestamp(st.st_mtime, UTC)
+                            found.append((key, ObjectStat(size=st.st_size, modified=modified)))
         return found
 
     @contextlib.contextmanager

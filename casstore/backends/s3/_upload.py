@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -27,8 +26,6 @@ if TYPE_CHECKING:
 
 CLEANUP_TIMEOUT = 5.0
 """Seconds a best-effort cleanup (aborting an upload) may take."""
-_CLOCK_SKEW = timedelta(seconds=5)
-"""Margin between our clock and the server's when matching uploads by start time."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +41,8 @@ class UploadTarget:
     """Returns a context that maps botocore errors to casstore's."""
     background: Callable[[Coroutine[Any, Any, None]], None]
     """Runs a best-effort cleanup without making the caller wait for it."""
+    live: set[str]
+    """Ids of the uploads this backend is running: never orphans."""
 
 
 async def put_single(target: UploadTarget, data: bytes) -> bool:
@@ -76,16 +75,16 @@ async def put_multipart(
         ConditionalConflict: For 409, a concurrent conditional write in flight.
     """
     client, bucket, s3_key = target.client, target.bucket, target.s3_key
-    since = datetime.now(UTC) - _CLOCK_SKEW
     try:
         with target.errors():
             upload = await client.create_multipart_upload(Bucket=bucket, Key=s3_key)
     except BaseException:
         # The server may have created an upload whose answer was lost (a reset,
-        # a timeout): nothing knows its id, so it is found by key and time.
-        target.background(_abort_orphans(target, since))
+        # a timeout): nothing knows its id, so it is found by its key.
+        target.background(_abort_orphans(target))
         raise
     upload_id = upload["UploadId"]
+    target.live.add(upload_id)
     try:
         parts = await _upload_parts(target, upload_id, data, part_size, concurrency)
         request: CompleteMultipartUploadRequestTypeDef = {
@@ -103,17 +102,25 @@ async def put_multipart(
                     return True
                 except ClientError as exc:
                     raise_unless_lost_race(exc)
-        except (BackendUnavailableError, ObjectNotFoundError):
+        except (BackendUnavailableError, ObjectNotFoundError) as exc:
             # The answer was lost (the upload may have completed), or a retried
             # Complete found the upload gone: whoever completed it, the object
             # is there if it has our size, and content-addressed bytes match.
             if await _holds(target, len(data)):
                 return True
-            raise
+            if isinstance(exc, BackendUnavailableError):
+                raise
+            raise BackendUnavailableError(
+                f"multipart upload {upload_id} vanished before it completed (aborted by a "
+                f"cleanup or a lifecycle rule); the object is not there [key={s3_key}]",
+                key=s3_key,
+            ) from exc
     except BaseException:
         # Not awaited: a caller past its deadline must not wait on a cleanup.
         target.background(_abort(target, upload_id))
         raise
+    finally:
+        target.live.discard(upload_id)
     # Lost the race: the upload was never completed, so free its parts.
     await _abort(target, upload_id)
     return False
@@ -127,12 +134,14 @@ async def _holds(target: UploadTarget, size: int) -> bool:
     return False
 
 
-async def _abort_orphans(target: UploadTarget, since: datetime) -> None:
-    """Abort uploads of the key started since ``since``: ones whose answer was lost.
+async def _abort_orphans(target: UploadTarget) -> None:
+    """Abort uploads of the key that no writer here is running: answers lost in transit.
 
-    A concurrent writer of the same key may lose its upload too; its Complete
-    then fails and it finds the object or retries. Needs
-    ``s3:ListBucketMultipartUploads``; the lifecycle rule is the backstop.
+    An upload some other process runs for the same key at that moment is
+    aborted too; its Complete then fails, it finds the object or retries (the
+    error is transient). Needs ``s3:ListBucketMultipartUploads``; the
+    lifecycle rule is the backstop. Start times are not compared: servers'
+    clocks (and some servers' answers) cannot be trusted for that.
     """
     with contextlib.suppress(Exception):
         async with asyncio.timeout(CLEANUP_TIMEOUT):
@@ -140,8 +149,9 @@ async def _abort_orphans(target: UploadTarget, since: datetime) -> None:
                 Bucket=target.bucket, Prefix=target.s3_key
             )
             for upload in listing.get("Uploads", []):
-                if upload.get("Key") == target.s3_key and upload.get("Initiated", since) >= since:
-                    await _abort(target, upload["UploadId"])
+                upload_id = upload["UploadId"]
+                if upload.get("Key") == target.s3_key and upload_id not in target.live:
+                    await _abort(target, upload_id)
 
 
 async def _upload_parts(
