@@ -238,6 +238,10 @@ async def test_s3_error_answers_map_to_casstore_errors(
                 await backend.put(KEY, b"data")
     assert type(info.value) is error
     assert f"bucket={s3.bucket}, key={s3.prefix}/{KEY}, region=us-east-1" in str(info.value)
+    assert isinstance(info.value, BackendError)
+    assert info.value.key == KEY  # the casstore key; the message names the S3 key
+    assert info.value.backend is not None
+    assert info.value.backend.startswith(f"S3Backend(backend=s3, bucket={s3.bucket}")
 
 
 async def test_unreachable_endpoint_is_unavailable_naming_it() -> None:
