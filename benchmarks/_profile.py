@@ -12,8 +12,10 @@ whole ``CasStorageDriver.store`` of fresh content on that backend, and
 ``floor`` is BLAKE3 + zstd alone on the same bytes: what no content-addressed,
 compressing driver can avoid. ``store+retrieve`` is a store of fresh content
 then its retrieval from the backend (no retrieval cache), plain and with a
-keyring (``enc``): what encryption at rest costs in CPU. The S3 request line is the CPU an aioboto3
-request costs this process, which is what dominates small payloads on S3.
+keyring (``enc``): what encryption at rest costs in CPU. The S3 request lines
+are the CPU one small request costs this process through aioboto3 and through
+obstore (Rust, on its own threads, counted too), which is what dominates small
+payloads on S3.
 """
 
 from __future__ import annotations
@@ -228,6 +230,37 @@ async def profile_s3_request(endpoint: S3Endpoint, requests: int) -> float:
             await delete_bucket(client, bucket)
 
 
+async def profile_obstore_request(endpoint: S3Endpoint, requests: int) -> float | None:
+    """CPU microseconds this process spends per small obstore request (HEAD), all threads."""
+    try:
+        import obstore
+        from obstore.store import S3Store
+    except ImportError:
+        return None
+    import aioboto3
+
+    async with aioboto3.Session().client("s3", **endpoint.client_kwargs()) as client:
+        bucket = bucket_name("profile-obstore")
+        await client.create_bucket(Bucket=bucket)
+        try:
+            await client.put_object(Bucket=bucket, Key="k", Body=b"x" * 100)
+            store = S3Store(
+                bucket,
+                endpoint=endpoint.endpoint_url,
+                region=endpoint.region,
+                access_key_id=endpoint.access_key,
+                secret_access_key=endpoint.secret_key,
+                client_options={"allow_http": True},
+            )
+            await obstore.head_async(store, "k")
+            started = time.process_time()  # every thread: obstore's own included
+            for _ in range(requests):
+                await obstore.head_async(store, "k")
+            return (time.process_time() - started) / requests * 1e6
+        finally:
+            await delete_bucket(client, bucket)
+
+
 def run_profile(
     sizes: tuple[int, ...], budget_s: float, endpoint: S3Endpoint | None, requests: int
 ) -> dict[str, Any]:
@@ -236,6 +269,11 @@ def run_profile(
     async def main() -> dict[str, Any]:
         rows = await profile_casstore(sizes, budget_s)
         s3_us = await profile_s3_request(endpoint, requests) if endpoint else None
-        return {"rows": [r.as_dict() for r in rows], "s3_request_cpu_us": s3_us}
+        obstore_us = await profile_obstore_request(endpoint, requests) if endpoint else None
+        return {
+            "rows": [r.as_dict() for r in rows],
+            "s3_request_cpu_us": s3_us,
+            "obstore_request_cpu_us": obstore_us,
+        }
 
     return asyncio.run(main())

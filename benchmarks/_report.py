@@ -114,6 +114,44 @@ def goal_lines(results: Sequence[Result]) -> list[str]:
     return lines
 
 
+def obstore_goal_lines(results: Sequence[Result]) -> list[str]:
+    """One line per goal of issue #13 (casstore-obstore), with the figures and a verdict."""
+    walls = {(r.scenario, r.driver): r.median.wall_s for r in results if r.median}
+    lines = []
+    for scenario in ("threshold0", "threshold0-cold"):
+        mine, theirs = (
+            walls.get((scenario, "casstore-obstore")),
+            walls.get((scenario, "casstore-s3")),
+        )
+        label = f"{scenario} wall time vs casstore-s3 (goal >= 2x faster)"
+        if mine and theirs:
+            ratio = theirs / mine
+            verdict = "met" if ratio >= 2 else "NOT met"
+            lines.append(f"- {label}: {theirs:.2f} s / {mine:.2f} s = {ratio:.2f}x: {verdict}")
+        else:
+            lines.append(f"- {label}: not measured in this run")
+    mine, floor = walls.get(("e2e", "casstore-obstore")), walls.get(("e2e", "floor"))
+    label = "e2e wall time vs floor (goal <= 1.2x)"
+    if mine and floor:
+        ratio = mine / floor
+        verdict = "met" if ratio <= 1.2 else "NOT met"
+        lines.append(f"- {label}: {mine:.2f} s / {floor:.2f} s = {ratio:.2f}x: {verdict}")
+    else:
+        lines.append(f"- {label}: not measured in this run")
+    slower = [
+        f"{scenario} ({wall:.2f} s vs {walls[(scenario, 'casstore-s3')]:.2f} s)"
+        for (scenario, driver), wall in walls.items()
+        if driver == "casstore-obstore"
+        and (scenario, "casstore-s3") in walls
+        and wall > walls[(scenario, "casstore-s3")]
+    ]
+    compared = sum(1 for (s, d) in walls if d == "casstore-obstore" and (s, "casstore-s3") in walls)
+    if compared:
+        verdict = f"NOT met: slower in {', '.join(slower)}" if slower else "met"
+        lines.append(f"- no scenario slower than casstore-s3 ({compared} compared): {verdict}")
+    return lines
+
+
 ENCRYPTION_WALL_LIMIT = 1.10
 """Goal: casstore-s3-enc's threshold 0 wall time at most 10% above casstore-s3's."""
 ENCRYPTION_CPU_LIMIT = 1.15
@@ -209,6 +247,8 @@ def markdown(
         *encryption_goal_lines(results, profile),
         "",
     ]
+    if any(r.driver == "casstore-obstore" for r in results):
+        out += ["### Goals (casstore-obstore)", "", *obstore_goal_lines(results), ""]
     if profile:
         out += profile_markdown(profile)
     return "\n".join(out)
@@ -235,6 +275,9 @@ def profile_markdown(profile: dict[str, Any]) -> list[str]:
     s3 = profile.get("s3_request_cpu_us")
     if s3:
         out += ["", f"One aioboto3 S3 request costs this process {s3:,.0f} us of CPU."]
+    obstore_us = profile.get("obstore_request_cpu_us")
+    if obstore_us:
+        out += [f"One obstore S3 request costs this process {obstore_us:,.0f} us of CPU."]
     return [*out, ""]
 
 
@@ -244,6 +287,7 @@ def write_json(path: Path, meta: dict[str, Any], results: Sequence[Result], prof
         "meta": meta,
         "results": [r.as_dict() for r in results],
         "goals": goal_lines(results) + encryption_goal_lines(results, profile),
+        "obstore_goals": obstore_goal_lines(results),
         "profile": profile,
     }
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")

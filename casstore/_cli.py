@@ -16,13 +16,21 @@ from typing import TextIO
 from casstore import __version__
 from casstore.demo import _command as demo_command
 from casstore.ops import _cat as cat_command
+from casstore.ops import _gc as gc_command
 from casstore.ops import _stats as stats_command
 from casstore.ops import _verify as verify_command
 from casstore.server import _command as serve_command
 
 _INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
 
-_COMMANDS = [demo_command, stats_command, verify_command, cat_command, serve_command]
+_COMMANDS = [
+    demo_command,
+    stats_command,
+    verify_command,
+    cat_command,
+    gc_command,
+    serve_command,
+]
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -12,11 +12,9 @@ from typing import Any, TypeVar
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     StorageDriver,
-    StorageDriverActivityInfo,
     StorageDriverClaim,
     StorageDriverRetrieveContext,
     StorageDriverStoreContext,
-    StorageDriverWorkflowInfo,
 )
 
 from casstore._aio import gather_cancel_on_error
@@ -25,7 +23,8 @@ from casstore._claim import claim_data_for, parse_claim_data
 from casstore._codec import HEADER_SIZE, Codec, encode_stored
 from casstore._crypto import Ciphers, ObjectCipher, cipher_for
 from casstore._keyring import KeyRing
-from casstore._keys import NO_TARGET_LOCATION, Scope, location_for, object_key
+from casstore._keys import Scope, location_for_target, object_key
+from casstore._lifecycle import DEFAULT_REFRESH_AFTER, Freshness, trash_key
 from casstore._metrics import DriverMetrics, MetricMeter, reported, timed
 from casstore._stats import DriverStats, error_kind
 from casstore._verify import content_digest, decode_and_verify, parse_payload
@@ -42,9 +41,10 @@ _T = TypeVar("_T")
 
 DRIVER_TYPE = "casstore"
 WRITE_FIRST_MAX_SIZE = 64 * 1024
-"""Payloads up to this size are written without an existence check first (unless
-``refresh_after`` is set, which needs the object's age), when the
-backend's create-if-absent reports existing objects (``Backend.conditional_writes``)."""
+"""Payloads up to this size are written without an existence check first, when the
+backend's create-if-absent reports existing objects (``Backend.conditional_writes``);
+the check (for the object's age) follows only when the write finds it there."""
+_STORE_ATTEMPTS = 3  # an object gc moves away while we look at it is written anew
 
 
 class CasStorageDriver(StorageDriver):
@@ -73,12 +73,16 @@ class CasStorageDriver(StorageDriver):
             remembered, so storing them again costs no request. 0 disables.
         retrieval_cache_bytes: Budget for verified payload bytes kept in memory
             so that repeated retrievals cost no request. 0 disables.
-        refresh_after: If set, an existing object older than this has its age
-            reset before it is vouched for, and the known-object cache vouches
-            for no object longer than this; pair it with age-based expiry in the
-            backend (see docs/backends.md).
+        refresh_after: An existing object older than this has its age reset
+            before it is vouched for, and the known-object cache vouches for no
+            object longer than this, which is what makes age-based expiry and
+            ``casstore gc`` safe (docs/operations.md). ``None`` never refreshes
+            (unless the store's lifecycle manifest is followed and has one).
         offload_threshold: Payloads at least this large are hashed, compressed
             and decompressed in a worker thread instead of on the event loop.
+        lifecycle_manifest: On the first store, read the store's lifecycle
+            manifest (or record this driver's policy) and use the shorter
+            ``refresh_after``; gc needs it. On for stores the plugin opens.
         keyring: Encrypt objects with its active key (keyed digests, so dedup
             still works within a key) and read objects sealed with any of its
             keys; see docs/encryption.md. ``None`` stores plain objects.
@@ -95,8 +99,9 @@ class CasStorageDriver(StorageDriver):
         max_concurrency: int = 32,
         known_objects_cache_size: int = 65_536,
         retrieval_cache_bytes: int = 128 * 1024 * 1024,
-        refresh_after: timedelta | None = None,
+        refresh_after: timedelta | None = DEFAULT_REFRESH_AFTER,
         offload_threshold: int = 64 * 1024,
+        lifecycle_manifest: bool = False,
         keyring: KeyRing | None = None,
     ) -> None:
         if not isinstance(backend, Backend):
@@ -133,7 +138,8 @@ class CasStorageDriver(StorageDriver):
         self._scope: Scope = scope
         self._compression_level = compression_level
         self._max_payload_size = max_payload_size
-        self._refresh_after = refresh_after.total_seconds() if refresh_after else None
+        self._fresh = Freshness(backend, refresh_after)
+        self._lifecycle_manifest = lifecycle_manifest
         self._offload_threshold = offload_threshold
         self._max_concurrency = max_concurrency
         self._semaphore: asyncio.Semaphore | None = None
@@ -183,25 +189,15 @@ class CasStorageDriver(StorageDriver):
             BackendError: The backend failed; the message names the payload's
                 position, the key and the backend.
         """
-        location = self._location(context)
+        location = location_for_target(context.target, self._scope)
+        if self._lifecycle_manifest:
+            await self._fresh.adopt()
         return await self._batch(
             [
                 self._labelled(self._store_one(location, payload), i, len(payloads), "store")
                 for i, payload in enumerate(payloads)
             ]
         )
-
-    def _location(self, context: StorageDriverStoreContext) -> str:
-        target = context.target
-        if isinstance(target, StorageDriverWorkflowInfo):
-            return location_for(
-                scope=self._scope, namespace=target.namespace, workflow_id=target.id
-            )
-        if isinstance(target, StorageDriverActivityInfo):
-            return location_for(
-                scope=self._scope, namespace=target.namespace, activity_id=target.id
-            )
-        return NO_TARGET_LOCATION
 
     async def _store_one(self, location: str, payload: Payload) -> StorageDriverClaim:
         # Serializing is one memory copy, and upb's ByteSize() serializes anyway
@@ -241,57 +237,57 @@ class CasStorageDriver(StorageDriver):
         # For small objects on a backend whose create-if-absent reports existence,
         # the write doubles as the existence check: one request instead of two.
         # Large objects are checked first, so a hit does not upload them again.
-        write_first = self._backend.conditional_writes and self._refresh_after is None
-        if not (write_first and len(data) <= WRITE_FIRST_MAX_SIZE):
-            found = await self._request("stat", key, lambda: self._backend.stat(key))
+        check_first = not (self._backend.conditional_writes and len(data) <= WRITE_FIRST_MAX_SIZE)
+        for _ in range(_STORE_ATTEMPTS):
+            found = await self._stat(key) if check_first else None
             if found is not None:
                 # A raw object is exactly header + payload; our zstd objects are smaller.
                 codec = Codec.RAW if found.size == HEADER_SIZE + len(data) else Codec.ZSTD
-                await self._found_existing(key, found, codec)
+                if not await self._found_existing(key, found, codec):
+                    continue  # gone while we refreshed it (gc moved it): write it anew
                 self._verified.put(digest, data)
                 return codec
 
-        codec, obj = await self._cpu(
-            len(data), encode_stored, data, self._compression_level, cipher, digest, key
-        )
-        written_at = time.time()
-        if await self._request("put", key, lambda: self._backend.put(key, obj)):
-            self.stats.objects_written += 1
-            self.stats.logical_bytes_written += len(data)
-            self.stats.bytes_written += len(obj)
-            self._known.add(key, codec, self._expiry(written_at))
+            codec, obj = await self._cpu(
+                len(data), encode_stored, data, self._compression_level, cipher, digest, key
+            )
+            written_at = time.time()
+            if await self._request("put", key, functools.partial(self._backend.put, key, obj)):
+                self.stats.objects_written += 1
+                self.stats.logical_bytes_written += len(data)
+                self.stats.bytes_written += len(obj)
+                self._known.add(key, codec, self._fresh.expiry(written_at))
+                # These bytes hash to the digest by construction: later reads need none.
+                self._verified.put(digest, data)
+                return codec
+            # It exists (another writer, or an earlier store): its age decides
+            # whether it needs a refresh before we vouch for it.
+            if self._fresh.seconds is None and await self._found_existing(key, None, codec):
+                self._verified.put(digest, data)
+                return codec
+            check_first = True
+        where = f"[key={key}{describe_suffix(self._backend)}]"
+        message = f"object vanished {_STORE_ATTEMPTS} times while being stored {where}"
+        raise BackendError(message, key=key, backend=describe_backend(self._backend))
+
+    async def _found_existing(self, key: str, found: ObjectStat | None, codec: Codec) -> bool:
+        """Count a backend dedup hit and remember the object; False if it vanished."""
+        if found is None:
+            expires_at: float | None = self._fresh.expiry(time.time())
         else:
-            # Another writer created it first (or before our write-first attempt).
-            found = None
-            if self._refresh_after is not None:
-                found = await self._request("stat", key, lambda: self._backend.stat(key))
-            await self._found_existing(key, found, codec)
-        # These bytes hash to the digest by construction: later retrievals need no read.
-        self._verified.put(digest, data)
-        return codec
-
-    async def _found_existing(self, key: str, found: ObjectStat | None, codec: Codec) -> None:
-        """Count a backend dedup hit and remember the object for as long as it is safe."""
+            expires_at = await self._fresh.keep_alive(found, functools.partial(self._touch, key))
+        if expires_at is None:
+            return False
         self.stats.dedup_backend_hits += 1
-        expires_at = (
-            self._expiry(time.time()) if found is None else await self._keep_alive(key, found)
-        )
         self._known.add(key, codec, expires_at)
+        return True
 
-    async def _keep_alive(self, key: str, found: ObjectStat) -> float:
-        """Refresh an object too old to vouch for; return until when it may be vouched for."""
-        if self._refresh_after is None:
-            return float("inf")
-        modified = found.modified.timestamp()
-        if time.time() - modified < self._refresh_after:
-            return modified + self._refresh_after
-        refreshed_at = time.time()
+    async def _stat(self, key: str) -> ObjectStat | None:
+        return await self._request("stat", key, lambda: self._backend.stat(key))
+
+    async def _touch(self, key: str) -> None:
         await self._request("touch", key, lambda: self._backend.touch(key))
         self.stats.objects_refreshed += 1
-        return self._expiry(refreshed_at)
-
-    def _expiry(self, fresh_at: float) -> float:
-        return float("inf") if self._refresh_after is None else fresh_at + self._refresh_after
 
     # Retrieve path.
 
@@ -340,14 +336,21 @@ class CasStorageDriver(StorageDriver):
     ) -> bytes:
         try:
             obj = await self._request("get", key, lambda: self._backend.get(key))
-        except ObjectNotFoundError:
+        except ObjectNotFoundError as missing:
             self._known.discard(key)
-            raise
+            obj = await self._from_trash(key, missing)
         self.stats.objects_read += 1
         self.stats.bytes_read += len(obj)
         data = await self._cpu(size, decode_and_verify, obj, size, digest, key, cipher)
         self._verified.put(digest, data)
         return data
+
+    async def _from_trash(self, key: str, missing: ObjectNotFoundError) -> bytes:
+        """Read the copy gc keeps in the trash (a claim handed out while gc decided)."""
+        try:
+            return await self._request("get", key, lambda: self._backend.get(trash_key(key)))
+        except ObjectNotFoundError:
+            raise missing from None
 
     # Plumbing.
 

@@ -29,6 +29,7 @@ import string
 from typing import Literal
 
 import blake3
+from temporalio.converter import StorageDriverActivityInfo, StorageDriverWorkflowInfo
 
 from casstore.errors import ClaimError
 
@@ -104,6 +105,21 @@ def location_for(
     if activity_id:
         return f"{ns}/{_ACTIVITY_MARKER}{escape_id(activity_id, kind=b'a')}"
     return ns
+
+
+def location_for_target(target: object, scope: Scope) -> str:
+    """Return the location for a store context's target (``context.target``).
+
+    Args:
+        target: A ``StorageDriverWorkflowInfo``, a ``StorageDriverActivityInfo``
+            or ``None`` (no target).
+        scope: The driver's dedup scope.
+    """
+    if isinstance(target, StorageDriverWorkflowInfo):
+        return location_for(scope=scope, namespace=target.namespace, workflow_id=target.id)
+    if isinstance(target, StorageDriverActivityInfo):
+        return location_for(scope=scope, namespace=target.namespace, activity_id=target.id)
+    return NO_TARGET_LOCATION
 
 
 def validate_location(location: object) -> str:

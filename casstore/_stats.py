@@ -113,6 +113,10 @@ _ERROR_KINDS: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
+ERROR_KINDS = (*(kind for _, kind in _ERROR_KINDS), "other")
+"""Every kind :func:`error_kind` returns."""
+
+
 def error_kind(exc: BaseException) -> str:
     """The kind :attr:`DriverStats.errors` counts an error under.
 

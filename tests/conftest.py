@@ -1,4 +1,7 @@
 """Session fixtures shared by the test modules (helpers live in tests/helpers.py)."""
 
+# Object-store targets (moto, rclone, Azurite): see tests/objectstore_fixtures.py.
+from tests.objectstore_fixtures import azurite, objstore, objstore_server  # noqa: F401
+
 # S3 targets and places (two local servers, or your own endpoint): see tests/s3_fixtures.py.
 from tests.s3_fixtures import env_s3, moto_s3, rclone_s3, s3, s3_target  # noqa: F401

@@ -40,6 +40,8 @@ ENV_BUCKET = "CASSTORE_TEST_S3_BUCKET"
 ENV_ENDPOINT = "CASSTORE_TEST_S3_ENDPOINT"
 ENV_REGION = "CASSTORE_TEST_S3_REGION"
 ENV_CONDITIONAL_WRITES = "CASSTORE_TEST_S3_CONDITIONAL_WRITES"
+RACED_DIRECTORY = "v1/default/order-42"
+"""Where tests write concurrently: the directory of the default test key."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class S3Target:
     """None: tests create a fresh bucket each."""
     conditional_writes: bool = True
     """Whether the server honours ``If-None-Match: *``."""
+    server: S3Server | None = field(default=None, compare=False, repr=False)
+    """The local server behind the target, if the session started one."""
 
     @classmethod
     def of_server(cls, name: str, server: S3Server, *, conditional_writes: bool) -> S3Target:
@@ -66,7 +70,23 @@ class S3Target:
             access_key=server.access_key,
             secret_key=server.secret_key,
             conditional_writes=conditional_writes,
+            server=server,
         )
+
+    def prepare_directories(self, bucket: str, prefixes: list[str]) -> None:
+        """Create the directories ``prefixes`` on rclone before anything writes into them.
+
+        rclone creates a key's missing parent directories before reading the
+        request body, and two requests racing to create one directory can fail
+        there, leaving a client that sent ``Expect: 100-continue`` (botocore)
+        waiting forever. Real S3 has no directories; on rclone, tests that
+        write concurrently get theirs made up front, the same for every client.
+        """
+        if not isinstance(self.server, RcloneS3Server):
+            return
+        for prefix in prefixes:
+            (self.server.root / bucket / prefix).mkdir(parents=True, exist_ok=True)
+        self.server.flush_dir_cache()
 
     @classmethod
     def from_env(cls) -> S3Target | None:
@@ -185,6 +205,7 @@ async def s3_place(target: S3Target) -> AsyncIterator[S3Place]:
         # Tests may write next to the backend's prefix too: clean up the parent.
         scratch = f"casstore-test/{secrets.token_hex(6)}/"
         place = S3Place(target=target, bucket=bucket, prefix=scratch + "store", raw=raw)
+        target.prepare_directories(bucket, [f"{place.prefix}/{RACED_DIRECTORY}"])
         try:
             yield place
         finally:

@@ -89,17 +89,23 @@ async def test_workflow_scope_keeps_workflows_apart_and_namespace_scope_shares()
 
 
 @pytest.mark.parametrize(
-    ("size", "requests"),
-    [(10_000, {"put": 1}), (200_000, {"stat": 1})],
-    ids=["small-write-first", "large-check-first"],
+    ("size", "options", "requests"),
+    [
+        # The refused write is the existence check; the object's age decides
+        # whether it needs a refresh (refresh_after, on by default).
+        (10_000, {}, {"put": 1, "stat": 1}),
+        (10_000, {"refresh_after": None}, {"put": 1}),
+        (200_000, {}, {"stat": 1}),
+    ],
+    ids=["small-write-first", "small-write-first-no-refresh", "large-check-first"],
 )
-async def test_a_second_process_finds_the_object_with_one_request(
-    tmp_path: Path, size: int, requests: dict[str, int]
+async def test_a_second_process_finds_the_object_without_uploading_it_again(
+    tmp_path: Path, size: int, options: dict[str, Any], requests: dict[str, int]
 ) -> None:
     value = big_json(size)
     await in_workflow(make_converter(CasStorageDriver(LocalBackend(tmp_path)))).encode([value])
     backend = counted(LocalBackend(tmp_path))
-    driver = CasStorageDriver(backend)
+    driver = CasStorageDriver(backend, **options)
     await in_workflow(make_converter(driver)).encode([value])
     assert backend.calls == requests
     assert driver.stats.dedup_backend_hits == 1
@@ -486,6 +492,7 @@ async def test_refresh_after_bounds_how_long_the_cache_vouches(monkeypatch: Any)
     clock = [time_module.time()]
     monkeypatch.setattr("casstore._cache.time.time", lambda: clock[0])
     monkeypatch.setattr("casstore._driver.time.time", lambda: clock[0])
+    monkeypatch.setattr("casstore._lifecycle.time.time", lambda: clock[0])
     backend = counted()
     converter = in_workflow(
         make_converter(CasStorageDriver(backend, refresh_after=timedelta(days=7)))
@@ -493,10 +500,11 @@ async def test_refresh_after_bounds_how_long_the_cache_vouches(monkeypatch: Any)
     await converter.encode(["value"])
     clock[0] += 6 * 86400
     await converter.encode(["value"])
-    assert backend.calls == {"stat": 1, "put": 1}
+    assert backend.calls == {"put": 1}
     clock[0] += 2 * 86400  # eight days after the write: the cache no longer vouches
     await converter.encode(["value"])
-    assert backend.calls == {"stat": 2, "put": 1, "touch": 1}
+    # The write finds the object, the check finds it older than refresh_after.
+    assert backend.calls == {"put": 2, "stat": 1, "touch": 1}
 
 
 async def test_large_payload_cpu_work_runs_off_the_event_loop() -> None:

@@ -46,8 +46,9 @@ from casstore.history import (
     workflow_task_failures,
 )
 from casstore.plugin import CasStorePlugin
-from testrig import TemporalDevServer
+from testrig import AzuriteBlobServer, TemporalDevServer
 from tests.e2e_workflows import ActivityElsewhere, ManySmall, WaitsForSignal, describe, echo
+from tests.objectstore_fixtures import DEAD_ENDPOINT, objstore_place
 from tests.s3_fixtures import S3Place, S3Target
 from tests.s3_fixtures import s3_place as open_s3_place
 
@@ -81,11 +82,31 @@ async def s3_place(rclone_s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> Asyn
         yield place
 
 
+@pytest.fixture
+async def azure_url(
+    azurite: AzuriteBlobServer, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[str]:
+    """A fresh container on Azurite, as an ``az://`` URL (ObjectStoreBackend, obstore).
+
+    The account key goes in the environment, which worker subprocesses
+    inherit; managed identity points at a dead port, so nothing else is tried.
+    """
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", azurite.key)
+    async with objstore_place("azurite", azurite) as place:
+        yield (
+            f"az://{place.container}/{place.prefix}?account={azurite.account}"
+            f"&endpoint={azurite.endpoint}&msi_endpoint={DEAD_ENDPOINT}"
+        )
+
+
 @pytest.fixture(params=["local", "s3"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty store for one test, as a URL every process can open."""
     if request.param == "local":
         return str(tmp_path / "store")
+    if request.param == "azure":
+        url: str = request.getfixturevalue("azure_url")
+        return url
     place: S3Place = request.getfixturevalue("s3_place")
     target = place.target
     return (
@@ -109,7 +130,7 @@ async def connected(
 
 
 async def objects_in(backend: Backend) -> dict[str, int]:
-    return {key: size async for key, size in backend.scan()}
+    return {key: size async for key, size in backend.scan("v1/")}
 
 
 async def references(client: Client, workflow_ids: list[str]) -> list[HistoryReference]:
@@ -150,6 +171,7 @@ def waiting_after_first_activity(history: WorkflowHistory) -> bool:
 # Dedup and references.
 
 
+@pytest.mark.parametrize("store_url", ["local", "s3", "azure"], indirect=True)
 @pytest.mark.parametrize("width", [1, 6])
 async def test_fan_out_writes_each_distinct_payload_once_and_a_rerun_writes_nothing(
     temporal: TemporalDevServer, store_url: str, width: int

@@ -31,8 +31,10 @@ from temporalio.converter import (
 
 from casstore import CasStorageDriver, KeyRing
 from casstore._claim import parse_claim_data
+from casstore._keys import location_for, object_key
 from casstore.backends import Backend, LocalBackend
 from casstore.ops import store_stats, verify_store
+from casstore.ops._layout import BadKeyError, parse_object_key
 from tests.cli_helpers import assert_one_line_error, cli, s3_url
 from tests.cli_helpers import aws_env as aws_env
 from tests.helpers import big_json, in_workflow, make_converter
@@ -75,6 +77,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     target: S3Target = request.getfixturevalue("aws_env")
     async with s3_place(target) as place, place.backend() as s3_backend:
         yield Store(s3_url(place), s3_backend, place.raw_put, place.raw_get)
+
+
+LOCAL_ONLY = pytest.mark.parametrize("store", ["local"], indirect=True)
 
 
 def json_payload(value: Any) -> Payload:
@@ -191,6 +196,7 @@ async def test_verify_finds_every_corruption(
     assert f"{len(damage)} bad" in text.out
 
 
+@LOCAL_ONLY  # nothing backend-specific beyond what the other tests cover
 async def test_verify_sample_checks_that_many(
     store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -227,6 +233,8 @@ async def test_stats_counts_by_scope_namespace_and_workflow(
 ) -> None:
     stored = await populate(store.backend)
     sizes = {key: size async for key, size in store.backend.scan()}
+    await store.raw_put("_casstore/lifecycle.json", b"{}")  # gc's manifest
+    await store.raw_put("notes/readme", b"not ours")
     result = await cli(capsys, "stats", store.url, "--json", "--top", "2")
     assert result.code == 0, result
     stats = result.json()
@@ -247,6 +255,8 @@ async def test_stats_counts_by_scope_namespace_and_workflow(
     assert next((w["namespace"], w["id"]) for w in top) == ("default", "big")
     assert len(top) == 2
     assert "codecs" not in stats
+    assert stats["housekeeping"] == {"objects": 1, "stored_bytes": 2}
+    assert stats["other_keys"] == {"objects": 1, "stored_bytes": 8}
 
     text = await cli(capsys, "stats", store.url)
     assert text.code == 0
@@ -291,6 +301,7 @@ async def test_cat_prints_the_payload_of_each_form_of_reference(
     assert json.loads(piped.out) == value
 
 
+@LOCAL_ONLY  # nothing backend-specific beyond what the other tests cover
 async def test_cat_prints_every_reference_in_a_history_and_base64_for_binary(
     store: Store, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -330,6 +341,7 @@ async def test_cat_prints_every_reference_in_a_history_and_base64_for_binary(
     assert "AP9ieXRlcw==" in text.out
 
 
+@LOCAL_ONLY  # nothing backend-specific beyond what the other tests cover
 async def test_cat_reports_a_missing_or_corrupt_object_and_prints_the_rest(
     store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -426,6 +438,7 @@ KEY = bytes(range(32))
 KEYRING_TEXT = "k1:" + base64.b64encode(KEY).decode()
 
 
+@LOCAL_ONLY  # nothing backend-specific beyond what the other tests cover
 async def test_encrypted_objects_are_checked_with_the_keyring_and_named_without_it(
     store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -551,3 +564,110 @@ async def test_every_command_explains_itself(capsys: pytest.CaptureFixture[str])
         assert "Exit status" in help_text, command
         assert "--json" in help_text
         assert "--keyring" in help_text
+
+
+# Bounds and races, on the library calls behind the commands.
+
+
+class TrackedBackend(LocalBackend):
+    """A real local store that notes how many bytes are being read at once."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, fsync=False)
+        self.reading = 0
+        self.most_reading = 0
+        self.vanish: set[str] = set()
+
+    async def get(self, key: str) -> bytes:
+        if key in self.vanish:  # deleted between the listing and the read, as gc would
+            await self.delete(key)
+        size = self.path_for(key).stat().st_size if self.path_for(key).exists() else 0
+        self.reading += size
+        self.most_reading = max(self.most_reading, self.reading)
+        try:
+            await asyncio.sleep(0.01)
+            return await super().get(key)
+        finally:
+            self.reading -= size
+
+
+async def test_verify_holds_to_its_memory_budget_and_concurrency(tmp_path: Path) -> None:
+    backend = TrackedBackend(tmp_path)
+    driver = CasStorageDriver(backend, compression_level=None)  # raw: stored size = payload size
+    context = StorageDriverStoreContext(
+        target=StorageDriverWorkflowInfo(namespace="default", id="w", run_id=None, type=None)
+    )
+    await driver.store(context, [json_payload("x" * 100_000 + str(i)) for i in range(12)])
+    report = await verify_store(backend, concurrency=8, memory_budget=250_000)
+    assert report.good == 12
+    assert 100_000 < backend.most_reading <= 250_000
+
+
+async def test_an_object_deleted_during_verify_is_reported_as_vanished_not_bad(
+    tmp_path: Path,
+) -> None:
+    backend = TrackedBackend(tmp_path)
+    stored = await populate(backend)
+    gone = sorted(stored.objects)[:2]
+    backend.vanish.update(gone)
+    report = await verify_store(backend)
+    assert report.ok
+    assert sorted(report.vanished) == gone
+    assert report.good == len(stored.objects) - 2
+
+
+# Reading keys back for people, and references of other drivers.
+
+
+def test_object_keys_are_read_back_into_decoded_scopes() -> None:
+    digest = bytes(range(32))
+    long_id = "w" * 201
+    cases = [
+        (location_for(scope="workflow", namespace="prod ns", workflow_id="a/b ü"), "workflow"),
+        (location_for(scope="workflow", namespace="default", activity_id="_act"), "activity"),
+        (location_for(scope="namespace", namespace="default", workflow_id="x"), "namespace"),
+        (location_for(scope="workflow", namespace=None), "none"),
+        (location_for(scope="workflow", namespace="default", workflow_id=long_id), "workflow"),
+    ]
+    names = [parse_object_key(object_key(location, digest)) for location, _ in cases]
+    assert [n.scope for n in names] == [scope for _, scope in cases]
+    assert (names[0].namespace, names[0].workflow_id) == ("prod ns", "a/b ü")
+    assert names[1].activity_id == "_act"
+    assert names[3].namespace is None
+    assert names[4].workflow_id is not None
+    assert names[4].workflow_id.startswith("_h")  # hashed: shown as stored
+    assert all(n.digest == digest for n in names)
+    with pytest.raises(BadKeyError):
+        parse_object_key("v1/default/not-a-digest")
+
+
+async def test_cat_says_when_a_reference_belongs_to_another_driver(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backend = LocalBackend(tmp_path / "store", fsync=False)
+    [ours] = await references_for(CasStorageDriver(backend), ["ours"])
+    theirs = {"driverName": "aws-s3", "claimData": {"bucket": "b", "key": "k"}}
+    history = {
+        "events": [
+            {"eventId": "1", "input": json.loads(json_format.MessageToJson(ours))},
+            {"eventId": "2", "input": {"payloads": [reference_payload_json(theirs)]}},
+        ]
+    }
+    result = await cli(capsys, "cat", "--store", str(tmp_path / "store"), stdin=json.dumps(history))
+    assert result.code == 1
+    assert '"ours"' in result.out
+    assert "event 2" in result.err
+    assert "not a casstore reference (driver 'aws-s3')" in result.err
+
+
+def reference_payload_json(reference: dict[str, Any]) -> dict[str, Any]:
+    """A reference payload as ``temporal workflow show --output json`` prints it."""
+    return {
+        "metadata": {
+            "encoding": base64.b64encode(b"json/protobuf").decode(),
+            "messageType": base64.b64encode(
+                b"temporal.api.sdk.v1.ExternalStorageReference"
+            ).decode(),
+        },
+        "data": base64.b64encode(json.dumps(reference).encode()).decode(),
+    }

@@ -83,11 +83,13 @@ def test_a_port_in_use_is_reported(capsys: pytest.CaptureFixture[str], tmp_path:
 
 
 def test_without_the_server_extra_the_install_hint_is_given(tmp_path: Path) -> None:
-    # Hide starlette as a machine without the extra would: imports of it fail.
+    # The CLI and the library import no web stack; then hide starlette as a
+    # machine without the extra would (imports of it fail) and ask for the server.
     script = (
-        "import sys; sys.modules['starlette'] = None\n"
-        "from casstore._cli import main\n"
-        f"code = main(['serve', '--store', {str(tmp_path)!r}])\n"
+        "import sys, casstore, casstore._cli\n"
+        "print(sorted({'starlette', 'uvicorn'} & set(sys.modules)))\n"
+        "sys.modules['starlette'] = None\n"
+        f"code = casstore._cli.main(['serve', '--store', {str(tmp_path)!r}])\n"
         "import casstore.server\n"
         "try:\n"
         "    casstore.server.create_app\n"
@@ -100,8 +102,10 @@ def test_without_the_server_extra_the_install_hint_is_given(tmp_path: Path) -> N
     )
     assert done.returncode == 2, done.stderr
     assert "pip install 'casstore[server]'" in done.stderr
-    assert done.stdout.startswith("ConfigurationError ")
-    assert "pip install 'casstore[server]'" in done.stdout
+    imported, hint = done.stdout.splitlines()
+    assert imported == "[]"
+    assert hint.startswith("ConfigurationError ")
+    assert "pip install 'casstore[server]'" in hint
 
 
 def test_a_real_server_with_a_token_a_keyring_and_a_codec(tmp_path: Path) -> None:
@@ -161,17 +165,6 @@ def test_the_server_package_exports_its_public_names_only() -> None:
         casstore.server.nope  # noqa: B018
 
 
-def test_the_cli_and_the_library_do_not_import_the_web_stack() -> None:
-    probe = (
-        "import sys, casstore, casstore._cli\n"
-        "print(sorted({'starlette', 'uvicorn'} & set(sys.modules)))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True
-    )
-    assert done.stdout.strip() == "[]"
-
-
 def test_the_server_extra_is_declared() -> None:
     from importlib.metadata import metadata
 
@@ -191,3 +184,26 @@ def test_cors_origins_are_given_in_one_or_several_flags() -> None:
     assert args.cors_origin == ["http://a:1", "http://b:2", "*"]
     assert args.port == 8081
     assert args.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("host", "authenticated", "warned"),
+    [
+        ("127.0.0.1", False, False),
+        ("::1", False, False),
+        ("localhost", False, False),
+        ("0.0.0.0", False, True),
+        ("192.0.2.10", False, True),
+        ("codec.internal", False, True),
+        ("0.0.0.0", True, False),
+    ],
+)
+def test_serving_beyond_loopback_without_a_token_is_warned_about(
+    host: str, authenticated: bool, warned: bool
+) -> None:
+    from casstore.server._command import exposure_warning
+
+    warning = exposure_warning(host, authenticated=authenticated)
+    assert (warning is not None) == warned
+    if warning:
+        assert f"listening on {host} without --auth-token-env" in warning

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
+
+from casstore.errors import ObjectNotFoundError
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Backend(ABC):
     * **Who calls what.** The driver uses :meth:`stat`, :meth:`put`,
       :meth:`get` and :meth:`touch`; only tooling (garbage collection,
       inspection) uses :meth:`delete` and :meth:`scan`. All six are required.
+      Garbage collection also uses :meth:`scan_stat`, :meth:`delete_many`,
+      :meth:`move` and :meth:`move_many`, which have defaults built on the six.
     * **Keys.** ``/``-separated segments of ``[A-Za-z0-9._%-]``, none empty or
       starting with a dot, at most 1,024 bytes. Every method passes each key
       through :func:`casstore.backends.check_key` before any I/O, which raises
@@ -132,6 +136,51 @@ class Backend(ABC):
         whose names are not valid keys (put there by something else) are
         skipped, never yielded.
         """
+
+    # Optional capabilities, used by garbage collection (casstore gc). The
+    # defaults are built on the six methods above; backends override them
+    # where the store does better (listings with ages, batched deletes,
+    # atomic renames).
+
+    async def scan_stat(self, prefix: str = "") -> AsyncIterator[tuple[str, ObjectStat]]:
+        """Yield ``(key, stat)`` for every object whose key starts with ``prefix``.
+
+        The default stats each key :meth:`scan` yields (skipping objects deleted
+        in between); backends whose listings carry modification times override it.
+        """
+        async for key, _ in self.scan(prefix):
+            found = await self.stat(key)
+            if found is not None:
+                yield key, found
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete objects (missing ones are not an error); default: one :meth:`delete` each."""
+        for key in keys:
+            await self.delete(key)
+
+    async def move(self, src: str, dst: str) -> bool:
+        """Move an object to another key and set its modification time to now.
+
+        ``dst`` may exist only with the same bytes (content-addressed keys); it is
+        replaced. The copy exists before the source is removed, so a failure
+        midway leaves the object at ``src``, ``dst`` or both, never at neither.
+        The default reads, writes (or refreshes ``dst``), then deletes.
+
+        Returns:
+            False (and nothing changed) if ``src`` does not exist.
+        """
+        try:
+            data = await self.get(src)
+        except ObjectNotFoundError:
+            return False
+        if not await self.put(dst, data):
+            await self.touch(dst)
+        await self.delete(src)
+        return True
+
+    async def move_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """:meth:`move` each ``(src, dst)``; S3 copies them all, then deletes in batches."""
+        return [await self.move(src, dst) for src, dst in pairs]
 
     def describe(self) -> Mapping[str, str]:
         """Return facts for error messages and summaries (e.g. backend, root, bucket).

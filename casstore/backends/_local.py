@@ -76,8 +76,16 @@ class LocalBackend(Backend):
         await asyncio.to_thread(self._delete, key, self.path_for(key))
 
     async def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
+        for key, stat in await asyncio.to_thread(self._scan, prefix):
+            yield key, stat.size
+
+    async def scan_stat(self, prefix: str = "") -> AsyncIterator[tuple[str, ObjectStat]]:
         for item in await asyncio.to_thread(self._scan, prefix):
             yield item
+
+    async def move(self, src: str, dst: str) -> bool:
+        """Rename the file (atomic), then set its modification time to now."""
+        return await asyncio.to_thread(self._move, src, self.path_for(src), self.path_for(dst))
 
     def describe(self) -> Mapping[str, str]:
         return {"backend": "local", "root": str(self._root)}
@@ -142,8 +150,24 @@ class LocalBackend(Backend):
         with self._translate(key, path), contextlib.suppress(FileNotFoundError):
             path.unlink()
 
-    def _scan(self, prefix: str) -> list[tuple[str, int]]:
-        found: list[tuple[str, int]] = []
+    def _move(self, src: str, src_path: Path, dst_path: Path) -> bool:
+        with self._translate(src, src_path):
+            dst_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(src_path, dst_path)
+            except FileNotFoundError:
+                if not self._root.is_dir():
+                    raise
+                return False
+            # The move's time, not the object's: gc dates trash copies by it.
+            os.utime(dst_path)
+            if self._fsync:
+                _fsync_directory(dst_path.parent)
+                _fsync_directory(src_path.parent)
+            return True
+
+    def _scan(self, prefix: str) -> list[tuple[str, ObjectStat]]:
+        found: list[tuple[str, ObjectStat]] = []
         with self._translate(prefix, self._root, of_object=False):
             for directory, dirnames, filenames in os.walk(self._root):
                 dirnames.sort()
@@ -154,7 +178,9 @@ class LocalBackend(Backend):
                     key = "/".join((*parts[:-1], name))
                     if key.startswith(prefix):
                         with contextlib.suppress(FileNotFoundError):
-                            found.append((key, os.stat(os.path.join(directory, name)).st_size))
+                            st = os.stat(os.path.join(directory, name))
+                            modified = datetime.fromtimestamp(st.st_mtime, UTC)
+                            found.append((key, ObjectStat(size=st.st_size, modified=modified)))
         return found
 
     @contextlib.contextmanager

@@ -52,5 +52,18 @@ class MemoryBackend(Backend):
             if key.startswith(prefix):
                 yield key, len(data)
 
+    async def scan_stat(self, prefix: str = "") -> AsyncIterator[tuple[str, ObjectStat]]:
+        for key, (data, modified) in sorted(self._objects.items()):
+            if key.startswith(prefix):
+                yield key, ObjectStat(size=len(data), modified=modified)
+
+    async def move(self, src: str, dst: str) -> bool:
+        check_key(dst)
+        entry = self._objects.pop(check_key(src), None)
+        if entry is None:
+            return False
+        self._objects[dst] = (entry[0], datetime.now(UTC))
+        return True
+
     def describe(self) -> Mapping[str, str]:
         return {"backend": "memory"}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from casstore.backends._base import Backend, ObjectStat
 from casstore.errors import BackendError
@@ -47,6 +47,23 @@ class _WrappingBackend(Backend):
         await self._before("scan", prefix)
         async for item in self.inner.scan(prefix):
             yield item
+
+    async def scan_stat(self, prefix: str = "") -> AsyncIterator[tuple[str, ObjectStat]]:
+        await self._before("scan_stat", prefix)
+        async for item in self.inner.scan_stat(prefix):
+            yield item
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        await self._before("delete_many", keys[0] if keys else "")
+        await self.inner.delete_many(keys)
+
+    async def move(self, src: str, dst: str) -> bool:
+        await self._before("move", src)
+        return await self.inner.move(src, dst)
+
+    async def move_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        await self._before("move_many", pairs[0][0] if pairs else "")
+        return await self.inner.move_many(pairs)
 
     def describe(self) -> Mapping[str, str]:
         return self.inner.describe()

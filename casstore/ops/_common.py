@@ -273,6 +273,8 @@ class Progress:
         total: How many items to expect, if known (shows a bar and percentage).
         stream: Where to draw (default stderr).
         enabled: Force drawing on or off; by default, on only for a terminal.
+        unit: What the items are (``objects``, ``executions``); bytes are shown
+            only when counted.
     """
 
     _INTERVAL = 0.1
@@ -285,8 +287,10 @@ class Progress:
         total: int | None = None,
         stream: TextIO | None = None,
         enabled: bool | None = None,
+        unit: str = "objects",
     ) -> None:
         self._stream = stream or sys.stderr
+        self._unit = unit
         self._enabled = _is_terminal(self._stream) if enabled is None else enabled
         self._label = label
         self._total = total
@@ -321,7 +325,8 @@ class Progress:
             filled = int(fraction * self._WIDTH)
             bar = "#" * filled + "." * (self._WIDTH - filled)
             done = f"[{bar}] {fraction:4.0%} {self._count:,}/{self._total:,}"
-        return f"{self._label} {done} objects, {format_bytes(self._bytes)}, {rate}"
+        size = f", {format_bytes(self._bytes)}" if self._bytes or self._unit == "objects" else ""
+        return f"{self._label} {done} {self._unit}{size}, {rate}"
 
     def _draw(self) -> None:
         self._drawn_at = time.monotonic()

@@ -14,6 +14,8 @@ from casstore._keys import KEY_LAYOUT_VERSION, NO_TARGET_LOCATION, is_object_key
 
 OBJECT_PREFIX = KEY_LAYOUT_VERSION + "/"
 """Every casstore object key starts with this; other keys are not ours to judge."""
+HOUSEKEEPING_PREFIX = "_casstore/"
+"""Where casstore keeps what is not a payload object (gc's lifecycle manifest and trash)."""
 
 _ACTIVITY_MARKER = "_a"
 _HASHED_MARKER = "_h"

@@ -6,6 +6,7 @@ import argparse
 import heapq
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -27,7 +28,13 @@ from casstore.ops._common import (
     run_command,
     write_json,
 )
-from casstore.ops._layout import BadKeyError, ObjectName, is_casstore_key, parse_object_key
+from casstore.ops._layout import (
+    HOUSEKEEPING_PREFIX,
+    BadKeyError,
+    ObjectName,
+    is_casstore_key,
+    parse_object_key,
+)
 from casstore.ops._reader import DEFAULT_CONCURRENCY, Outcome, read_each
 
 DEFAULT_TOP = 10
@@ -81,8 +88,10 @@ class StoreStats:
     """(key, reason) for objects whose header could not be read (``deep``)."""
     vanished: int = 0
     """Objects listed, then gone when read (``deep``)."""
+    housekeeping: Tally = field(default_factory=Tally)
+    """Keys under ``_casstore/``: gc's lifecycle manifest and trash."""
     other_keys: Tally = field(default_factory=Tally)
-    """Keys outside ``v1/``: not casstore objects."""
+    """Other keys outside ``v1/``: not casstore objects."""
     seconds: float = 0.0
 
     def top_owners(self, n: int) -> list[tuple[tuple[str, str, str], Tally]]:
@@ -108,6 +117,7 @@ class StoreStats:
                 for (ns, kind, owner), t in self.top_owners(top)
             ],
             "bad_keys": self.bad_keys,
+            "housekeeping": self.housekeeping.as_dict(deep=False),
             "other_keys": self.other_keys.as_dict(deep=False),
             "seconds": round(self.seconds, 3),
         }
@@ -154,10 +164,11 @@ async def store_stats(
         elif name.activity_id is not None:
             stats.by_owner[(namespace, "activity", name.activity_id)].add(stored, logical)
 
-    async def listing() -> Any:
+    async def listing() -> AsyncIterator[tuple[str, int]]:
         async for key, size in backend.scan():
             if not is_casstore_key(key):
-                stats.other_keys.add(size)
+                housekeeping = key.startswith(HOUSEKEEPING_PREFIX)
+                (stats.housekeeping if housekeeping else stats.other_keys).add(size)
                 continue
             try:
                 name = parse_object_key(key)
@@ -318,6 +329,11 @@ def format_stats(stats: StoreStats, *, store: str, top: int = DEFAULT_TOP) -> st
             )
     else:
         lines.append("codecs, payload bytes and compression: run with --deep (reads every object)")
+    if stats.housekeeping.objects:
+        lines.append(
+            f"housekeeping   {stats.housekeeping.objects:,} keys under {HOUSEKEEPING_PREFIX} "
+            f"({format_bytes(stats.housekeeping.stored_bytes)}): lifecycle manifest, gc trash"
+        )
     if stats.other_keys.objects:
         lines.append(
             f"other keys     {stats.other_keys.objects:,} outside v1/ "

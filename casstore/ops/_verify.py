@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -104,7 +104,7 @@ async def verify_store(
     max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
     concurrency: int = DEFAULT_CONCURRENCY,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    on_bad: Any = None,
+    on_bad: Callable[[BadObject], None] | None = None,
     progress: Progress | None = None,
     rng: random.Random | None = None,
 ) -> VerifyReport:

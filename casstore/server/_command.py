@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import ipaddress
 import logging
 import os
 import signal
@@ -102,6 +103,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         _require_server_extra()
         app = _build_app(args)
+        warning = exposure_warning(args.host, authenticated=bool(args.auth_token_env))
+        if warning:
+            print(f"casstore serve: warning: {warning}", file=sys.stderr)
         return asyncio.run(_serve(app, args.host, args.port, out))
     except (ServeError, CasstoreError) as exc:
         print(f"casstore serve: error: {exc}", file=sys.stderr)
@@ -145,6 +149,21 @@ def _build_app(args: argparse.Namespace) -> Any:
         inline_max_bytes=args.inline_max_bytes,
         name=args.driver_name,
         keyring=keyring,
+    )
+
+
+def exposure_warning(host: str, *, authenticated: bool) -> str | None:
+    """Say so when the server answers beyond this machine to anyone who asks."""
+    if authenticated or host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return None
+    except ValueError:
+        pass  # a host name: not known to be loopback
+    return (
+        f"listening on {host} without --auth-token-env: anyone who can reach this port can "
+        "read every payload of the store; add a token or put an authenticating proxy in front"
     )
 
 

@@ -79,11 +79,6 @@ class PayloadService:
         self._max_response_bytes = max_response_bytes
         self._inline_max_bytes = inline_max_bytes
 
-    @property
-    def driver_names(self) -> list[str]:
-        """The names of the drivers references may name."""
-        return list(self._drivers)
-
     async def decode(
         self, payloads: list[Payload], namespace: str, *, preserve_references: bool
     ) -> list[Payload]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC
 from typing import TYPE_CHECKING
@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from casstore._keys import check_key
 from casstore.backends._base import Backend, ObjectStat, describe_backend
+from casstore.backends.s3._bulk import copy_objects, delete_objects
 from casstore.backends.s3._errors import (
     NOT_FOUND_CODES,
     ConditionalConflict,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     from types_aiobotocore_s3.client import S3Client
+    from types_aiobotocore_s3.type_defs import ObjectTypeDef
 
 # A PUT that races a concurrent conditional write of the same key gets 409;
 # AWS asks for a retry, which then resolves to 200 (we won) or 412 (they did).
@@ -288,6 +290,33 @@ class S3Backend(Backend):
         Objects under the configured prefix whose names are not valid keys
         (put there by something else) are skipped.
         """
+        async for key, item in self._list(prefix):
+            yield key, item["Size"]
+
+    async def scan_stat(self, prefix: str = "") -> AsyncIterator[tuple[str, ObjectStat]]:
+        """List keys with sizes and ages: the listing has them, no request per object."""
+        async for key, item in self._list(prefix):
+            yield key, ObjectStat(size=item["Size"], modified=item["LastModified"].astimezone(UTC))
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """DeleteObjects, 1,000 keys a request (missing keys are not errors)."""
+        s3_keys = [self.s3_key(key) for key in keys]
+        if s3_keys:
+            await delete_objects(await self._s3(), self._bucket, s3_keys, self._translate)
+
+    async def move_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """CopyObject each pair (a fresh LastModified), then DeleteObjects the sources."""
+        s3_pairs = [(self.s3_key(src), self.s3_key(dst)) for src, dst in pairs]
+        moved = await copy_objects(await self._s3(), self._bucket, s3_pairs, self._translate)
+        await self.delete_many([src for (src, _), done in zip(pairs, moved, strict=True) if done])
+        return moved
+
+    async def move(self, src: str, dst: str) -> bool:
+        """Copy server-side, then delete the source."""
+        [moved] = await self.move_many([(src, dst)])
+        return moved
+
+    async def _list(self, prefix: str) -> AsyncIterator[tuple[str, ObjectTypeDef]]:
         client = await self._s3()
         pages = aiter(
             client.get_paginator("list_objects_v2").paginate(
@@ -304,7 +333,7 @@ class S3Backend(Backend):
                 key = item["Key"][len(self._root) :]
                 # Skip foreign objects someone else put under our prefix.
                 with contextlib.suppress(ValueError):
-                    yield check_key(key), item["Size"]
+                    yield check_key(key), item
 
     def describe(self) -> Mapping[str, str]:
         """Return backend, bucket, prefix (if any), region and endpoint."""

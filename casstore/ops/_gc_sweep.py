@@ -1,0 +1,217 @@
+"""gc's sweep: judge one namespace's objects against the mark, then act in two phases.
+
+Phase one moves an unreferenced object that is older than the grace to the
+trash (``_casstore/trash/`` + its key); readers fall back to the trash, writers
+that need it again write it anew. Phase two, on a later run, deletes a trash
+copy that has stayed unreferenced for the grace too, restores one that a
+history references again, and drops one made redundant by a rewritten
+original. Why each step is safe: docs/operations.md ("The safety rule").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TypeVar
+
+from casstore._keys import KEY_LAYOUT_VERSION, escape_id, is_object_key
+from casstore._lifecycle import TRASH_PREFIX, LifecyclePolicy, trash_key
+from casstore.backends._base import Backend
+
+_T = TypeVar("_T")
+
+BATCH_SIZE = 1000
+"""Keys per batched request (S3 DeleteObjects takes at most 1,000)."""
+
+
+def namespace_prefix(namespace: str) -> str:
+    """The key prefix of every object stored for ``namespace`` (any scope)."""
+    return f"{KEY_LAYOUT_VERSION}/{escape_id(namespace, kind=b'n')}/"
+
+
+@dataclass
+class Tally:
+    """A count of objects and their stored bytes."""
+
+    objects: int = 0
+    bytes: int = 0
+
+    def add(self, size: int) -> None:
+        """Count one object of ``size`` bytes."""
+        self.objects += 1
+        self.bytes += size
+
+
+@dataclass
+class Plan:
+    """What a sweep would do, and why it keeps the rest."""
+
+    namespace: str
+    judged_at: float
+    """Ages are measured up to this wall-clock time (the mark's start)."""
+    min_age: timedelta
+    quarantine: list[tuple[str, int]] = field(default_factory=list)
+    """Unreferenced objects older than ``min_age``: to move to the trash."""
+    purge: list[tuple[str, int]] = field(default_factory=list)
+    """Trash keys unreferenced and in the trash longer than ``min_age``: to delete."""
+    redundant: list[tuple[str, int]] = field(default_factory=list)
+    """Trash keys whose original exists again and stays: to delete."""
+    restore: list[str] = field(default_factory=list)
+    """Object keys referenced again whose only copy is in the trash: to move back."""
+    scanned: Tally = field(default_factory=Tally)
+    trash: Tally = field(default_factory=Tally)
+    kept_referenced: Tally = field(default_factory=Tally)
+    kept_young: Tally = field(default_factory=Tally)
+    kept_unjudged: Tally = field(default_factory=Tally)
+    """Keys under the namespace prefix that are not casstore object keys."""
+    waiting: Tally = field(default_factory=Tally)
+    """Trash copies not yet old enough to delete."""
+
+    @property
+    def deletes(self) -> Tally:
+        """What phase two deletes for good (purged plus redundant trash copies)."""
+        tally = Tally()
+        for _, size in (*self.purge, *self.redundant):
+            tally.add(size)
+        return tally
+
+    @property
+    def moves(self) -> Tally:
+        """What phase one moves to the trash."""
+        tally = Tally()
+        for _, size in self.quarantine:
+            tally.add(size)
+        return tally
+
+
+Progress = Callable[[int], None]
+
+
+async def plan_sweep(
+    backend: Backend,
+    namespace: str,
+    *,
+    live: set[str] | None,
+    judged_at: float,
+    min_age: timedelta,
+    progress: Progress | None = None,
+) -> Plan:
+    """Judge every object of ``namespace`` (and its trash) without changing anything.
+
+    Args:
+        backend: The store.
+        namespace: Only keys under this namespace's prefix are judged.
+        live: Keys the mark found referenced; ``None`` in age-only mode.
+        judged_at: Wall-clock time ages are measured up to.
+        min_age: Objects (and trash copies) younger than this are kept.
+        progress: Told the running count of keys scanned.
+    """
+    plan = Plan(namespace=namespace, judged_at=judged_at, min_age=min_age)
+    limit = judged_at - min_age.total_seconds()
+    referenced = live if live is not None else set()
+    staying: set[str] = set()  # originals present and not moved by this run
+    moving: set[str] = set()
+    seen = 0
+    async for key, stat in backend.scan_stat(namespace_prefix(namespace)):
+        seen += 1
+        if progress is not None and seen % 256 == 0:
+            progress(seen)
+        plan.scanned.add(stat.size)
+        if not is_object_key(key):
+            plan.kept_unjudged.add(stat.size)
+        elif key in referenced:
+            plan.kept_referenced.add(stat.size)
+            staying.add(key)
+        elif stat.modified.timestamp() > limit:
+            plan.kept_young.add(stat.size)
+            staying.add(key)
+        else:
+            plan.quarantine.append((key, stat.size))
+            moving.add(key)
+    async for tkey, stat in backend.scan_stat(TRASH_PREFIX + namespace_prefix(namespace)):
+        seen += 1
+        if progress is not None and seen % 256 == 0:
+            progress(seen)
+        plan.trash.add(stat.size)
+        key = tkey[len(TRASH_PREFIX) :]
+        if not is_object_key(key):
+            plan.kept_unjudged.add(stat.size)
+        elif key in moving:
+            # This run replaces the copy (with a fresh quarantine time); deleting
+            # it as well could delete the new copy.
+            plan.waiting.add(stat.size)
+        elif key in staying:
+            plan.redundant.append((tkey, stat.size))
+        elif key in referenced:
+            plan.restore.append(key)
+        elif stat.modified.timestamp() <= limit:
+            plan.purge.append((tkey, stat.size))
+        else:
+            plan.waiting.add(stat.size)
+    if progress is not None:
+        progress(seen)
+    return plan
+
+
+@dataclass
+class Applied:
+    """What a sweep did."""
+
+    deleted: Tally = field(default_factory=Tally)
+    moved: Tally = field(default_factory=Tally)
+    restored: int = 0
+    restamped: int = 0
+    """Trash copies re-stamped because their batch took longer than claim_delay."""
+
+
+async def apply_plan(
+    backend: Backend,
+    plan: Plan,
+    policy: LifecyclePolicy,
+    *,
+    progress: Progress | None = None,
+) -> Applied:
+    """Carry out a plan: deletes first, then restores, then moves to the trash.
+
+    Moves run in batches; a batch that took longer than the store's
+    ``claim_delay`` gets its trash copies re-stamped, so a copy's age never
+    overstates how long its original has been gone (the proof relies on it).
+    """
+    applied = Applied()
+    done = 0
+    deletes = [*plan.purge, *plan.redundant]
+    for batch in _batches(deletes):
+        await backend.delete_many([key for key, _ in batch])
+        for _, size in batch:
+            applied.deleted.add(size)
+        done += len(batch)
+        if progress is not None:
+            progress(done)
+    for key in plan.restore:
+        if await backend.move(trash_key(key), key):
+            applied.restored += 1
+        done += 1
+        if progress is not None:
+            progress(done)
+    for batch in _batches(plan.quarantine):
+        started = time.monotonic()
+        pairs = [(key, trash_key(key)) for key, _ in batch]
+        results = await backend.move_many(pairs)
+        if time.monotonic() - started > policy.claim_delay.total_seconds():
+            for (_, dst), moved in zip(pairs, results, strict=True):
+                if moved:
+                    await backend.touch(dst)
+                    applied.restamped += 1
+        for (_, size), moved in zip(batch, results, strict=True):
+            if moved:
+                applied.moved.add(size)
+        done += len(batch)
+        if progress is not None:
+            progress(done)
+    return applied
+
+
+def _batches(items: Sequence[_T]) -> list[Sequence[_T]]:
+    return [items[i : i + BATCH_SIZE] for i in range(0, len(items), BATCH_SIZE)]
