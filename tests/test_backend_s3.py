@@ -399,7 +399,8 @@ def test_keyword_options_work_like_query_options_and_override_them() -> None:
     ("options", "message"),
     [
         ({"endpoint": "http://x"}, "unknown option 'endpoint' for backend URL"),
-        ({"client": object()}, "unknown option 'client'"),
+        ({"session": object()}, "unknown option 'session'"),
+        ({"client": object()}, "option client must be aioboto3 \\(the default\\) or obstore"),
         ({"max_attempts": 2.5}, "max_attempts must be a number, got 2.5"),
         ({"max_attempts": True}, "max_attempts must be a number"),
         ({"read_timeout": "soon"}, "read_timeout must be a number"),
