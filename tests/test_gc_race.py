@@ -276,7 +276,7 @@ async def test_one_gc_at_a_time_per_namespace(backend: Backend) -> None:
     async with gc_lock(backend, NS):  # released at the end of the run
         pass
     await backend.put(key, b"left behind by a crashed run")
-    with pytest.raises(LockHeldError, match="left behind by a crashed run; .*--break-lock"):
+    with pytest.raises(LockHeldError, match=r"left behind by a crashed run; .*--break-lock"):
         async with gc_lock(backend, NS):
             pass
     async with gc_lock(backend, NS, break_lock=True):

@@ -461,7 +461,7 @@ async def test_a_lock_left_behind_refuses_deletion_until_broken(
         one_line_error(*await gc(url, *args), "another gc holds the lock of namespace 'default'")
         assert await all_keys(url) == before
         # A dry run needs no lock; --break-lock is for a crashed run's lock.
-        code, out, err = await gc(url, "--namespace", "default", "--older-than", "2s")
+        code, _, err = await gc(url, "--namespace", "default", "--older-than", "2s")
         assert code == 0, err
         assert await all_keys(url) == before
     finally:
