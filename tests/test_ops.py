@@ -13,8 +13,10 @@ import json
 import os
 import pty
 import random
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +180,7 @@ async def test_verify_finds_every_corruption(
     # A key that breaks the key layout, and a file that is no casstore object at all.
     await rewrite("v1/default/order-1/abc", b"x", "not a valid casstore object key")
     await store.raw_put("notes/readme", b"not ours")
+    await store.raw_put("_casstore/lifecycle.json", b"{}")
 
     result = await cli(capsys, "verify", store.url, "--json", "--concurrency", "3")
     assert result.code == 1, result
@@ -188,6 +191,7 @@ async def test_verify_finds_every_corruption(
         assert reason in found[key], (key, found[key])
     assert report["good"] == len(stored.objects) - (len(damage) - 1)
     assert report["other_keys"] == ["notes/readme"]
+    assert report["housekeeping_keys"] == 1
 
     text = await cli(capsys, "verify", store.url)
     assert text.code == 1
@@ -671,3 +675,47 @@ def reference_payload_json(reference: dict[str, Any]) -> dict[str, Any]:
         },
         "data": base64.b64encode(json.dumps(reference).encode()).decode(),
     }
+
+
+def test_ctrl_c_ends_a_command_with_130_and_one_line(tmp_path: Path) -> None:
+    LocalBackend(tmp_path / "store")
+    # cat waits on its standard input, which this test never closes, until SIGINT.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "casstore", "cat", "--store", str(tmp_path / "store")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        # /proc/PID/syscall reads "0 0x0 ..." while blocked in read(0, ...): the
+        # command is running (imports done, handlers in place) and waiting.
+        while not Path(f"/proc/{proc.pid}/syscall").read_text().startswith("0 0x0 "):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "cat never waited on its input"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip() == "casstore cat: interrupted"
+    assert out == ""
+
+
+@LOCAL_ONLY
+async def test_verify_never_reads_an_object_too_large_for_any_payload(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stored = await populate(store.backend)
+    sizes = {key: size async for key, size in store.backend.scan()}
+    limit = 4_000
+    too_big = sorted(k for k, size in sizes.items() if size > limit + 64)
+    assert too_big  # the 400 kB document, at least
+    result = await cli(capsys, "verify", store.url, "--max-payload-size", str(limit), "--json")
+    assert result.code == 1
+    reasons = {bad["key"]: bad["reason"] for bad in result.json()["bad"]}
+    for key in too_big:
+        assert "larger than any object holding a payload" in reasons[key]
+    assert result.json()["checked"] == len(stored.objects)

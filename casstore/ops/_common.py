@@ -151,6 +151,11 @@ def parse_duration(text: str) -> timedelta:
 def run_command(name: str, work: Callable[[], Awaitable[int]], *, err: TextIO | None = None) -> int:
     """Run a command's coroutine and turn every failure into one line and an exit status.
 
+    ``work`` is called before the event loop starts, and what it returns is
+    awaited inside it. Blocking preparation, such as reading standard input,
+    belongs in ``work`` itself, not in the coroutine: inside ``asyncio.run`` the
+    first Ctrl-C only cancels the main task, which a blocked read never notices.
+
     Args:
         name: The subcommand, for messages (``casstore NAME: error: ...``).
         work: Makes the coroutine that does the work and returns the exit status.
@@ -162,11 +167,11 @@ def run_command(name: str, work: Callable[[], Awaitable[int]], *, err: TextIO | 
     stream = err or sys.stderr
     prefix = f"casstore {name}"
 
-    async def main() -> int:
-        return await work()
+    async def main(awaitable: Awaitable[int]) -> int:
+        return await awaitable
 
     try:
-        return asyncio.run(main())
+        return asyncio.run(main(work()))
     except KeyboardInterrupt:
         print(f"\n{prefix}: interrupted", file=stream)
         return EXIT_INTERRUPTED
