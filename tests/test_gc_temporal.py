@@ -446,3 +446,24 @@ async def test_schedule_arguments_are_kept(temporal: TemporalDevServer, tmp_path
         assert stored <= await all_keys(url)
     finally:
         await handle.delete()
+
+
+async def test_a_lock_left_behind_refuses_deletion_until_broken(
+    local_store_with_garbage: str,
+) -> None:
+    url = local_store_with_garbage
+    lock = "_casstore/gc/default.lock"
+    async with open_backend(url) as backend:
+        await backend.put(lock, b'{"host": "elsewhere", "pid": 1}')
+    try:
+        before = await all_keys(url)
+        args = ["--namespace", "default", "--older-than", "2s", "--delete"]
+        one_line_error(*await gc(url, *args), "another gc holds the lock of namespace 'default'")
+        assert await all_keys(url) == before
+        # A dry run needs no lock; --break-lock is for a crashed run's lock.
+        code, _, err = await gc(url, "--namespace", "default", "--older-than", "2s")
+        assert code == 0, err
+        assert await all_keys(url) == before
+    finally:
+        async with open_backend(url) as backend:
+            await backend.delete(lock)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from casstore._keys import check_key
-from casstore.backends._base import Backend, ObjectStat
+from casstore.backends._base import Backend, ObjectStat, describe_backend
 from casstore.backends._localfs import (
     TEMP_DIR,
     LinkRefusedError,
@@ -220,7 +220,7 @@ class LocalBackend(Backend):
 
     def _scan(self, prefix: str) -> list[tuple[str, ObjectStat]]:
         found: list[tuple[str, ObjectStat]] = []
-        with self._translate(prefix, []):
+        with self._translate(prefix, [], of_object=False):
             # os.walk does not descend into linked directories; lstat skips linked files.
             for directory, dirnames, filenames in os.walk(self._root):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -240,30 +240,39 @@ class LocalBackend(Backend):
         return found
 
     @contextlib.contextmanager
-    def _translate(self, key: str, parts: list[str] | Path) -> Iterator[None]:
-        """Map OSError to casstore's hierarchy, naming key, path and root."""
+    def _translate(
+        self, key: str, parts: list[str] | Path, *, of_object: bool = True
+    ) -> Iterator[None]:
+        """Map OSError to casstore's hierarchy, naming key, path and root.
+
+        ``of_object``: ``key`` is an object's (not a listing prefix), so errors
+        carry it as their ``key``.
+        """
         path = parts if isinstance(parts, Path) else self._root.joinpath(*parts)
         where = f"[key={key}, path={path}, root={self._root}]"
+        about = {"key": key if of_object and key else None, "backend": describe_backend(self)}
         try:
             yield
         except TooLargeError as exc:
             raise IntegrityError(
-                f"stored object is larger than its claim allows: {exc} {where}"
+                f"stored object is larger than its claim allows: {exc} {where}", **about
             ) from exc
         except NotRegularError as exc:
-            raise IntegrityError(f"refusing to read {exc.strerror} {where}") from exc
+            raise IntegrityError(f"refusing to read {exc.strerror} {where}", **about) from exc
         except LinkRefusedError as exc:
             raise BackendError(
-                f"refusing to follow a link inside the store: {exc.strerror} {where}"
+                f"refusing to follow a link inside the store: {exc.strerror} {where}", **about
             ) from exc
         except FileNotFoundError as exc:
             if not self._root.is_dir():
-                raise BackendUnavailableError(f"local store root is missing {where}") from exc
-            raise ObjectNotFoundError(f"object not found {where}") from exc
+                raise BackendUnavailableError(
+                    f"local store root is missing {where}", **about
+                ) from exc
+            raise ObjectNotFoundError(f"object not found {where}", **about) from exc
         except PermissionError as exc:
-            raise BackendPermissionError(f"permission denied {where}: {exc}") from exc
+            raise BackendPermissionError(f"permission denied {where}: {exc}", **about) from exc
         except OSError as exc:
-            raise BackendError(f"local store I/O failed {where}: {exc}") from exc
+            raise BackendError(f"local store I/O failed {where}: {exc}", **about) from exc
 
 
 def _link_into_place(temps: int, temp: str, directory: int, name: str) -> bool:

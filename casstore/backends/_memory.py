@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 
 from casstore._keys import check_key
-from casstore.backends._base import Backend, ObjectStat
+from casstore.backends._base import Backend, ObjectStat, describe_backend
 from casstore.errors import IntegrityError, ObjectNotFoundError
 
 
@@ -34,14 +34,17 @@ class MemoryBackend(Backend):
         try:
             data = self._objects[check_key(key)][0]
         except KeyError:
-            raise ObjectNotFoundError(f"object not found [key={key}, backend=memory]") from None
-
+            raise ObjectNotFoundError(
+                f"object not found [key={key}, backend=memory]",
+                key=key,
+                backend=describe_backend(self),
+            ) from None
         if max_size is not None and len(data) > max_size:
             raise IntegrityError(
                 f"stored object is {len(data)} bytes, above the {max_size} bytes its claim "
                 f"allows [key={key}, backend=memory]",
                 key=key,
-                backend="memory",
+                backend=describe_backend(self),
             )
         return data
 

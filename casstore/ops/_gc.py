@@ -9,6 +9,7 @@ store's manifest, the settings against it, Temporal's address and namespace.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import time
@@ -45,7 +46,7 @@ from casstore.ops._common import (
     write_json,
 )
 from casstore.ops._gc_mark import DEFAULT_CONCURRENCY, Marked, mark_namespace
-from casstore.ops._gc_sweep import Applied, Plan, apply_plan, plan_sweep
+from casstore.ops._gc_sweep import Applied, Plan, apply_plan, gc_lock, plan_sweep
 
 DEFAULT_GRACE = timedelta(days=3)
 _LISTED = 20  # keys listed per action in text output; --json lists them all
@@ -63,6 +64,7 @@ class GcOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     tls: bool = False
     api_key: str | None = None
+    break_lock: bool = False
 
 
 @dataclass
@@ -104,30 +106,39 @@ async def collect_garbage(
     except ConfigurationError as exc:
         raise CommandError(str(exc)) from exc
 
-    marked: Marked | None = None
-    if options.older_than is None:
-        async with _temporal(options) as client:
-            marked = await mark_namespace(
-                client,
-                concurrency=options.concurrency,
-                progress=_stage(progress, "marking"),
+    async with contextlib.AsyncExitStack() as stack:
+        client = None
+        if options.older_than is None:
+            client = await stack.enter_async_context(_temporal(options))
+        if options.delete:
+            # Held from before the mark to the last change: the plan must not
+            # rest on observations another gc run is invalidating.
+            await stack.enter_async_context(
+                gc_lock(backend, options.namespace, break_lock=options.break_lock)
             )
-        live: set[str] | None = marked.keys
-        judged_at = marked.started_at
-        min_age = options.grace
-    else:
-        live, judged_at, min_age = None, time.time(), options.older_than
-    plan = await plan_sweep(
-        backend,
-        options.namespace,
-        live=live,
-        judged_at=judged_at,
-        min_age=min_age,
-        progress=_stage(progress, "scanning"),
-    )
-    applied = None
-    if options.delete:
-        applied = await apply_plan(backend, plan, policy, progress=_stage(progress, "collecting"))
+        marked: Marked | None = None
+        if client is not None:
+            marked = await mark_namespace(
+                client, concurrency=options.concurrency, progress=_stage(progress, "marking")
+            )
+            live: set[str] | None = marked.keys
+            judged_at = marked.started_at
+            min_age = options.grace
+        else:
+            live, judged_at, min_age = None, time.time(), options.older_than or options.grace
+        plan = await plan_sweep(
+            backend,
+            options.namespace,
+            live=live,
+            judged_at=judged_at,
+            min_age=min_age,
+            progress=_stage(progress, "scanning"),
+        )
+        applied = None
+        if options.delete:
+            applied = await apply_plan(
+                backend, plan, policy, progress=_stage(progress, "collecting")
+            )
     return GcResult(policy=policy, marked=marked, plan=plan, applied=applied)
 
 
@@ -234,6 +245,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--delete", action="store_true", help="act (default: dry run)")
     parser.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="remove the namespace's gc lock a crashed run left behind (only if no gc runs)",
+    )
+    parser.add_argument(
         "--concurrency",
         type=positive_int,
         default=DEFAULT_CONCURRENCY,
@@ -261,6 +277,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         concurrency=args.concurrency,
         tls=args.tls or bool(args.api_key),
         api_key=args.api_key or None,
+        break_lock=args.break_lock,
     )
 
     async def work() -> int:
