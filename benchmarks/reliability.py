@@ -254,7 +254,7 @@ def run_memory() -> dict[str, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fault-rate", type=float, default=0.2)
-    parser.add_argument("--payloads", type=int, default=240)
+    parser.add_argument("--payloads", type=int, default=160)
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument(
         "--memory-scenario", nargs=2, metavar=("NAME", "ROOT"), help=argparse.SUPPRESS

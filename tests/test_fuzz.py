@@ -98,6 +98,14 @@ _claim_texts = st.one_of(
         lambda t: msgspec.json.encode(list(t)).decode()
     ),
     st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1),
+    # Version 2 is comma-separated text: "2,location,digest,size[,key_id]".
+    st.lists(st.text(max_size=60), min_size=1, max_size=7).map(lambda f: ",".join(["2", *f])),
+    st.tuples(
+        st.sampled_from(["default/wf", "default", "_", "x/../y", "default/wf\ud800"]),
+        st.text(alphabet="AZaz09_-=", min_size=40, max_size=46),
+        st.integers(-5, 2**70),
+        st.text(max_size=20),
+    ).map(lambda t: f"2,{t[0]},{t[1]},{t[2]},{t[3]}"),
 )
 _claim_data = st.one_of(
     st.dictionaries(st.just("c"), _claim_texts, min_size=1),
