@@ -7,7 +7,7 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,7 +85,18 @@ class LocalBackend(Backend):
 
     async def move(self, src: str, dst: str) -> bool:
         """Rename the file (atomic), then set its modification time to now."""
-        return await asyncio.to_thread(self._move, src, self.path_for(src), self.path_for(dst))
+        [moved] = await self.move_many([(src, dst)])
+        return moved
+
+    async def move_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """Rename each file in one worker thread; each directory is fsynced once."""
+        items = [(src, self.path_for(src), self.path_for(dst)) for src, dst in pairs]
+        return await asyncio.to_thread(self._move_many, items)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Unlink each file in one worker thread (missing files are not errors)."""
+        paths = [(key, self.path_for(key)) for key in keys]
+        await asyncio.to_thread(self._delete_many, paths)
 
     def describe(self) -> Mapping[str, str]:
         return {"backend": "local", "root": str(self._root)}
@@ -150,6 +161,19 @@ class LocalBackend(Backend):
         with self._translate(key, path), contextlib.suppress(FileNotFoundError):
             path.unlink()
 
+    def _delete_many(self, paths: list[tuple[str, Path]]) -> None:
+        for key, path in paths:
+            self._delete(key, path)
+
+    def _move_many(self, items: list[tuple[str, Path, Path]]) -> list[bool]:
+        moved = [self._move(src, src_path, dst_path) for src, src_path, dst_path in items]
+        if self._fsync:  # the renames are durable before anyone is told they happened
+            touched = {p.parent for (_, s, d), done in zip(items, moved, strict=True) if done
+                       for p in (s, d)}  # fmt: skip
+            for directory in sorted(touched):
+                _fsync_directory(directory)
+        return moved
+
     def _move(self, src: str, src_path: Path, dst_path: Path) -> bool:
         with self._translate(src, src_path):
             dst_path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,9 +185,6 @@ class LocalBackend(Backend):
                 return False
             # The move's time, not the object's: gc dates trash copies by it.
             os.utime(dst_path)
-            if self._fsync:
-                _fsync_directory(dst_path.parent)
-                _fsync_directory(src_path.parent)
             return True
 
     def _scan(self, prefix: str) -> list[tuple[str, ObjectStat]]:
