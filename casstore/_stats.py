@@ -13,6 +13,7 @@ from casstore.errors import (
     BackendUnavailableError,
     ClaimError,
     IntegrityError,
+    MissingKeyError,
     ObjectNotFoundError,
     PayloadTooLargeError,
 )
@@ -110,6 +111,7 @@ _ERROR_KINDS: tuple[tuple[type[Exception], str], ...] = (
     (IntegrityError, "integrity"),
     (ClaimError, "claim"),
     (PayloadTooLargeError, "too_large"),
+    (MissingKeyError, "missing_key"),
 )
 
 
@@ -121,7 +123,8 @@ def error_kind(exc: BaseException) -> str:
     """The kind :attr:`DriverStats.errors` counts an error under.
 
     ``not_found``, ``permission``, ``unavailable``, ``backend`` (any other
-    backend failure), ``integrity``, ``claim``, ``too_large``, or ``other``.
+    backend failure), ``integrity``, ``claim``, ``too_large``, ``missing_key``
+    (an encrypted object whose key the keyring lacks), or ``other``.
     """
     for cls, kind in _ERROR_KINDS:
         if isinstance(exc, cls):

@@ -702,3 +702,20 @@ def test_ctrl_c_ends_a_command_with_130_and_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert err.strip() == "casstore cat: interrupted"
     assert out == ""
+
+
+@LOCAL_ONLY
+async def test_verify_never_reads_an_object_too_large_for_any_payload(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stored = await populate(store.backend)
+    sizes = {key: size async for key, size in store.backend.scan()}
+    limit = 4_000
+    too_big = sorted(k for k, size in sizes.items() if size > limit + 64)
+    assert too_big  # the 400 kB document, at least
+    result = await cli(capsys, "verify", store.url, "--max-payload-size", str(limit), "--json")
+    assert result.code == 1
+    reasons = {bad["key"]: bad["reason"] for bad in result.json()["bad"]}
+    for key in too_big:
+        assert "larger than any object holding a payload" in reasons[key]
+    assert result.json()["checked"] == len(stored.objects)

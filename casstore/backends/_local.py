@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from casstore._keys import check_key
-from casstore.backends._base import Backend, ObjectStat
+from casstore.backends._base import Backend, ObjectStat, describe_backend
 from casstore.errors import (
     BackendError,
     BackendPermissionError,
@@ -189,7 +189,7 @@ class LocalBackend(Backend):
 
     def _scan(self, prefix: str) -> list[tuple[str, ObjectStat]]:
         found: list[tuple[str, ObjectStat]] = []
-        with self._translate(prefix, self._root):
+        with self._translate(prefix, self._root, of_object=False):
             for directory, dirnames, filenames in os.walk(self._root):
                 dirnames.sort()
                 parts = Path(directory).relative_to(self._root).parts
@@ -205,19 +205,26 @@ class LocalBackend(Backend):
         return found
 
     @contextlib.contextmanager
-    def _translate(self, key: str, path: Path) -> Iterator[None]:
-        """Map OSError to casstore's hierarchy, naming key, path and root."""
+    def _translate(self, key: str, path: Path, *, of_object: bool = True) -> Iterator[None]:
+        """Map OSError to casstore's hierarchy, naming key, path and root.
+
+        ``of_object``: ``key`` is an object's (not a listing prefix), so errors
+        carry it as their ``key``.
+        """
         where = f"[key={key}, path={path}, root={self._root}]"
+        about = {"key": key if of_object and key else None, "backend": describe_backend(self)}
         try:
             yield
         except FileNotFoundError as exc:
             if not self._root.is_dir():
-                raise BackendUnavailableError(f"local store root is missing {where}") from exc
-            raise ObjectNotFoundError(f"object not found {where}") from exc
+                raise BackendUnavailableError(
+                    f"local store root is missing {where}", **about
+                ) from exc
+            raise ObjectNotFoundError(f"object not found {where}", **about) from exc
         except PermissionError as exc:
-            raise BackendPermissionError(f"permission denied {where}: {exc}") from exc
+            raise BackendPermissionError(f"permission denied {where}: {exc}", **about) from exc
         except OSError as exc:
-            raise BackendError(f"local store I/O failed {where}: {exc}") from exc
+            raise BackendError(f"local store I/O failed {where}: {exc}", **about) from exc
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -37,6 +37,9 @@ from casstore.ops._layout import (
 from casstore.ops._reader import DEFAULT_CONCURRENCY, DEFAULT_MEMORY_BUDGET, Outcome, read_each
 
 DEFAULT_MAX_PAYLOAD_SIZE = 50 * 1024 * 1024
+_MAX_OBJECT_OVERHEAD = 64
+"""Most bytes an object adds to its payload: header and key id (at most 39), AEAD
+tag (16); a zstd body is only kept when smaller than the payload."""
 
 
 @dataclass
@@ -159,6 +162,16 @@ async def verify_store(
                     report.other_keys.append(key)
                 continue
             report.listed += 1
+            if size > max_payload_size + _MAX_OBJECT_OVERHEAD:
+                # Never read: no payload a reader accepts makes an object this large.
+                report.checked += 1
+                report.stored_bytes += size
+                found_bad(
+                    key,
+                    f"stored object is {size} bytes, larger than any object holding a payload "
+                    f"of at most max_payload_size {max_payload_size} bytes",
+                )
+                continue
             yield key, size
 
     def check(key: str, data: bytes) -> ObjectFacts | ObjectProblem | BadKeyError | NeedsKey:
