@@ -157,25 +157,22 @@ def check_collectable(
     Raises:
         ConfigurationError: Naming the setting, the minimum and where it comes from.
     """
-    if grace is not None:
-        minimum = min_grace(policy)
-        if grace < minimum:
-            raise ConfigurationError(
-                f"--grace {_fmt(grace)} is too short for this store: it must be at least "
-                f"refresh_after + 2 x claim_delay = {_fmt(minimum)} (the store's lifecycle "
-                f"manifest says refresh_after={_fmt(policy.refresh_after)}, "
-                f"claim_delay={_fmt(policy.claim_delay)})"
-            )
-    if older_than is not None:
-        minimum = min_older_than(policy)
-        if older_than < minimum:
-            raise ConfigurationError(
-                f"--older-than {_fmt(older_than)} is too short for this store: it must be at "
-                f"least max(2 x refresh_after, refresh_after + 2 x claim_delay) = "
-                f"{_fmt(minimum)} (the store's lifecycle manifest says "
-                f"refresh_after={_fmt(policy.refresh_after)}, "
-                f"claim_delay={_fmt(policy.claim_delay)})"
-            )
+    fmt = format_duration
+    says = (
+        f"(the store's lifecycle manifest says refresh_after={fmt(policy.refresh_after)}, "
+        f"claim_delay={fmt(policy.claim_delay)})"
+    )
+    if grace is not None and grace < min_grace(policy):
+        raise ConfigurationError(
+            f"--grace {fmt(grace)} is too short for this store: it must be at least "
+            f"refresh_after + 2 x claim_delay = {fmt(min_grace(policy))} {says}"
+        )
+    if older_than is not None and older_than < min_older_than(policy):
+        raise ConfigurationError(
+            f"--older-than {fmt(older_than)} is too short for this store: it must be at least "
+            f"max(2 x refresh_after, refresh_after + 2 x claim_delay) = "
+            f"{fmt(min_older_than(policy))} {says}"
+        )
 
 
 def min_grace(policy: LifecyclePolicy) -> timedelta:
@@ -188,7 +185,8 @@ def min_older_than(policy: LifecyclePolicy) -> timedelta:
     return max(2 * policy.refresh_after, min_grace(policy))
 
 
-def _fmt(value: timedelta) -> str:
+def format_duration(value: timedelta) -> str:
+    """Format a duration the way the CLI takes it (``26h``, ``3d``, ``1.5s``)."""
     seconds = value.total_seconds()
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:

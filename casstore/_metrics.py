@@ -26,9 +26,9 @@ from typing import TypeVar
 
 from temporalio.common import MetricCounter, MetricHistogramTimedelta, MetricMeter
 
-__all__ = ["COUNTERS", "REQUEST_LATENCY", "DriverMetrics", "MetricMeter", "reported", "timed"]
+from casstore._stats import ERROR_KINDS, DriverStats
 
-from casstore._stats import DriverStats
+__all__ = ["COUNTERS", "REQUEST_LATENCY", "DriverMetrics", "MetricMeter", "reported", "timed"]
 
 _BYTES = "By"
 _T = TypeVar("_T")
@@ -41,6 +41,9 @@ class _Counter:
     unit: str
     values: Callable[[DriverStats], Mapping[str, int]]
     """The counter's values by its ``kind`` attribute ("" for none)."""
+    kinds: tuple[str, ...] = ("",)
+    """Every ``kind`` it can report: each series starts at 0, so dashboards and
+    alerts see it before its first event."""
 
 
 def _plain(field: str) -> Callable[[DriverStats], Mapping[str, int]]:
@@ -75,6 +78,7 @@ COUNTERS: tuple[_Counter, ...] = (
             "inflight": s.dedup_inflight_hits,
             "backend": s.dedup_backend_hits,
         },
+        ("cache", "inflight", "backend"),
     ),
     _Counter(
         "casstore_objects_written",
@@ -118,12 +122,14 @@ COUNTERS: tuple[_Counter, ...] = (
         "or inflight (joined an identical read)",
         "",
         lambda s: {"cache": s.retrieval_cache_hits, "inflight": s.retrieval_inflight_hits},
+        ("cache", "inflight"),
     ),
     _Counter(
         "casstore_backend_requests",
         "Requests made to the store, by kind (stat, put, get, touch)",
         "",
         lambda s: s.backend_requests,
+        ("stat", "put", "get", "touch"),
     ),
     _Counter(
         "casstore_errors",
@@ -131,6 +137,7 @@ COUNTERS: tuple[_Counter, ...] = (
         "unavailable, permission, too_large, other)",
         "",
         lambda s: s.errors,
+        ERROR_KINDS,
     ),
 )
 
@@ -158,6 +165,9 @@ class DriverMetrics:
             "duration",
         )
         self._reported: dict[tuple[str, str], int] = {}
+        for counter in COUNTERS:
+            for kind in counter.kinds:
+                self._counters[counter.name].add(0, {"kind": kind} if kind else None)
 
     @property
     def meter(self) -> MetricMeter:

@@ -13,6 +13,7 @@ from casstore.errors import (
     BackendUnavailableError,
     ClaimError,
     IntegrityError,
+    MissingKeyError,
     ObjectNotFoundError,
     PayloadTooLargeError,
 )
@@ -110,14 +111,20 @@ _ERROR_KINDS: tuple[tuple[type[Exception], str], ...] = (
     (IntegrityError, "integrity"),
     (ClaimError, "claim"),
     (PayloadTooLargeError, "too_large"),
+    (MissingKeyError, "missing_key"),
 )
+
+
+ERROR_KINDS = (*(kind for _, kind in _ERROR_KINDS), "other")
+"""Every kind :func:`error_kind` returns."""
 
 
 def error_kind(exc: BaseException) -> str:
     """The kind :attr:`DriverStats.errors` counts an error under.
 
     ``not_found``, ``permission``, ``unavailable``, ``backend`` (any other
-    backend failure), ``integrity``, ``claim``, ``too_large``, or ``other``.
+    backend failure), ``integrity``, ``claim``, ``too_large``, ``missing_key``
+    (an encrypted object whose key the keyring lacks), or ``other``.
     """
     for cls, kind in _ERROR_KINDS:
         if isinstance(exc, cls):

@@ -321,3 +321,34 @@ async def test_hostile_v2_claims_are_claim_errors_before_any_request(
     with pytest.raises(ClaimError, match=message):
         await driver.retrieve(StorageDriverRetrieveContext(), [StorageDriverClaim({"c": raw})])
     assert backend.calls == {}
+
+
+@pytest.mark.parametrize("value", ["ok", {"rows": list(range(5_000))}], ids=["tiny", "large"])
+async def test_an_encrypted_reference_is_no_larger_than_a_plain_v1_one(value: object) -> None:
+    # Key ids are stored in every claim; up to 11 characters keep the encrypted
+    # reference within the plain one (a v2 claim has no quotes to escape).
+    workflow_id = "6cdfe788-696a-4785-9350-9ee70a2fb047"
+    ring = KeyRing.from_bytes(K1, key_id="x" * 11)
+    [plain] = await in_workflow(
+        make_converter(CasStorageDriver(MemoryBackend())), workflow_id
+    ).encode([value])
+    [encrypted] = await in_workflow(
+        make_converter(CasStorageDriver(MemoryBackend(), keyring=ring)), workflow_id
+    ).encode([value])
+    assert claim_of(plain).startswith("[1,")
+    assert claim_of(encrypted).startswith("2,")
+    assert encrypted.ByteSize() <= plain.ByteSize(), (encrypted.ByteSize(), plain.ByteSize())
+
+
+async def test_gc_marks_the_objects_encrypted_claims_point_at() -> None:
+    # gc deletes what no reference marks: a v2 claim must mark its encrypted object.
+    from casstore.ops._gc_mark import Marked, _collect
+
+    backend = MemoryBackend()
+    references = await in_workflow(make_converter(CasStorageDriver(backend, keyring=RING))).encode(
+        [secret_value(), "small"]
+    )
+    marked = Marked(started_at=0.0)
+    _collect(marked, references, "test")
+    assert marked.keys == set(await keys_in(backend))
+    assert marked.references == 2

@@ -33,7 +33,8 @@ from casstore._claim import parse_claim_data
 from casstore._lifecycle import LifecyclePolicy, ensure_policy, read_policy, trash_key
 from casstore.backends import Backend, LocalBackend, MemoryBackend
 from casstore.errors import ObjectNotFoundError
-from casstore.ops._gc_sweep import Plan, apply_plan, plan_sweep
+from casstore.ops._gc_sweep import LockHeldError, Plan, apply_plan, gc_lock, plan_sweep
+from casstore.testing import LatencyBackend
 from tests.s3_fixtures import S3Target, s3_place
 
 NS = "default"
@@ -245,3 +246,39 @@ async def test_without_the_claim_in_any_mark_the_copy_goes_a_grace_later(
     assert trash_key(key) not in await keys(backend)
     with pytest.raises(ObjectNotFoundError):
         await read(backend, "wf", data)
+
+
+async def test_a_slow_batch_of_moves_gets_its_trash_copies_restamped() -> None:
+    # G3 (docs/operations.md): a copy's date may not precede its original's
+    # removal by more than claim_delay, or the proof's arithmetic fails.
+    policy = LifecyclePolicy(
+        refresh_after=timedelta(seconds=1), claim_delay=timedelta(seconds=0.05)
+    )
+    slow = LatencyBackend(MemoryBackend(), latency=0.1)
+    await ensure_policy(slow, policy)
+    key = await store(writer_for(slow), "wf", b"moved slowly")
+    plan = await plan_sweep(slow, NS, live=set(), judged_at=time.time() + LATER, min_age=GRACE)
+    started = time.time()
+    applied = await apply_plan(slow, plan, policy)
+    assert applied.restamped == 1
+    copy = await slow.stat(trash_key(key))
+    assert copy is not None
+    assert copy.modified.timestamp() >= started + 0.1
+
+
+async def test_one_gc_at_a_time_per_namespace(backend: Backend) -> None:
+    async with gc_lock(backend, NS) as key:
+        with pytest.raises(LockHeldError, match=r"another gc holds the lock .*'default'.*pid"):
+            async with gc_lock(backend, NS):
+                pass
+        async with gc_lock(backend, "other"):  # other namespaces are not blocked
+            pass
+    async with gc_lock(backend, NS):  # released at the end of the run
+        pass
+    await backend.put(key, b"left behind by a crashed run")
+    with pytest.raises(LockHeldError, match=r"left behind by a crashed run; .*--break-lock"):
+        async with gc_lock(backend, NS):
+            pass
+    async with gc_lock(backend, NS, break_lock=True):
+        pass
+    assert not [k async for k, _ in backend.scan("_casstore/gc/")]

@@ -387,25 +387,34 @@ async def test_age_only_mode_collects_what_writers_stopped_refreshing(tmp_path: 
 async def test_a_reference_gc_cannot_read_stops_it_before_any_change(
     temporal: TemporalDevServer, local_store_with_garbage: str
 ) -> None:
-    # A history holding a casstore reference whose claim is not one: gc cannot
-    # tell what that history needs, so it must not delete anything.
+    # Histories holding a casstore reference whose claim is not one, and a
+    # reference that is not even JSON: gc cannot tell what those histories
+    # need, so it must not delete anything.
     client = await Client.connect(temporal.address, namespace=BOGUS_NAMESPACE)
-    reference = Payload(
-        metadata={
-            "encoding": b"json/protobuf",
-            "messageType": b"temporal.api.sdk.v1.ExternalStorageReference",
-        },
-        data=b'{"driverName":"casstore","claimData":{"c":"[1,\\"not a claim\\"]"}}',
-    )
-    handle = await client.start_workflow(
-        "Holds", RawValue(reference), id=unique("bogus"), task_queue=unique("no-worker")
-    )
+    handles = []
+    for data in (
+        b'{"driverName":"casstore","claimData":{"c":"[1,\\"not a claim\\"]"}}',
+        b"{not json",
+    ):
+        reference = Payload(
+            metadata={
+                "encoding": b"json/protobuf",
+                "messageType": b"temporal.api.sdk.v1.ExternalStorageReference",
+            },
+            data=data,
+        )
+        handles.append(
+            await client.start_workflow(
+                "Holds", RawValue(reference), id=unique("bogus"), task_queue=unique("no-worker")
+            )
+        )
     url = local_store_with_garbage
     before = await all_keys(url)
     args = ["--namespace", BOGUS_NAMESPACE, "--address", temporal.address, "--grace", GRACE]
-    one_line_error(*await gc(url, *args, "--delete"), "not a claim this casstore can read")
+    one_line_error(*await gc(url, *args, "--delete"), "so gc cannot tell what it needs")
     assert await all_keys(url) == before
-    await handle.terminate()
+    for handle in handles:
+        await handle.terminate()
 
 
 async def test_schedule_arguments_are_kept(temporal: TemporalDevServer, tmp_path: Path) -> None:
@@ -437,3 +446,24 @@ async def test_schedule_arguments_are_kept(temporal: TemporalDevServer, tmp_path
         assert stored <= await all_keys(url)
     finally:
         await handle.delete()
+
+
+async def test_a_lock_left_behind_refuses_deletion_until_broken(
+    local_store_with_garbage: str,
+) -> None:
+    url = local_store_with_garbage
+    lock = "_casstore/gc/default.lock"
+    async with open_backend(url) as backend:
+        await backend.put(lock, b'{"host": "elsewhere", "pid": 1}')
+    try:
+        before = await all_keys(url)
+        args = ["--namespace", "default", "--older-than", "2s", "--delete"]
+        one_line_error(*await gc(url, *args), "another gc holds the lock of namespace 'default'")
+        assert await all_keys(url) == before
+        # A dry run needs no lock; --break-lock is for a crashed run's lock.
+        code, _, err = await gc(url, "--namespace", "default", "--older-than", "2s")
+        assert code == 0, err
+        assert await all_keys(url) == before
+    finally:
+        async with open_backend(url) as backend:
+            await backend.delete(lock)

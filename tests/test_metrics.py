@@ -24,11 +24,11 @@ from temporalio.runtime import (
     TelemetryConfig,
 )
 
-from casstore import CasStorageDriver
+from casstore import CasStorageDriver, KeyRing
 from casstore._claim import parse_claim_data
 from casstore._metrics import COUNTERS, REQUEST_LATENCY
 from casstore.backends import LocalBackend
-from casstore.errors import IntegrityError, ObjectNotFoundError
+from casstore.errors import IntegrityError, MissingKeyError, ObjectNotFoundError
 from casstore.plugin import CasStorePlugin
 
 TARGET = StorageDriverWorkflowInfo(namespace="default", id="order-1", run_id=None, type=None)
@@ -133,3 +133,17 @@ async def test_metrics_false_leaves_the_driver_unreported(tmp_path: Path) -> Non
         await plugin.driver.store(StorageDriverStoreContext(target=TARGET), [payload(1)])
     metrics.drain()
     assert metrics.counters == Counter()
+
+
+async def test_a_missing_keyring_key_is_counted_as_its_own_kind(tmp_path: Path) -> None:
+    metrics = Buffered()
+    backend = LocalBackend(tmp_path, fsync=False)
+    writer = CasStorageDriver(backend, keyring=KeyRing.from_bytes(bytes(32), key_id="k1"))
+    [claim] = await writer.store(StorageDriverStoreContext(target=TARGET), [payload(1)])
+    reader = CasStorageDriver(backend)  # no keyring
+    reader.set_metric_meter(metrics.runtime.metric_meter)
+    with pytest.raises(MissingKeyError):
+        await reader.retrieve(StorageDriverRetrieveContext(), [claim])
+    metrics.drain()
+    assert reader.stats.errors == Counter({"missing_key": 1})
+    assert metrics.counters[("casstore_errors", "missing_key")] == 1

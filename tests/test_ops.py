@@ -13,8 +13,10 @@ import json
 import os
 import pty
 import random
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +33,10 @@ from temporalio.converter import (
 
 from casstore import CasStorageDriver, KeyRing
 from casstore._claim import parse_claim_data
+from casstore._keys import location_for, object_key
 from casstore.backends import Backend, LocalBackend
 from casstore.ops import store_stats, verify_store
+from casstore.ops._layout import BadKeyError, parse_object_key
 from tests.cli_helpers import assert_one_line_error, cli, s3_url
 from tests.cli_helpers import aws_env as aws_env
 from tests.helpers import big_json, in_workflow, make_converter
@@ -176,6 +180,7 @@ async def test_verify_finds_every_corruption(
     # A key that breaks the key layout, and a file that is no casstore object at all.
     await rewrite("v1/default/order-1/abc", b"x", "not a valid casstore object key")
     await store.raw_put("notes/readme", b"not ours")
+    await store.raw_put("_casstore/lifecycle.json", b"{}")
 
     result = await cli(capsys, "verify", store.url, "--json", "--concurrency", "3")
     assert result.code == 1, result
@@ -186,6 +191,7 @@ async def test_verify_finds_every_corruption(
         assert reason in found[key], (key, found[key])
     assert report["good"] == len(stored.objects) - (len(damage) - 1)
     assert report["other_keys"] == ["notes/readme"]
+    assert report["housekeeping_keys"] == 1
 
     text = await cli(capsys, "verify", store.url)
     assert text.code == 1
@@ -612,3 +618,104 @@ async def test_an_object_deleted_during_verify_is_reported_as_vanished_not_bad(
     assert report.ok
     assert sorted(report.vanished) == gone
     assert report.good == len(stored.objects) - 2
+
+
+# Reading keys back for people, and references of other drivers.
+
+
+def test_object_keys_are_read_back_into_decoded_scopes() -> None:
+    digest = bytes(range(32))
+    long_id = "w" * 201
+    cases = [
+        (location_for(scope="workflow", namespace="prod ns", workflow_id="a/b ü"), "workflow"),
+        (location_for(scope="workflow", namespace="default", activity_id="_act"), "activity"),
+        (location_for(scope="namespace", namespace="default", workflow_id="x"), "namespace"),
+        (location_for(scope="workflow", namespace=None), "none"),
+        (location_for(scope="workflow", namespace="default", workflow_id=long_id), "workflow"),
+    ]
+    names = [parse_object_key(object_key(location, digest)) for location, _ in cases]
+    assert [n.scope for n in names] == [scope for _, scope in cases]
+    assert (names[0].namespace, names[0].workflow_id) == ("prod ns", "a/b ü")
+    assert names[1].activity_id == "_act"
+    assert names[3].namespace is None
+    assert names[4].workflow_id is not None
+    assert names[4].workflow_id.startswith("_h")  # hashed: shown as stored
+    assert all(n.digest == digest for n in names)
+    with pytest.raises(BadKeyError):
+        parse_object_key("v1/default/not-a-digest")
+
+
+async def test_cat_says_when_a_reference_belongs_to_another_driver(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backend = LocalBackend(tmp_path / "store", fsync=False)
+    [ours] = await references_for(CasStorageDriver(backend), ["ours"])
+    theirs = {"driverName": "aws-s3", "claimData": {"bucket": "b", "key": "k"}}
+    history = {
+        "events": [
+            {"eventId": "1", "input": json.loads(json_format.MessageToJson(ours))},
+            {"eventId": "2", "input": {"payloads": [reference_payload_json(theirs)]}},
+        ]
+    }
+    result = await cli(capsys, "cat", "--store", str(tmp_path / "store"), stdin=json.dumps(history))
+    assert result.code == 1
+    assert '"ours"' in result.out
+    assert "event 2" in result.err
+    assert "not a casstore reference (driver 'aws-s3')" in result.err
+
+
+def reference_payload_json(reference: dict[str, Any]) -> dict[str, Any]:
+    """A reference payload as ``temporal workflow show --output json`` prints it."""
+    return {
+        "metadata": {
+            "encoding": base64.b64encode(b"json/protobuf").decode(),
+            "messageType": base64.b64encode(
+                b"temporal.api.sdk.v1.ExternalStorageReference"
+            ).decode(),
+        },
+        "data": base64.b64encode(json.dumps(reference).encode()).decode(),
+    }
+
+
+def test_ctrl_c_ends_a_command_with_130_and_one_line(tmp_path: Path) -> None:
+    LocalBackend(tmp_path / "store")
+    # cat waits on its standard input, which this test never closes, until SIGINT.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "casstore", "cat", "--store", str(tmp_path / "store")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        # /proc/PID/syscall reads "0 0x0 ..." while blocked in read(0, ...): the
+        # command is running (imports done, handlers in place) and waiting.
+        while not Path(f"/proc/{proc.pid}/syscall").read_text().startswith("0 0x0 "):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "cat never waited on its input"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip() == "casstore cat: interrupted"
+    assert out == ""
+
+
+@LOCAL_ONLY
+async def test_verify_never_reads_an_object_too_large_for_any_payload(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stored = await populate(store.backend)
+    sizes = {key: size async for key, size in store.backend.scan()}
+    limit = 4_000
+    too_big = sorted(k for k, size in sizes.items() if size > limit + 64)
+    assert too_big  # the 400 kB document, at least
+    result = await cli(capsys, "verify", store.url, "--max-payload-size", str(limit), "--json")
+    assert result.code == 1
+    reasons = {bad["key"]: bad["reason"] for bad in result.json()["bad"]}
+    for key in too_big:
+        assert "larger than any object holding a payload" in reasons[key]
+    assert result.json()["checked"] == len(stored.objects)

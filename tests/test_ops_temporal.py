@@ -167,5 +167,10 @@ async def test_metrics_reach_the_runtimes_prometheus_endpoint(
         if name == f"{REQUEST_LATENCY}_count"
     }
     assert latency_counts == dict(stats.backend_requests)
+    # Series that saw no event yet are exported at 0, so alerts on them work from the start.
+    assert ("casstore_errors", {"driver": "casstore", "kind": "integrity"}, 0.0) in [
+        (name, {k: v for k, v in labels.items() if k != "service_name"}, value)
+        for name, labels, value in samples
+    ]
     # Temporal's own metrics come through the same endpoint: one runtime, one exporter.
     assert any(name.startswith("temporal_") for name, _, _ in samples)

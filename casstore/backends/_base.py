@@ -31,6 +31,8 @@ class Backend(ABC):
     * **Who calls what.** The driver uses :meth:`stat`, :meth:`put`,
       :meth:`get` and :meth:`touch`; only tooling (garbage collection,
       inspection) uses :meth:`delete` and :meth:`scan`. All six are required.
+      Garbage collection also uses :meth:`scan_stat`, :meth:`delete_many`,
+      :meth:`move` and :meth:`move_many`, which have defaults built on the six.
     * **Keys.** ``/``-separated segments of ``[A-Za-z0-9._%-]``, none empty or
       starting with a dot, at most 1,024 bytes. Every method passes each key
       through :func:`casstore.backends.check_key` before any I/O, which raises

@@ -7,12 +7,12 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from casstore._keys import check_key
-from casstore.backends._base import Backend, ObjectStat
+from casstore.backends._base import Backend, ObjectStat, describe_backend
 from casstore.errors import (
     BackendError,
     BackendPermissionError,
@@ -85,7 +85,18 @@ class LocalBackend(Backend):
 
     async def move(self, src: str, dst: str) -> bool:
         """Rename the file (atomic), then set its modification time to now."""
-        return await asyncio.to_thread(self._move, src, self.path_for(src), self.path_for(dst))
+        [moved] = await self.move_many([(src, dst)])
+        return moved
+
+    async def move_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """Rename each file in one worker thread; each directory is fsynced once."""
+        items = [(src, self.path_for(src), self.path_for(dst)) for src, dst in pairs]
+        return await asyncio.to_thread(self._move_many, items)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Unlink each file in one worker thread (missing files are not errors)."""
+        paths = [(key, self.path_for(key)) for key in keys]
+        await asyncio.to_thread(self._delete_many, paths)
 
     def describe(self) -> Mapping[str, str]:
         return {"backend": "local", "root": str(self._root)}
@@ -150,6 +161,19 @@ class LocalBackend(Backend):
         with self._translate(key, path), contextlib.suppress(FileNotFoundError):
             path.unlink()
 
+    def _delete_many(self, paths: list[tuple[str, Path]]) -> None:
+        for key, path in paths:
+            self._delete(key, path)
+
+    def _move_many(self, items: list[tuple[str, Path, Path]]) -> list[bool]:
+        moved = [self._move(src, src_path, dst_path) for src, src_path, dst_path in items]
+        if self._fsync:  # the renames are durable before anyone is told they happened
+            touched = {p.parent for (_, s, d), done in zip(items, moved, strict=True) if done
+                       for p in (s, d)}  # fmt: skip
+            for directory in sorted(touched):
+                _fsync_directory(directory)
+        return moved
+
     def _move(self, src: str, src_path: Path, dst_path: Path) -> bool:
         with self._translate(src, src_path):
             dst_path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,14 +185,11 @@ class LocalBackend(Backend):
                 return False
             # The move's time, not the object's: gc dates trash copies by it.
             os.utime(dst_path)
-            if self._fsync:
-                _fsync_directory(dst_path.parent)
-                _fsync_directory(src_path.parent)
             return True
 
     def _scan(self, prefix: str) -> list[tuple[str, ObjectStat]]:
         found: list[tuple[str, ObjectStat]] = []
-        with self._translate(prefix, self._root):
+        with self._translate(prefix, self._root, of_object=False):
             for directory, dirnames, filenames in os.walk(self._root):
                 dirnames.sort()
                 parts = Path(directory).relative_to(self._root).parts
@@ -184,19 +205,26 @@ class LocalBackend(Backend):
         return found
 
     @contextlib.contextmanager
-    def _translate(self, key: str, path: Path) -> Iterator[None]:
-        """Map OSError to casstore's hierarchy, naming key, path and root."""
+    def _translate(self, key: str, path: Path, *, of_object: bool = True) -> Iterator[None]:
+        """Map OSError to casstore's hierarchy, naming key, path and root.
+
+        ``of_object``: ``key`` is an object's (not a listing prefix), so errors
+        carry it as their ``key``.
+        """
         where = f"[key={key}, path={path}, root={self._root}]"
+        about = {"key": key if of_object and key else None, "backend": describe_backend(self)}
         try:
             yield
         except FileNotFoundError as exc:
             if not self._root.is_dir():
-                raise BackendUnavailableError(f"local store root is missing {where}") from exc
-            raise ObjectNotFoundError(f"object not found {where}") from exc
+                raise BackendUnavailableError(
+                    f"local store root is missing {where}", **about
+                ) from exc
+            raise ObjectNotFoundError(f"object not found {where}", **about) from exc
         except PermissionError as exc:
-            raise BackendPermissionError(f"permission denied {where}: {exc}") from exc
+            raise BackendPermissionError(f"permission denied {where}: {exc}", **about) from exc
         except OSError as exc:
-            raise BackendError(f"local store I/O failed {where}: {exc}") from exc
+            raise BackendError(f"local store I/O failed {where}: {exc}", **about) from exc
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 
 from casstore._keys import check_key
-from casstore.backends._base import Backend, ObjectStat
+from casstore.backends._base import Backend, ObjectStat, describe_backend
 from casstore.errors import ObjectNotFoundError
 
 
@@ -34,7 +34,11 @@ class MemoryBackend(Backend):
         try:
             return self._objects[check_key(key)][0]
         except KeyError:
-            raise ObjectNotFoundError(f"object not found [key={key}, backend=memory]") from None
+            raise ObjectNotFoundError(
+                f"object not found [key={key}, backend=memory]",
+                key=key,
+                backend=describe_backend(self),
+            ) from None
 
     async def touch(self, key: str) -> None:
         data = await self.get(key)

@@ -6,6 +6,7 @@ import argparse
 import base64
 import json
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -136,12 +137,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     """Run ``casstore cat`` with parsed arguments; return the exit status."""
-    return run_command("cat", lambda: _cat(args, out, sys.stdin, sys.stderr))
+
+    def work() -> Awaitable[int]:
+        # Read the input before the event loop starts, where Ctrl-C interrupts it.
+        text, source = read_input(args.ref, sys.stdin)
+        return _cat(args, text, source, out, sys.stderr)
+
+    return run_command("cat", work)
 
 
-async def _cat(args: argparse.Namespace, out: TextIO, stdin: TextIO, err: TextIO) -> int:
+async def _cat(args: argparse.Namespace, text: str, source: str, out: TextIO, err: TextIO) -> int:
     keyring = open_keyring(args.keyring)
-    text, source = read_input(args.ref, stdin)
     try:
         references = find_references(parse_input(text, source=source))
     except InputError as exc:

@@ -151,6 +151,11 @@ def parse_duration(text: str) -> timedelta:
 def run_command(name: str, work: Callable[[], Awaitable[int]], *, err: TextIO | None = None) -> int:
     """Run a command's coroutine and turn every failure into one line and an exit status.
 
+    ``work`` is called before the event loop starts, and what it returns is
+    awaited inside it. Blocking preparation, such as reading standard input,
+    belongs in ``work`` itself, not in the coroutine: inside ``asyncio.run`` the
+    first Ctrl-C only cancels the main task, which a blocked read never notices.
+
     Args:
         name: The subcommand, for messages (``casstore NAME: error: ...``).
         work: Makes the coroutine that does the work and returns the exit status.
@@ -162,11 +167,11 @@ def run_command(name: str, work: Callable[[], Awaitable[int]], *, err: TextIO | 
     stream = err or sys.stderr
     prefix = f"casstore {name}"
 
-    async def main() -> int:
-        return await work()
+    async def main(awaitable: Awaitable[int]) -> int:
+        return await awaitable
 
     try:
-        return asyncio.run(main())
+        return asyncio.run(main(work()))
     except KeyboardInterrupt:
         print(f"\n{prefix}: interrupted", file=stream)
         return EXIT_INTERRUPTED
@@ -273,6 +278,8 @@ class Progress:
         total: How many items to expect, if known (shows a bar and percentage).
         stream: Where to draw (default stderr).
         enabled: Force drawing on or off; by default, on only for a terminal.
+        unit: What the items are (``objects``, ``executions``); bytes are shown
+            only when counted.
     """
 
     _INTERVAL = 0.1
@@ -285,8 +292,10 @@ class Progress:
         total: int | None = None,
         stream: TextIO | None = None,
         enabled: bool | None = None,
+        unit: str = "objects",
     ) -> None:
         self._stream = stream or sys.stderr
+        self._unit = unit
         self._enabled = _is_terminal(self._stream) if enabled is None else enabled
         self._label = label
         self._total = total
@@ -321,7 +330,8 @@ class Progress:
             filled = int(fraction * self._WIDTH)
             bar = "#" * filled + "." * (self._WIDTH - filled)
             done = f"[{bar}] {fraction:4.0%} {self._count:,}/{self._total:,}"
-        return f"{self._label} {done} objects, {format_bytes(self._bytes)}, {rate}"
+        size = f", {format_bytes(self._bytes)}" if self._bytes or self._unit == "objects" else ""
+        return f"{self._label} {done} {self._unit}{size}, {rate}"
 
     def _draw(self) -> None:
         self._drawn_at = time.monotonic()

@@ -9,19 +9,27 @@ store's manifest, the settings against it, Temporal's address and namespace.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from casstore._lifecycle import MANIFEST_KEY, LifecyclePolicy, check_collectable, read_policy
+from casstore._lifecycle import (
+    MANIFEST_KEY,
+    LifecyclePolicy,
+    check_collectable,
+    format_duration,
+    read_policy,
+)
 from casstore.backends._base import Backend, describe_suffix
 from casstore.errors import ConfigurationError
 from casstore.ops._common import (
@@ -38,7 +46,7 @@ from casstore.ops._common import (
     write_json,
 )
 from casstore.ops._gc_mark import DEFAULT_CONCURRENCY, Marked, mark_namespace
-from casstore.ops._gc_sweep import Applied, Plan, apply_plan, plan_sweep
+from casstore.ops._gc_sweep import Applied, Plan, apply_plan, gc_lock, plan_sweep
 
 DEFAULT_GRACE = timedelta(days=3)
 _LISTED = 20  # keys listed per action in text output; --json lists them all
@@ -56,6 +64,7 @@ class GcOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     tls: bool = False
     api_key: str | None = None
+    break_lock: bool = False
 
 
 @dataclass
@@ -68,8 +77,12 @@ class GcResult:
     applied: Applied | None
 
 
+StageProgress = Callable[[str, int], None]
+"""Told the stage (``marking``, ``scanning``, ``collecting``) and its running count."""
+
+
 async def collect_garbage(
-    backend: Backend, options: GcOptions, *, progress: Progress | None = None
+    backend: Backend, options: GcOptions, *, progress: StageProgress | None = None
 ) -> GcResult:
     """Run gc on an open store (refusing unsafe settings before any change).
 
@@ -93,23 +106,39 @@ async def collect_garbage(
     except ConfigurationError as exc:
         raise CommandError(str(exc)) from exc
 
-    marked: Marked | None = None
-    if options.older_than is None:
-        async with _temporal(options) as client:
-            marked = await mark_namespace(
-                client,
-                concurrency=options.concurrency,
-                progress=(lambda n: progress.advance()) if progress else None,
+    async with contextlib.AsyncExitStack() as stack:
+        client = None
+        if options.older_than is None:
+            client = await stack.enter_async_context(_temporal(options))
+        if options.delete:
+            # Held from before the mark to the last change: the plan must not
+            # rest on observations another gc run is invalidating.
+            await stack.enter_async_context(
+                gc_lock(backend, options.namespace, break_lock=options.break_lock)
             )
-        live: set[str] | None = marked.keys
-        judged_at = marked.started_at
-        min_age = options.grace
-    else:
-        live, judged_at, min_age = None, time.time(), options.older_than
-    plan = await plan_sweep(
-        backend, options.namespace, live=live, judged_at=judged_at, min_age=min_age
-    )
-    applied = await apply_plan(backend, plan, policy) if options.delete else None
+        marked: Marked | None = None
+        if client is not None:
+            marked = await mark_namespace(
+                client, concurrency=options.concurrency, progress=_stage(progress, "marking")
+            )
+            live: set[str] | None = marked.keys
+            judged_at = marked.started_at
+            min_age = options.grace
+        else:
+            live, judged_at, min_age = None, time.time(), options.older_than or options.grace
+        plan = await plan_sweep(
+            backend,
+            options.namespace,
+            live=live,
+            judged_at=judged_at,
+            min_age=min_age,
+            progress=_stage(progress, "scanning"),
+        )
+        applied = None
+        if options.delete:
+            applied = await apply_plan(
+                backend, plan, policy, progress=_stage(progress, "collecting")
+            )
     return GcResult(policy=policy, marked=marked, plan=plan, applied=applied)
 
 
@@ -140,6 +169,44 @@ async def _temporal(options: GcOptions) -> AsyncIterator[Client]:
             f"namespace={options.namespace}]: {exc.message}"
         ) from exc
     yield client
+
+
+def _stage(progress: StageProgress | None, stage: str) -> Callable[[int], None] | None:
+    return None if progress is None else functools.partial(progress, stage)
+
+
+class _Stages:
+    """One progress line per stage, on stderr when it is a terminal."""
+
+    _UNITS: ClassVar[dict[str, str]] = {
+        "marking": "executions read",
+        "scanning": "keys judged",
+        "collecting": "objects moved or deleted",
+    }
+
+    def __init__(self) -> None:
+        self._stage = ""
+        self._bar: Progress | None = None
+        self._done = 0
+
+    def __call__(self, stage: str, done: int) -> None:
+        bar = self._bar
+        if bar is None or stage != self._stage:
+            self.close()
+            bar = self._bar = Progress(f"gc: {stage}", unit=self._UNITS.get(stage, "items"))
+            self._stage, self._done = stage, 0
+        bar.advance(done - self._done)
+        self._done = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> _Stages:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 # Command line.
@@ -178,6 +245,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--delete", action="store_true", help="act (default: dry run)")
     parser.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="remove the namespace's gc lock a crashed run left behind (only if no gc runs)",
+    )
+    parser.add_argument(
         "--concurrency",
         type=positive_int,
         default=DEFAULT_CONCURRENCY,
@@ -205,6 +277,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         concurrency=args.concurrency,
         tls=args.tls or bool(args.api_key),
         api_key=args.api_key or None,
+        break_lock=args.break_lock,
     )
 
     async def work() -> int:
@@ -214,7 +287,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 "(age only), not both and not neither"
             )
         async with open_store(args.store) as backend:
-            with Progress("marking: executions read") as progress:
+            with _Stages() as progress:
                 result = await collect_garbage(backend, options, progress=progress)
         if args.json:
             write_json(_as_json(result, args.store, options), out)
@@ -229,7 +302,8 @@ def format_result(result: GcResult, store: str, options: GcOptions) -> str:
     """The text report: what was marked, kept, and moved or deleted (or would be)."""
     plan, marked, applied = result.plan, result.marked, result.applied
     acting = applied is not None
-    mode = f"older than {options.older_than}" if options.older_than else f"grace {options.grace}"
+    age = format_duration(plan.min_age)
+    mode = f"older than {age}" if options.older_than else f"grace {age}"
     lines = [
         f"casstore gc: namespace {options.namespace}, store {store} "
         f"({'delete' if acting else 'dry run'}, {mode})"
@@ -243,9 +317,9 @@ def format_result(result: GcResult, store: str, options: GcOptions) -> str:
     lines += [
         f"  scanned     {_tally(plan.scanned)}; trash {_tally(plan.trash)}",
         f"  kept        {plan.kept_referenced.objects:,} referenced, "
-        f"{plan.kept_young.objects:,} younger than the grace, "
+        f"{plan.kept_young.objects:,} younger than {age}, "
         f"{plan.kept_unjudged.objects:,} not casstore objects, "
-        f"{plan.waiting.objects:,} in the trash for less than the grace",
+        f"{plan.waiting.objects:,} in the trash for less than {age}",
     ]
     verb_move, verb_delete = ("moved", "deleted") if acting else ("would move", "would delete")
     moved = applied.moved if applied else plan.moves

@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import (
     DescribeActivityExecutionRequest,
+    DescribeNamespaceRequest,
     DescribeScheduleRequest,
     DescribeWorkflowExecutionRequest,
     ListActivityExecutionsRequest,
@@ -87,6 +88,11 @@ async def mark_namespace(
         await _mark_executions(client, marked, concurrency, progress)
         await _mark_schedules(client, marked)
         await _mark_activities(client, marked)
+        # An execution that answers "not found" is skipped as deleted; make sure
+        # that was not the whole namespace going away under the mark.
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace), retry=True
+        )
     except RPCError as exc:
         raise MarkError(
             f"Temporal refused to list or read [namespace={namespace}]: {exc.message}"
@@ -238,7 +244,13 @@ async def _standalone_activities(client: Client) -> AsyncIterator[tuple[str, str
 def _collect(marked: Marked, messages: Iterable[Message], where: str) -> None:
     for message in messages:
         for payload in iter_payloads(message):
-            reference = reference_in(payload)
+            try:
+                reference = reference_in(payload)
+            except Exception as exc:  # a malformed reference payload: untrusted input
+                raise MarkError(
+                    f"a storage reference in Temporal is malformed, so gc cannot tell what "
+                    f"it needs [{where}]: {exc}"
+                ) from exc
             if reference is None:
                 continue
             claim_data = dict(reference.claim_data)

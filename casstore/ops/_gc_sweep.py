@@ -10,15 +10,20 @@ original. Why each step is safe: docs/operations.md ("The safety rule").
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 
 from casstore._keys import KEY_LAYOUT_VERSION, escape_id, is_object_key
 from casstore._lifecycle import TRASH_PREFIX, LifecyclePolicy, trash_key
-from casstore.backends._base import Backend
+from casstore.backends._base import Backend, describe_suffix
+from casstore.errors import CasstoreError, ObjectNotFoundError
 
 _T = TypeVar("_T")
 
@@ -215,3 +220,49 @@ async def apply_plan(
 
 def _batches(items: Sequence[_T]) -> list[Sequence[_T]]:
     return [items[i : i + BATCH_SIZE] for i in range(0, len(items), BATCH_SIZE)]
+
+
+LOCK_PREFIX = "_casstore/gc/"
+
+
+class LockHeldError(CasstoreError):
+    """Another gc holds this namespace's lock (or left it behind)."""
+
+
+@asynccontextmanager
+async def gc_lock(
+    backend: Backend, namespace: str, *, break_lock: bool = False
+) -> AsyncIterator[str]:
+    """Hold the namespace's gc lock while acting.
+
+    Two gc runs at once are not covered by the safety rule (one could drop a
+    trash copy the other just made).
+
+    The lock is an object created with create-if-absent, so it excludes another
+    gc on stores whose backend has ``conditional_writes``; on others it only
+    records who runs. It is deleted when the run ends; a crashed run leaves it
+    behind, and ``break_lock`` removes it (only when no gc is running).
+
+    Raises:
+        LockHeldError: Naming who holds it and since when.
+    """
+    key = f"{LOCK_PREFIX}{escape_id(namespace, kind=b'n')}.lock"
+    if break_lock:
+        await backend.delete(key)
+    holder = json.dumps(
+        {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+    ).encode()
+    if not await backend.put(key, holder):
+        try:
+            held = (await backend.get(key)).decode(errors="replace")
+        except ObjectNotFoundError:
+            held = "(released meanwhile)"
+        raise LockHeldError(
+            f"another gc holds the lock of namespace {namespace!r} [key={key}"
+            f"{describe_suffix(backend)}]: {held}; if no gc is running (a crashed one left "
+            "it), run again with --break-lock"
+        )
+    try:
+        yield key
+    finally:
+        await backend.delete(key)

@@ -28,10 +28,18 @@ from casstore.ops._common import (
     run_command,
     write_json,
 )
-from casstore.ops._layout import BadKeyError, is_casstore_key, parse_object_key
+from casstore.ops._layout import (
+    HOUSEKEEPING_PREFIX,
+    BadKeyError,
+    is_casstore_key,
+    parse_object_key,
+)
 from casstore.ops._reader import DEFAULT_CONCURRENCY, DEFAULT_MEMORY_BUDGET, Outcome, read_each
 
 DEFAULT_MAX_PAYLOAD_SIZE = 50 * 1024 * 1024
+_MAX_OBJECT_OVERHEAD = 64
+"""Most bytes an object adds to its payload: header and key id (at most 39), AEAD
+tag (16); a zstd body is only kept when smaller than the payload."""
 
 
 @dataclass
@@ -65,8 +73,10 @@ class VerifyReport:
     """The key ids those objects need."""
     vanished: list[str] = field(default_factory=list)
     """Listed, then gone when read (deleted meanwhile, e.g. by gc): not a fault."""
+    housekeeping_keys: int = 0
+    """Keys under ``_casstore/`` (lifecycle manifest, gc trash): skipped."""
     other_keys: list[str] = field(default_factory=list)
-    """Keys outside the object prefix (not casstore objects): skipped."""
+    """Other keys outside the object prefix (not casstore objects): skipped."""
     sampled: bool = False
     seconds: float = 0.0
 
@@ -87,6 +97,7 @@ class VerifyReport:
             "unchecked": [{"key": b.key, "reason": b.reason} for b in self.unchecked],
             "needs_keys": sorted(self.needs_keys),
             "vanished": self.vanished,
+            "housekeeping_keys": self.housekeeping_keys,
             "other_keys": self.other_keys,
             "stored_bytes": self.stored_bytes,
             "logical_bytes": self.logical_bytes,
@@ -145,9 +156,22 @@ async def verify_store(
     async def objects() -> AsyncIterator[tuple[str, int]]:
         async for key, size in backend.scan():
             if not is_casstore_key(key):
-                report.other_keys.append(key)
+                if key.startswith(HOUSEKEEPING_PREFIX):
+                    report.housekeeping_keys += 1
+                else:
+                    report.other_keys.append(key)
                 continue
             report.listed += 1
+            if size > max_payload_size + _MAX_OBJECT_OVERHEAD:
+                # Never read: no payload a reader accepts makes an object this large.
+                report.checked += 1
+                report.stored_bytes += size
+                found_bad(
+                    key,
+                    f"stored object is {size} bytes, larger than any object holding a payload "
+                    f"of at most max_payload_size {max_payload_size} bytes",
+                )
+                continue
             yield key, size
 
     def check(key: str, data: bytes) -> ObjectFacts | ObjectProblem | BadKeyError | NeedsKey:
@@ -309,6 +333,12 @@ def _print_summary(report: VerifyReport, out: TextIO) -> None:
     if report.vanished:
         print(
             f"{len(report.vanished):,} objects were deleted while verify ran (not checked)",
+            file=out,
+        )
+    if report.housekeeping_keys:
+        print(
+            f"{report.housekeeping_keys:,} keys under {HOUSEKEEPING_PREFIX} skipped "
+            "(lifecycle manifest, gc trash)",
             file=out,
         )
     if report.other_keys:

@@ -14,11 +14,12 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from casstore._keys import check_key
-from casstore.backends._base import Backend, ObjectStat
+from casstore.backends._base import Backend, ObjectStat, describe_backend
 from casstore.backends.s3._bulk import copy_objects, delete_objects
 from casstore.backends.s3._errors import (
     NOT_FOUND_CODES,
     ConditionalConflict,
+    Where,
     error_code,
     translate_errors,
 )
@@ -247,7 +248,9 @@ class S3Backend(Backend):
                 await asyncio.sleep(_CONFLICT_BACKOFF * 2**attempt)
         raise BackendUnavailableError(
             f"S3 kept reporting a conflicting concurrent write after {_CONFLICT_ATTEMPTS} "
-            f"attempts{self._where(s3_key)}"
+            f"attempts{self._where(s3_key)}",
+            key=key,
+            backend=describe_backend(self),
         )
 
     async def get(self, key: str) -> bytes:
@@ -321,7 +324,7 @@ class S3Backend(Backend):
             )
         )
         while True:
-            with self._translate("scan", self._root + prefix):
+            with self._translate("scan", self._root + prefix, of_object=False):
                 try:
                     page = await anext(pages)
                 except StopAsyncIteration:
@@ -368,7 +371,7 @@ class S3Backend(Backend):
                     endpoint_url=self._endpoint_url,
                     config=self._config,
                 )
-                with self._translate("client setup", ""):
+                with self._translate("client setup", "", of_object=False):
                     self._client = await context.__aenter__()
                 self._client_context = context
             return self._client
@@ -380,6 +383,17 @@ class S3Backend(Backend):
             f" [bucket={self._bucket}{key}, region={facts['region']}, endpoint={facts['endpoint']}]"
         )
 
-    def _translate(self, operation: str, s3_key: str) -> AbstractContextManager[None]:
-        """Map botocore errors to casstore's, naming bucket, key, region, endpoint."""
-        return translate_errors(operation, self._bucket, lambda: self._where(s3_key))
+    def _translate(
+        self, operation: str, s3_key: str, *, of_object: bool = True
+    ) -> AbstractContextManager[None]:
+        """Map botocore errors to casstore's, naming bucket, key, region, endpoint.
+
+        ``of_object``: ``s3_key`` is an object's (not a listing prefix), so
+        errors carry its casstore key as their ``key``.
+        """
+
+        def about() -> Where:
+            key = s3_key[len(self._root) :] if of_object and s3_key else None
+            return Where(self._where(s3_key), key, describe_backend(self))
+
+        return translate_errors(operation, self._bucket, about)
