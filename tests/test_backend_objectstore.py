@@ -134,6 +134,26 @@ async def test_delete_removes_only_its_own_object(objstore: ObjStorePlace) -> No
     ]
 
 
+async def test_move_deletes_its_source_only_after_the_copy(objstore: ObjStorePlace) -> None:
+    # gc's trash moves go through here: the one other delete path.
+    trash = "_casstore/trash/" + KEY
+    async with objstore.backend() as backend:
+        await backend.put(KEY, b"payload")
+        with pytest.raises(ValueError, match="invalid object key"):
+            await backend.move(KEY, "../outside/" + KEY)  # refused before any request
+        assert await objstore.raw_get(KEY) == b"payload"
+        missing = "v1/default/order-42/" + "cd" * 32
+        assert await backend.move(missing, trash) is False
+        assert await backend.stat(trash) is None  # nothing was created either
+        assert await backend.move(KEY, trash) is True
+        assert await objstore.raw_get(trash) == b"payload"
+        assert await backend.stat(KEY) is None
+    async with objstore.backend(container="casstore-missing-" + objstore.container[-8:]) as gone:
+        with pytest.raises(BackendUnavailableError, match="does not exist"):
+            await gone.move(trash, KEY)
+    assert await objstore.raw_get(trash) == b"payload"  # a failed move deleted nothing
+
+
 # Conditional create.
 
 

@@ -7,7 +7,7 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -134,7 +134,18 @@ class LocalBackend(Backend):
 
     async def move(self, src: str, dst: str) -> bool:
         """Rename the file (atomic), then set its modification time to now."""
-        return await asyncio.to_thread(self._move, src, self._parts(src), self._parts(dst))
+        [moved] = await self.move_many([(src, dst)])
+        return moved
+
+    async def move_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """Rename each file in one worker thread; each directory is fsynced once."""
+        items = [(src, self._parts(src), self._parts(dst)) for src, dst in pairs]
+        return await asyncio.to_thread(self._move_many, items)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Unlink each file in one worker thread (missing files are not errors)."""
+        items = [(key, self._parts(key)) for key in keys]
+        await asyncio.to_thread(self._delete_many, items)
 
     def describe(self) -> Mapping[str, str]:
         return {"backend": "local", "root": str(self._root)}
@@ -197,6 +208,27 @@ class LocalBackend(Backend):
             # unlink removes a link itself, never what it points to.
             os.unlink(parts[-1], dir_fd=fd)
 
+    def _delete_many(self, items: list[tuple[str, list[str]]]) -> None:
+        for key, parts in items:
+            self._delete(key, parts)
+
+    def _move_many(self, items: list[tuple[str, list[str], list[str]]]) -> list[bool]:
+        moved = [self._move(src, src_parts, dst_parts) for src, src_parts, dst_parts in items]
+        if self._fsync:  # the renames are durable before anyone is told they happened
+            touched = {
+                tuple(parts[:-1])
+                for (_, src_parts, dst_parts), done in zip(items, moved, strict=True)
+                if done
+                for parts in (src_parts, dst_parts)
+            }
+            for directory in sorted(touched):
+                with (
+                    self._translate("", list(directory), of_object=False),
+                    open_dir(str(self._root), directory) as fd,
+                ):
+                    fsync_dir(fd)
+        return moved
+
     def _move(self, src: str, src_parts: list[str], dst_parts: list[str]) -> bool:
         root = str(self._root)
         with self._translate(src, src_parts):
@@ -209,10 +241,7 @@ class LocalBackend(Backend):
                     os.rename(src_parts[-1], dst_parts[-1], src_dir_fd=from_dir, dst_dir_fd=to_dir)
                     # The move's time, not the object's: gc dates trash copies by it.
                     os.utime(dst_parts[-1], dir_fd=to_dir, follow_symlinks=False)
-                    if self._fsync:
-                        fsync_dir(to_dir)
-                        fsync_dir(from_dir)
-                    return True
+                    return True  # _move_many fsyncs each directory once
             except FileNotFoundError:
                 if not self._root.is_dir():
                     raise
