@@ -4,7 +4,7 @@ Run with ``make reliability`` (or ``python -m benchmarks.reliability``). Two
 parts, each reproducible from a seed:
 
 * **Faults**: many payloads stored and retrieved through the driver and
-  ``S3Backend`` while the fault proxy (testrig/faultproxy.py) in front of a
+  ``S3Backend`` while the fault proxy (testrig/chaos.py) in front of a
   real moto or rclone server fails a share of requests. Reports requests,
   faults by kind, payloads lost or wrong (read back with the faults gone),
   clear failures, and the worst time any store or retrieve took against its
@@ -47,7 +47,7 @@ from casstore.backends import LocalBackend
 from casstore.backends.s3 import S3Backend
 from casstore.errors import CasstoreError
 from testrig import MotoS3Server, RcloneS3Server, S3Server
-from testrig.faultproxy import FaultProxy
+from testrig.chaos import ChaosProxy
 
 MIB = 1024 * 1024
 CONTEXT = StorageDriverStoreContext(
@@ -87,7 +87,7 @@ async def _fault_run(
         region_name=server.region,
     )
     payloads = [_payload(SIZES[i % len(SIZES)], seed * 100_000 + i) for i in range(count)]
-    with FaultProxy(("127.0.0.1", port), fault_rate=rate, seed=seed) as proxy:
+    with ChaosProxy(("127.0.0.1", port), fault_rate=rate, seed=seed) as proxy:
         options: dict[str, Any] = {"conditional_writes": conditional}
         async with (
             S3Backend(

@@ -15,6 +15,7 @@ import pytest
 from casstore.backends import Backend
 from casstore.backends.objectstore import ObjectStoreBackend
 from casstore.errors import (
+    BackendError,
     BackendPermissionError,
     BackendUnavailableError,
     ConfigurationError,
@@ -441,3 +442,65 @@ async def test_open_backend_azure_url_round_trips_on_azurite(
         async with open_backend(url) as backend:
             assert await backend.put(KEY, b"via url") is True
         assert await place.raw_get(KEY) == b"via url"
+
+
+# Faults on the wire: a proxy in front of moto answers chosen requests itself.
+
+_CONFLICT = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ConditionalRequestConflict</Code>'
+    b"<Message>A conflicting conditional operation is in progress</Message></Error>"
+)
+
+
+def _conditional_put(method: str, path: str, headers: dict[str, str]) -> bool:
+    return method == "PUT" and headers.get("If-None-Match", headers.get("if-none-match")) == "*"
+
+
+@pytest.mark.parametrize(
+    ("faults", "expected", "error"),
+    [
+        # AWS answers 409 while another conditional write of the key is in flight:
+        # retried, and the retry's answer (created, or 412) is the result.
+        ([409], True, None),
+        ([409, 409, 409, 409], None, BackendUnavailableError),
+        ([503] * 3, None, BackendUnavailableError),
+        ([400], None, None),
+    ],
+)
+async def test_answers_injected_on_the_wire_map_to_results_and_errors(
+    moto_s3: S3Target, faults: list[int], expected: bool | None, error: type[Exception] | None
+) -> None:
+    from testrig.faultproxy import Fault, FaultProxy
+
+    assert moto_s3.endpoint_url is not None
+    body = {409: _CONFLICT, 503: b"<Error><Code>SlowDown</Code></Error>"}
+    async with objstore_place("moto", moto_s3) as place:
+        with FaultProxy(moto_s3.endpoint_url) as proxy:
+            proxy.faults = [
+                Fault(
+                    _conditional_put, status, body.get(status, b"<Error><Code>Bad</Code></Error>")
+                )
+                for status in faults
+            ]
+            backend = ObjectStoreBackend.s3(
+                place.container,
+                place.prefix,
+                endpoint=proxy.endpoint,
+                access_key_id="AKIATEST",
+                secret_access_key="SECRETTEST",
+                metadata_endpoint=DEAD_ENDPOINT,
+                max_retries=2,
+                retry_timeout=5,
+            )
+            async with backend:
+                if error is None and expected is not None:
+                    assert await backend.put(KEY, b"data") is expected
+                    assert await place.raw_get(KEY) == b"data"
+                elif error is not None:
+                    with pytest.raises(error, match=f"bucket={place.container}"):
+                        await backend.put(KEY, b"data")
+                else:
+                    with pytest.raises(BackendError, match=r"Bad \(HTTP 400\)") as info:
+                        await backend.put(KEY, b"data")
+                    assert type(info.value) is BackendError
+            assert len(proxy.injected) == len(faults)

@@ -22,7 +22,7 @@ from casstore.demo import FanOutChild, FanOutParent, analyze_shard, make_documen
 from casstore.history import history_references, workflow_task_failures
 from casstore.plugin import CasStorePlugin
 from testrig import TemporalDevServer
-from testrig.faultproxy import FaultProxy
+from testrig.chaos import ChaosProxy
 from tests.s3_fixtures import S3Target, s3_place
 
 FAULT_RATE = 0.1
@@ -44,7 +44,7 @@ async def test_fan_out_completes_with_no_payload_lost_while_10_percent_of_s3_req
     workflow_id, task_queue = f"faults-{uuid.uuid4().hex[:12]}", f"q-{uuid.uuid4().hex[:8]}"
     workflow_ids = [workflow_id] + [f"{workflow_id}-child-{i}" for i in range(children)]
     async with s3_place(moto_s3) as place:
-        with FaultProxy(("127.0.0.1", port), fault_rate=FAULT_RATE, seed=10) as proxy:
+        with ChaosProxy(("127.0.0.1", port), fault_rate=FAULT_RATE, seed=10) as proxy:
             backend = S3Backend(
                 place.bucket, place.prefix, session=place.session(), endpoint_url=proxy.endpoint_url
             )

@@ -696,7 +696,10 @@ def test_ctrl_c_ends_a_command_with_130_and_one_line(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "cat never waited on its input"
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        # Wait before communicate(): it closes stdin, and an end of input that
+        # arrives before the signal would be read as an (empty) input.
+        proc.wait(timeout=30)
+        out, err = proc.communicate()
     finally:
         proc.kill()
     assert proc.returncode == 130, err

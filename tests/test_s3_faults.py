@@ -1,6 +1,6 @@
 """The S3 backend and driver behind a fault-injecting proxy, in front of real servers.
 
-Every fault is real: the proxy (testrig/faultproxy.py) answers 5xx, resets
+Every fault is real: the proxy (testrig/chaos.py) answers 5xx, resets
 connections before, after and in the middle of answers, accepts a request
 and never answers, trickles answers, and delays them, in front of moto and
 rclone.
@@ -29,7 +29,7 @@ from temporalio.converter import (
 from casstore import CasStorageDriver
 from casstore.backends.s3 import S3Backend
 from casstore.errors import BackendUnavailableError, CasstoreError, IntegrityError
-from testrig.faultproxy import FAULTS, FaultProxy
+from testrig.chaos import FAULTS, ChaosProxy
 from tests.s3_fixtures import S3Place
 
 CONTEXT = StorageDriverStoreContext(
@@ -45,7 +45,7 @@ class Faulty:
     """An S3 place reached through a fault proxy."""
 
     place: S3Place
-    proxy: FaultProxy
+    proxy: ChaosProxy
 
     def backend(self, **options: Any) -> S3Backend:
         options.setdefault("conditional_writes", self.place.target.conditional_writes)
@@ -64,7 +64,7 @@ def faulty(s3: S3Place) -> Iterator[Faulty]:
         pytest.skip("the fault proxy speaks plain HTTP to local servers only")
     upstream = urlsplit(s3.target.endpoint_url or "")
     assert upstream.port is not None
-    with FaultProxy(("127.0.0.1", upstream.port), seed=12, trickle_interval=0.2) as proxy:
+    with ChaosProxy(("127.0.0.1", upstream.port), seed=12, trickle_interval=0.2) as proxy:
         yield Faulty(s3, proxy)
 
 
