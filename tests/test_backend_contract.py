@@ -195,8 +195,8 @@ class _Minimal(Backend):
     async def put(self, key: str, data: bytes) -> bool:
         return await self.inner.put(key, data)
 
-    async def get(self, key: str) -> bytes:
-        return await self.inner.get(key)
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
+        return await self.inner.get(key, max_size=max_size)
 
     async def touch(self, key: str) -> None:
         await self.inner.touch(key)

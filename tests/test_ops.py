@@ -582,7 +582,7 @@ class TrackedBackend(LocalBackend):
         self.most_reading = 0
         self.vanish: set[str] = set()
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         if key in self.vanish:  # deleted between the listing and the read, as gc would
             await self.delete(key)
         size = self.path_for(key).stat().st_size if self.path_for(key).exists() else 0
@@ -590,7 +590,7 @@ class TrackedBackend(LocalBackend):
         self.most_reading = max(self.most_reading, self.reading)
         try:
             await asyncio.sleep(0.01)
-            return await super().get(key)
+            return await super().get(key, max_size=max_size)
         finally:
             self.reading -= size
 

@@ -39,7 +39,7 @@ from casstore.backends.objectstore._options import (
     s3_aux_store,
     s3_store,
 )
-from casstore.errors import BackendUnavailableError, ConfigurationError
+from casstore.errors import BackendUnavailableError, ConfigurationError, IntegrityError
 
 __all__ = ["ObjectStoreBackend"]
 
@@ -328,11 +328,16 @@ class ObjectStoreBackend(Backend):
             self._facts,
         )
 
-    async def get(self, key: str) -> bytes:
-        """GET the object's bytes."""
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
+        """GET the object's bytes; one above ``max_size`` is refused before its body is read."""
         path = self.object_key(key)
         with self._translate("get", path):
             result = await obstore.get_async(self._store, path)
+            size = int(result.meta["size"])
+            if max_size is not None and size > max_size:
+                message = f"stored object is {size} bytes, above the {max_size} bytes its claim"
+                at = where(self._facts, path)
+                raise error(IntegrityError, f"{message} allows{at}", path, self._facts)
             body = await result.bytes_async()
         return body.to_bytes()
 

@@ -5,19 +5,23 @@ See the "Errors" table in docs/backends.md.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from aiohttp import ClientConnectionError, ClientPayloadError
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionError,
     CredentialRetrievalError,
     HTTPClientError,
+    IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
+    ResponseStreamingError,
 )
 
 from casstore.errors import (
@@ -38,6 +42,14 @@ _PERMISSIONS = {
 NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
 _UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "RequestTimeout", "InternalError"}
 _WRONG_REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "301"}
+TRANSIENT = (
+    ClientPayloadError,
+    ClientConnectionError,
+    IncompleteReadError,
+    ResponseStreamingError,
+    asyncio.IncompleteReadError,
+)
+"""Transport failures below botocore: a reset connection, a body cut mid-transfer."""
 
 
 class ConditionalConflict(Exception):
@@ -86,6 +98,11 @@ def translate_errors(operation: str, bucket: str, where: Callable[[], Where]) ->
             f"S3 {operation} could not reach the server: {exc}{about.suffix}",
             key=about.key,
             backend=about.backend,
+        ) from exc
+    except TRANSIENT as exc:
+        # Worth another try: the driver retries BackendUnavailableError.
+        raise BackendUnavailableError(
+            f"S3 {operation} was cut off: {type(exc).__name__}: {exc}{where()}"
         ) from exc
     except BotoCoreError as exc:
         about = where()
