@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-ops clean browser
+.PHONY: demo test lint bench bench-ops fuzz reliability clean browser
 
 # The Web UI test drives Debian's chromium through Playwright (Playwright's own
 # browser download needs the internet). Idempotent; a failed install fails `make test`.
@@ -32,6 +32,15 @@ $(AZURITE):
 
 test: lint browser $(AZURITE)
 	$(BIN)/pytest
+
+# Faults injected in front of real S3 servers, payloads lost, worst stall, peak memory
+# (the figures in docs/reliability.md).
+reliability: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.reliability $(RELIABILITY_ARGS)
+
+# Long property-based fuzzing of claims and objects (make test runs a bounded profile).
+fuzz: $(BIN)/.installed
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider --timeout=3600
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

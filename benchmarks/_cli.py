@@ -32,7 +32,14 @@ from benchmarks._measure import Meter, Sample, median_sample
 from benchmarks._profile import QUICK_SIZES, SIZES, run_profile
 from benchmarks._report import Result, markdown, write_chart, write_json
 from benchmarks._s3 import S3Endpoint
-from benchmarks._scenarios import FanOut, Large, Scenario, Sizes, SmallPayloads
+from benchmarks._scenarios import (
+    RACED_DIRECTORIES,
+    FanOut,
+    Large,
+    Scenario,
+    Sizes,
+    SmallPayloads,
+)
 
 if TYPE_CHECKING:
     from testrig import RcloneS3Server
@@ -173,19 +180,18 @@ def servers(args: argparse.Namespace, progress: Progress) -> Iterator[dict[str, 
 
 
 def _prepare_rclone_bucket(rclone: RcloneS3Server, bucket: str) -> None:
-    """Create the namespace directory every workflow directory of a run goes into.
+    """Create the directories a run's concurrent first writes would race to create.
 
     ``rclone serve s3`` creates a key's missing parent directories before it
     reads the request body, and two requests racing to create one directory
     can fail there; botocore, having sent ``Expect: 100-continue``, then waits
     forever (the multi-minute stalls this suite used to see). Real S3 has no
-    directories. Every scenario writes under ``v1/default/<workflow id>/``,
-    and each workflow's first write happens before any concurrent one of its
-    own, so ``v1/default`` is the one directory writes race to create. It is
-    made on disk, and rclone's directory cache dropped, before any driver
-    writes: the same for every S3 driver.
+    directories. The directories of ``RACED_DIRECTORIES`` are made on disk, and
+    rclone's directory cache dropped, before any driver writes: the same for
+    every S3 driver, whatever its client.
     """
-    (rclone.root / bucket / "v1" / "default").mkdir(parents=True, exist_ok=True)
+    for directory in RACED_DIRECTORIES:
+        (rclone.root / bucket / directory).mkdir(parents=True, exist_ok=True)
     rclone.flush_dir_cache()
 
 

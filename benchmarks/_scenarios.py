@@ -31,6 +31,18 @@ from benchmarks._measure import Meter
 from benchmarks._workloads import json_payload, random_payload, small_payload_workload
 
 MiB = 1024 * 1024
+FANOUT_WORKFLOW = "fanout-parent"
+RACED_DIRECTORIES = (
+    "v1/default",
+    "v0/ns/default/wt/Parent/wi",
+    f"v0/ns/default/wt/Parent/wi/{FANOUT_WORKFLOW}/ri/run-{FANOUT_WORKFLOW}/d/sha256",
+)
+"""Directories that concurrent first writes of scenarios 1-3 would race to create
+on a server that keeps keys as files (``rclone serve s3``), for casstore's key
+layout (``v1/<namespace>/<workflow>/``) and the SDK driver's
+(``v0/ns/<namespace>/wt/<type>/wi/<workflow>/ri/<run>/d/sha256/``): the shared
+parents of every workflow's directory, and the fan-out workflow's own, which
+the SDK driver's concurrent PUTs of one payload share. See ``_cli._prepare_rclone_bucket``."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +147,7 @@ class FanOut(Scenario):
 
     async def run(self, rig: Rig, meter: Meter) -> None:
         converter = converter_for(rig)
-        workflow = in_workflow(converter, "fanout-parent")
+        workflow = in_workflow(converter, FANOUT_WORKFLOW)
         copies = [self.payload] * self.sizes.fanout_copies
         async with meter.phase("store"):
             refs = await asyncio.gather(*(workflow._transform_outbound_payload(p) for p in copies))

@@ -20,4 +20,7 @@ async def gather_cancel_on_error(coros: Sequence[Coroutine[Any, Any, _T]]) -> li
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # The error's traceback holds this frame: drop the tasks (and the
+        # errors and buffers they hold) so no reference cycle keeps them alive.
+        tasks.clear()
         raise

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
@@ -121,11 +124,45 @@ class SingleFlight(Generic[K, V]):
         # Drop our reference before waiting: a joiner's operation may hold large
         # buffers that nothing needs any more.
         del operation
-        return await asyncio.shield(future), joined
+        try:
+            return await asyncio.shield(future), joined
+        finally:
+            # A failure's traceback holds this frame; without this, frame ->
+            # future -> exception -> traceback -> frame is a cycle that keeps
+            # the operation's buffers alive until a full garbage collection.
+            del future
 
     def _finish(self, key: K, done: asyncio.Future[V]) -> None:
         if self._inflight.get(key) is done:
             del self._inflight[key]
         # Mark the exception retrieved: every caller may have been cancelled.
-        if not done.cancelled():
-            done.exception()
+        if not done.cancelled() and (exc := done.exception()) is not None:
+            _release_frames(exc)
+
+
+def _release_frames(exc: BaseException) -> None:
+    """Drop the locals of the finished frames a failed operation's exception holds.
+
+    The shared operation failed and will not resume: its frames' locals (the
+    payload buffers it read or decoded) are of no use to anyone, yet would
+    live as long as the exception, which every caller shares and may keep.
+    Every frame of the exception's own traceback has finished (it propagated
+    out of them). Its causes were caught along the way, so of their frames
+    only plain functions are cleared: clearing a suspended coroutine's frame
+    would close that coroutine (on Python < 3.13).
+    """
+    traceback.clear_frames(exc.__traceback__)
+    seen = {id(exc)}
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        tb = cause.__traceback__
+        while tb is not None:
+            if not tb.tb_frame.f_code.co_flags & _RESUMABLE:
+                with contextlib.suppress(RuntimeError):  # still executing
+                    tb.tb_frame.clear()
+            tb = tb.tb_next
+        cause = cause.__cause__ or cause.__context__
+
+
+_RESUMABLE = inspect.CO_COROUTINE | inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR

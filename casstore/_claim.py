@@ -184,22 +184,7 @@ def parse_claim_data(claim_data: Mapping[str, str], *, max_size: int) -> Claim:
             JSON, wrong field types, an unknown version, a malformed digest or
             location, an unknown codec, or a size above ``max_size``.
     """
-    if not isinstance(claim_data, Mapping):
-        raise ClaimError(f"claim data must be a mapping, got {type(claim_data).__name__}")
-    if set(claim_data) - {CLAIM_DATA_KEY}:
-        # Versions live inside "c"; anything else (a bucket, a key) is not ours to honour.
-        raise ClaimError(
-            f"claim data has unexpected entries; a casstore claim holds only {CLAIM_DATA_KEY!r} "
-            f"[keys={sorted(map(str, claim_data))}]"
-        )
-    raw = claim_data.get(CLAIM_DATA_KEY)
-    if not isinstance(raw, str):
-        raise ClaimError(
-            f"claim data has no string entry {CLAIM_DATA_KEY!r}; is this a casstore claim? "
-            f"[keys={sorted(map(str, claim_data))}]"
-        )
-    if len(raw) > MAX_CLAIM_LENGTH:
-        raise ClaimError(f"claim is {len(raw)} characters, above the {MAX_CLAIM_LENGTH} limit")
+    raw = _claim_text(claim_data)
     text_version = _TEXT_VERSION_RE.match(raw)
     if text_version is not None:
         if text_version.group(1) != str(CLAIM_V2):
@@ -213,6 +198,8 @@ def parse_claim_data(claim_data: Mapping[str, str], *, max_size: int) -> Claim:
         claim = _decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise ClaimError(_explain(raw, exc)) from exc
+    except RecursionError as exc:
+        raise ClaimError(f"claim nests too deeply to be a claim [claim={raw[:200]!r}]") from exc
     location = validate_location(claim.location)
     digest = decode_digest(claim.digest)
     if claim.codec not in Codec._value2member_map_:
@@ -230,11 +217,58 @@ def parse_claim_data(claim_data: Mapping[str, str], *, max_size: int) -> Claim:
     )
 
 
+def _claim_text(claim_data: object) -> str:
+    """Return the claim's text out of untrusted ``claim_data``, whatever its types.
+
+    Anything but a mapping holding exactly one ``str`` entry ``"c"`` of valid
+    Unicode is a :class:`ClaimError`, including mappings whose methods raise.
+    """
+    if not isinstance(claim_data, Mapping):
+        raise ClaimError(f"claim data must be a mapping, got {type(claim_data).__name__}")
+    try:
+        entries = {key: claim_data[key] for key in claim_data}
+    except Exception as exc:
+        # A hostile or broken Mapping implementation: nothing it says can be trusted.
+        raise ClaimError(
+            f"claim data cannot be read as a mapping ({type(claim_data).__name__}): "
+            f"{type(exc).__name__}"
+        ) from exc
+    names = sorted(k if type(k) is str else f"<{type(k).__name__}>" for k in entries)
+    if set(names) - {CLAIM_DATA_KEY}:
+        # Versions live inside "c"; anything else (a bucket, a key) is not ours to honour.
+        raise ClaimError(
+            f"claim data has unexpected entries; a casstore claim holds only {CLAIM_DATA_KEY!r} "
+            f"[keys={[_printable(n) for n in names][:20]}]"
+        )
+    raw = entries.get(CLAIM_DATA_KEY)
+    if not isinstance(raw, str):
+        raise ClaimError(
+            f"claim data has no string entry {CLAIM_DATA_KEY!r}; is this a casstore claim? "
+            f"[keys={names}, type={type(raw).__name__}]"
+        )
+    raw = str.__str__(raw)  # an exact str, whatever a subclass overrides
+    if len(raw) > MAX_CLAIM_LENGTH:
+        raise ClaimError(f"claim is {len(raw)} characters, above the {MAX_CLAIM_LENGTH} limit")
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ClaimError(
+            f"claim is not valid Unicode text ({exc.reason} at {exc.start}) "
+            f"[claim={_printable(raw[:200])}]"
+        ) from exc
+    return raw
+
+
+def _printable(text: str) -> str:
+    """Render untrusted text safely for a message (lone surrogates escaped)."""
+    return repr(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
 def _explain(raw: str, exc: msgspec.DecodeError) -> str:
     """Turn a msgspec decode error into a message that says what was wrong."""
     try:
         generic: Any = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return f"claim is not valid JSON: {exc} [claim={raw[:200]!r}]"
     version = generic[0] if isinstance(generic, list) and generic else None
     if isinstance(version, int) and version != CLAIM_FORMAT_VERSION:

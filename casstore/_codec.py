@@ -308,3 +308,15 @@ def decode_body(codec: Codec, body: bytes | memoryview, *, size: int, key: str) 
             key=key,
         )
     return data
+
+
+def max_object_size(size: int) -> int:
+    """Return the largest valid object for a payload of ``size`` bytes.
+
+    A raw object is header + payload (+ tag when sealed); a zstd body is kept
+    only when smaller than the payload, and no zstd frame exceeds zstd's
+    compress bound. Readers refuse anything larger before reading it.
+    """
+    small_input_margin = (128 * 1024 - size) >> 11 if size < 128 * 1024 else 0
+    # 512 covers the largest header (an encrypted one names its key) and tag.
+    return size + (size >> 8) + small_input_margin + 512

@@ -20,8 +20,15 @@ from temporalio.converter import (
 from casstore._aio import gather_cancel_on_error
 from casstore._cache import ByteLRU, KnownObjects, SingleFlight
 from casstore._claim import claim_data_for, parse_claim_data
-from casstore._codec import HEADER_SIZE, Codec, encode_stored
+from casstore._codec import HEADER_SIZE, Codec, encode_stored, max_object_size
 from casstore._crypto import Ciphers, ObjectCipher, cipher_for
+from casstore._deadline import (
+    DEFAULT_ATTEMPT_TIMEOUT,
+    DEFAULT_MIN_THROUGHPUT,
+    DEFAULT_TIMEOUT,
+    Deadline,
+    RetryPolicy,
+)
 from casstore._keyring import KeyRing
 from casstore._keys import Scope, location_for_target, object_key
 from casstore._lifecycle import DEFAULT_REFRESH_AFTER, Freshness, trash_key
@@ -83,6 +90,9 @@ class CasStorageDriver(StorageDriver):
         lifecycle_manifest: On the first store, read the store's lifecycle
             manifest (or record this driver's policy) and use the shorter
             ``refresh_after``; gc needs it. On for stores the plugin opens.
+        timeout, attempt_timeout, min_throughput: The deadline of one payload's
+            backend requests, retries included, and of one attempt; see
+            docs/reliability.md (defaults 5 s, 2 s, plus size / 2 MiB/s).
         keyring: Encrypt objects with its active key (keyed digests, so dedup
             still works within a key) and read objects sealed with any of its
             keys; see docs/encryption.md. ``None`` stores plain objects.
@@ -102,6 +112,9 @@ class CasStorageDriver(StorageDriver):
         refresh_after: timedelta | None = DEFAULT_REFRESH_AFTER,
         offload_threshold: int = 64 * 1024,
         lifecycle_manifest: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+        min_throughput: float = DEFAULT_MIN_THROUGHPUT,
         keyring: KeyRing | None = None,
     ) -> None:
         if not isinstance(backend, Backend):
@@ -132,6 +145,9 @@ class CasStorageDriver(StorageDriver):
         if refresh_after is not None and refresh_after <= timedelta(0):
             raise ConfigurationError(f"refresh_after must be positive, got {refresh_after}")
 
+        self._retry = RetryPolicy(
+            timeout=timeout, attempt_timeout=attempt_timeout, min_throughput=min_throughput
+        )
         self._ciphers = None if keyring is None else Ciphers(keyring)
         self._backend = backend
         self._name = name
@@ -146,7 +162,8 @@ class CasStorageDriver(StorageDriver):
         self._known: KnownObjects[Codec] = KnownObjects(known_objects_cache_size)
         self._verified: ByteLRU[bytes] = ByteLRU(retrieval_cache_bytes)
         self._stores: SingleFlight[str, Codec] = SingleFlight()
-        self._reads: SingleFlight[str, bytes] = SingleFlight()
+        # Keyed by all that changes the outcome: no claim can fail another.
+        self._reads: SingleFlight[tuple[str, int, str | None], bytes] = SingleFlight()
         self.stats = DriverStats()
         """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
         self._metrics: DriverMetrics | None = None
@@ -234,16 +251,17 @@ class CasStorageDriver(StorageDriver):
         self, key: str, digest: bytes, data: bytes, cipher: ObjectCipher | None
     ) -> Codec:
         """Make sure the object exists (write or find it); return its codec."""
+        deadline = self._retry.deadline(len(data))
         # For small objects on a backend whose create-if-absent reports existence,
         # the write doubles as the existence check: one request instead of two.
         # Large objects are checked first, so a hit does not upload them again.
         check_first = not (self._backend.conditional_writes and len(data) <= WRITE_FIRST_MAX_SIZE)
         for _ in range(_STORE_ATTEMPTS):
-            found = await self._stat(key) if check_first else None
+            found = await self._stat(key, deadline) if check_first else None
             if found is not None:
                 # A raw object is exactly header + payload; our zstd objects are smaller.
                 codec = Codec.RAW if found.size == HEADER_SIZE + len(data) else Codec.ZSTD
-                if not await self._found_existing(key, found, codec):
+                if not await self._found_existing(key, found, codec, deadline):
                     continue  # gone while we refreshed it (gc moved it): write it anew
                 self._verified.put(digest, data)
                 return codec
@@ -252,7 +270,9 @@ class CasStorageDriver(StorageDriver):
                 len(data), encode_stored, data, self._compression_level, cipher, digest, key
             )
             written_at = time.time()
-            if await self._request("put", key, functools.partial(self._backend.put, key, obj)):
+            # A put retried after a lost answer finds its own object: a success too.
+            put = functools.partial(self._backend.put, key, obj)
+            if await self._request("put", key, put, deadline):
                 self.stats.objects_written += 1
                 self.stats.logical_bytes_written += len(data)
                 self.stats.bytes_written += len(obj)
@@ -262,7 +282,9 @@ class CasStorageDriver(StorageDriver):
                 return codec
             # It exists (another writer, or an earlier store): its age decides
             # whether it needs a refresh before we vouch for it.
-            if self._fresh.seconds is None and await self._found_existing(key, None, codec):
+            if self._fresh.seconds is None and await self._found_existing(
+                key, None, codec, deadline
+            ):
                 self._verified.put(digest, data)
                 return codec
             check_first = True
@@ -270,23 +292,26 @@ class CasStorageDriver(StorageDriver):
         message = f"object vanished {_STORE_ATTEMPTS} times while being stored {where}"
         raise BackendError(message, key=key, backend=describe_backend(self._backend))
 
-    async def _found_existing(self, key: str, found: ObjectStat | None, codec: Codec) -> bool:
+    async def _found_existing(
+        self, key: str, found: ObjectStat | None, codec: Codec, deadline: Deadline
+    ) -> bool:
         """Count a backend dedup hit and remember the object; False if it vanished."""
         if found is None:
             expires_at: float | None = self._fresh.expiry(time.time())
         else:
-            expires_at = await self._fresh.keep_alive(found, functools.partial(self._touch, key))
+            touch = functools.partial(self._touch, key, deadline)
+            expires_at = await self._fresh.keep_alive(found, touch)
         if expires_at is None:
             return False
         self.stats.dedup_backend_hits += 1
         self._known.add(key, codec, expires_at)
         return True
 
-    async def _stat(self, key: str) -> ObjectStat | None:
-        return await self._request("stat", key, lambda: self._backend.stat(key))
+    async def _stat(self, key: str, deadline: Deadline) -> ObjectStat | None:
+        return await self._request("stat", key, lambda: self._backend.stat(key), deadline)
 
-    async def _touch(self, key: str) -> None:
-        await self._request("touch", key, lambda: self._backend.touch(key))
+    async def _touch(self, key: str, deadline: Deadline) -> None:
+        await self._request("touch", key, lambda: self._backend.touch(key), deadline)
         self.stats.objects_refreshed += 1
 
     # Retrieve path.
@@ -322,7 +347,8 @@ class CasStorageDriver(StorageDriver):
             self.stats.retrieval_cache_hits += 1
         else:
             data, joined = await self._reads.run(
-                key, lambda: self._read_object(key, digest, record.size, cipher)
+                (key, record.size, record.key_id),
+                lambda: self._read_object(key, digest, record.size, cipher),
             )
             if joined:
                 self.stats.retrieval_inflight_hits += 1
@@ -334,21 +360,32 @@ class CasStorageDriver(StorageDriver):
     async def _read_object(
         self, key: str, digest: bytes, size: int, cipher: ObjectCipher | None
     ) -> bytes:
+        deadline = self._retry.deadline(size)
+        # No valid object for this claim is larger: a hostile one is refused
+        # before it is read, not after it has been allocated.
+        bound = max_object_size(size)
         try:
-            obj = await self._request("get", key, lambda: self._backend.get(key))
+            obj = await self._request(
+                "get", key, lambda: self._backend.get(key, max_size=bound), deadline
+            )
         except ObjectNotFoundError as missing:
             self._known.discard(key)
-            obj = await self._from_trash(key, missing)
+            obj = await self._from_trash(key, missing, bound, deadline)
         self.stats.objects_read += 1
         self.stats.bytes_read += len(obj)
         data = await self._cpu(size, decode_and_verify, obj, size, digest, key, cipher)
         self._verified.put(digest, data)
         return data
 
-    async def _from_trash(self, key: str, missing: ObjectNotFoundError) -> bytes:
+    async def _from_trash(
+        self, key: str, missing: ObjectNotFoundError, bound: int, deadline: Deadline
+    ) -> bytes:
         """Read the copy gc keeps in the trash (a claim handed out while gc decided)."""
+        trashed = trash_key(key)
         try:
-            return await self._request("get", key, lambda: self._backend.get(trash_key(key)))
+            return await self._request(
+                "get", key, lambda: self._backend.get(trashed, max_size=bound), deadline
+            )
         except ObjectNotFoundError:
             raise missing from None
 
@@ -361,16 +398,22 @@ class CasStorageDriver(StorageDriver):
         async with self._limit():
             return await asyncio.get_running_loop().run_in_executor(None, func, *args)
 
-    async def _request(self, kind: str, key: str, call: Callable[[], Awaitable[_T]]) -> _T:
-        """Make one backend request under the concurrency bound, translating errors.
+    async def _request(
+        self, kind: str, key: str, call: Callable[[], Awaitable[_T]], deadline: Deadline
+    ) -> _T:
+        """Make one backend request under the concurrency bound and ``deadline``.
 
-        ``call`` makes the request's coroutine only once a slot is held, so a
-        caller cancelled while waiting leaves no coroutine that never ran.
+        Transient failures are retried while the deadline allows; errors are
+        translated. ``call`` makes each attempt's coroutine once a slot is held.
         """
         self.stats.backend_requests[kind] += 1
         try:
-            async with self._limit():
-                return await timed(self._metrics, kind, call)
+            return await deadline.run(
+                lambda: timed(self._metrics, kind, call),
+                limit=self._limit(),
+                what=f"backend {kind}",
+                where=f"[key={key}{describe_suffix(self._backend)}]",
+            )
         except CasstoreError as exc:
             # Backends name the key in their messages; make sure it is structured too.
             if exc.key is None:

@@ -76,6 +76,15 @@ def escape_id(value: str, *, kind: bytes) -> str:
     return _HASHED_MARKER + blake3.blake3(kind + b"\0" + raw).digest(length=16).hex()
 
 
+def target_location(scope: Scope, target: object) -> str:
+    """Return the location for a store context's target (workflow, activity or none)."""
+    if isinstance(target, StorageDriverWorkflowInfo):
+        return location_for(scope=scope, namespace=target.namespace, workflow_id=target.id)
+    if isinstance(target, StorageDriverActivityInfo):
+        return location_for(scope=scope, namespace=target.namespace, activity_id=target.id)
+    return NO_TARGET_LOCATION
+
+
 def location_for(
     *,
     scope: Scope,

@@ -25,6 +25,8 @@ from casstore.backends._base import Backend, ObjectStat, describe_suffix
 from casstore.errors import CasstoreError, ConfigurationError, ObjectNotFoundError
 
 MANIFEST_KEY = "_casstore/lifecycle.json"
+_MAX_MANIFEST_SIZE = 64 * 1024
+"""A real manifest is ~200 bytes; anything far larger is refused unread."""
 """Where the manifest lives. ``_``-prefixed, so it never collides with an object
 key (every object key starts with the key layout version, ``v1/``)."""
 MANIFEST_FORMAT = 1
@@ -123,7 +125,7 @@ async def read_policy(backend: Backend) -> LifecyclePolicy | None:
         BackendError: The store could not be read.
     """
     try:
-        data = await backend.get(MANIFEST_KEY)
+        data = await backend.get(MANIFEST_KEY, max_size=_MAX_MANIFEST_SIZE)
     except ObjectNotFoundError:
         return None
     return LifecyclePolicy.decode(data, where=describe_suffix(backend))

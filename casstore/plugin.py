@@ -66,6 +66,9 @@ class DriverOptions(TypedDict, total=False):
     refresh_after: timedelta | None
     lifecycle_manifest: bool
     offload_threshold: int
+    timeout: float
+    attempt_timeout: float
+    min_throughput: float
     keyring: KeyRing | None
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from casstore.backends._base import Backend
 from casstore.backends._wrappers import CountingBackend, FailingBackend, LatencyBackend
-from casstore.errors import ObjectNotFoundError
+from casstore.errors import IntegrityError, ObjectNotFoundError
 
 __all__ = ["BackendTests", "CountingBackend", "FailingBackend", "LatencyBackend"]
 
@@ -86,6 +86,15 @@ class BackendTests:
         with pytest.raises(ObjectNotFoundError, match="order-42") as info:
             await backend.get(_KEY)
         assert isinstance(info.value, FileNotFoundError)
+
+    async def test_get_refuses_an_object_above_max_size(self, backend: Backend) -> None:
+        data = os.urandom(64 * 1024)
+        await self.raw_put(backend, _KEY, data)
+        assert await backend.get(_KEY, max_size=len(data)) == data
+        with pytest.raises(IntegrityError, match=str(len(data) - 1)) as info:
+            await backend.get(_KEY, max_size=len(data) - 1)
+        assert "order-42" in str(info.value)
+        assert await backend.get(_KEY, max_size=None) == data
 
     async def test_empty_object_round_trips(self, backend: Backend) -> None:
         assert await backend.put(_KEY, b"") is True

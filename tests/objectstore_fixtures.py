@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import secrets
+import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,11 +25,14 @@ import pytest
 
 from casstore.backends.objectstore import ObjectStoreBackend
 from testrig.azurite import AzuriteBlobServer, BlobClient
-from testrig.processes import free_port
 from tests.s3_fixtures import RACED_DIRECTORY, S3Target
 
 OBJSTORE_TARGETS = ["moto", "rclone", "azurite"]
-DEAD_ENDPOINT = f"http://127.0.0.1:{free_port()}"
+# Bound for the whole session but never listening: connections are refused at
+# once, and no server started later can take the port.
+_DEAD_SOCKET = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+_DEAD_SOCKET.bind(("127.0.0.1", 0))
+DEAD_ENDPOINT = f"http://127.0.0.1:{_DEAD_SOCKET.getsockname()[1]}"
 """Nothing listens here: where a missing credential would be looked up instead."""
 
 

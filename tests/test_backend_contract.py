@@ -19,7 +19,7 @@ from casstore.backends import (
     ObjectStat,
     check_key,
 )
-from casstore.errors import ConfigurationError
+from casstore.errors import ConfigurationError, ObjectNotFoundError
 from casstore.testing import BackendTests
 
 KEY = "v1/default/order-42/" + "ab" * 32
@@ -75,6 +75,15 @@ async def test_wrappers_pass_conditional_writes_through() -> None:
 
     assert CountingBackend(LastWriterWins()).conditional_writes is False
     assert CountingBackend(MemoryBackend()).conditional_writes is True
+
+
+async def test_builtin_backends_put_key_and_backend_on_their_errors(tmp_path: Path) -> None:
+    for backend in (MemoryBackend(), LocalBackend(tmp_path)):
+        for call in (backend.get, backend.touch):
+            with pytest.raises(ObjectNotFoundError) as info:
+                await call(KEY)
+            assert info.value.key == KEY
+            assert info.value.backend == repr(backend)
 
 
 # exact_create: the old name of conditional_writes, still honoured.
@@ -186,8 +195,8 @@ class _Minimal(Backend):
     async def put(self, key: str, data: bytes) -> bool:
         return await self.inner.put(key, data)
 
-    async def get(self, key: str) -> bytes:
-        return await self.inner.get(key)
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
+        return await self.inner.get(key, max_size=max_size)
 
     async def touch(self, key: str) -> None:
         await self.inner.touch(key)

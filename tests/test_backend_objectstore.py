@@ -15,6 +15,7 @@ import pytest
 from casstore.backends import Backend
 from casstore.backends.objectstore import ObjectStoreBackend
 from casstore.errors import (
+    BackendError,
     BackendPermissionError,
     BackendUnavailableError,
     ConfigurationError,
@@ -132,6 +133,26 @@ async def test_delete_removes_only_its_own_object(objstore: ObjStorePlace) -> No
     assert await objstore.raw_keys(f"{objstore.prefix}-sibling/") == [
         f"{objstore.prefix}-sibling/{KEY}"
     ]
+
+
+async def test_move_deletes_its_source_only_after_the_copy(objstore: ObjStorePlace) -> None:
+    # gc's trash moves go through here: the one other delete path.
+    trash = "_casstore/trash/" + KEY
+    async with objstore.backend() as backend:
+        await backend.put(KEY, b"payload")
+        with pytest.raises(ValueError, match="invalid object key"):
+            await backend.move(KEY, "../outside/" + KEY)  # refused before any request
+        assert await objstore.raw_get(KEY) == b"payload"
+        missing = "v1/default/order-42/" + "cd" * 32
+        assert await backend.move(missing, trash) is False
+        assert await backend.stat(trash) is None  # nothing was created either
+        assert await backend.move(KEY, trash) is True
+        assert await objstore.raw_get(trash) == b"payload"
+        assert await backend.stat(KEY) is None
+    async with objstore.backend(container="casstore-missing-" + objstore.container[-8:]) as gone:
+        with pytest.raises(BackendUnavailableError, match="does not exist"):
+            await gone.move(trash, KEY)
+    assert await objstore.raw_get(trash) == b"payload"  # a failed move deleted nothing
 
 
 # Conditional create.
@@ -421,3 +442,65 @@ async def test_open_backend_azure_url_round_trips_on_azurite(
         async with open_backend(url) as backend:
             assert await backend.put(KEY, b"via url") is True
         assert await place.raw_get(KEY) == b"via url"
+
+
+# Faults on the wire: a proxy in front of moto answers chosen requests itself.
+
+_CONFLICT = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>ConditionalRequestConflict</Code>'
+    b"<Message>A conflicting conditional operation is in progress</Message></Error>"
+)
+
+
+def _conditional_put(method: str, path: str, headers: dict[str, str]) -> bool:
+    return method == "PUT" and headers.get("If-None-Match", headers.get("if-none-match")) == "*"
+
+
+@pytest.mark.parametrize(
+    ("faults", "expected", "error"),
+    [
+        # AWS answers 409 while another conditional write of the key is in flight:
+        # retried, and the retry's answer (created, or 412) is the result.
+        ([409], True, None),
+        ([409, 409, 409, 409], None, BackendUnavailableError),
+        ([503] * 3, None, BackendUnavailableError),
+        ([400], None, None),
+    ],
+)
+async def test_answers_injected_on_the_wire_map_to_results_and_errors(
+    moto_s3: S3Target, faults: list[int], expected: bool | None, error: type[Exception] | None
+) -> None:
+    from testrig.faultproxy import Fault, FaultProxy
+
+    assert moto_s3.endpoint_url is not None
+    body = {409: _CONFLICT, 503: b"<Error><Code>SlowDown</Code></Error>"}
+    async with objstore_place("moto", moto_s3) as place:
+        with FaultProxy(moto_s3.endpoint_url) as proxy:
+            proxy.faults = [
+                Fault(
+                    _conditional_put, status, body.get(status, b"<Error><Code>Bad</Code></Error>")
+                )
+                for status in faults
+            ]
+            backend = ObjectStoreBackend.s3(
+                place.container,
+                place.prefix,
+                endpoint=proxy.endpoint,
+                access_key_id="AKIATEST",
+                secret_access_key="SECRETTEST",
+                metadata_endpoint=DEAD_ENDPOINT,
+                max_retries=2,
+                retry_timeout=5,
+            )
+            async with backend:
+                if error is None and expected is not None:
+                    assert await backend.put(KEY, b"data") is expected
+                    assert await place.raw_get(KEY) == b"data"
+                elif error is not None:
+                    with pytest.raises(error, match=f"bucket={place.container}"):
+                        await backend.put(KEY, b"data")
+                else:
+                    with pytest.raises(BackendError, match=r"Bad \(HTTP 400\)") as info:
+                        await backend.put(KEY, b"data")
+                    assert type(info.value) is BackendError
+            assert len(proxy.injected) == len(faults)

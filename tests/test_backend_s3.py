@@ -238,6 +238,10 @@ async def test_s3_error_answers_map_to_casstore_errors(
                 await backend.put(KEY, b"data")
     assert type(info.value) is error
     assert f"bucket={s3.bucket}, key={s3.prefix}/{KEY}, region=us-east-1" in str(info.value)
+    assert isinstance(info.value, BackendError)
+    assert info.value.key == KEY  # the casstore key; the message names the S3 key
+    assert info.value.backend is not None
+    assert info.value.backend.startswith(f"S3Backend(backend=s3, bucket={s3.bucket}")
 
 
 async def test_unreachable_endpoint_is_unavailable_naming_it() -> None:
@@ -395,7 +399,8 @@ def test_keyword_options_work_like_query_options_and_override_them() -> None:
     ("options", "message"),
     [
         ({"endpoint": "http://x"}, "unknown option 'endpoint' for backend URL"),
-        ({"client": object()}, "unknown option 'client'"),
+        ({"session": object()}, "unknown option 'session'"),
+        ({"client": object()}, "option client must be aioboto3 \\(the default\\) or obstore"),
         ({"max_attempts": 2.5}, "max_attempts must be a number, got 2.5"),
         ({"max_attempts": True}, "max_attempts must be a number"),
         ({"read_timeout": "soon"}, "read_timeout must be a number"),

@@ -21,7 +21,7 @@ import pytest
 
 from casstore import CasStorageDriver
 from casstore.backends import Backend, ObjectStat, check_key
-from casstore.errors import BackendError, ObjectNotFoundError
+from casstore.errors import BackendError, IntegrityError, ObjectNotFoundError
 from casstore.testing import BackendTests
 from tests.helpers import big_json, in_workflow, make_converter
 
@@ -64,11 +64,22 @@ class SqliteBackend(Backend):
         _, inserted = await self._sql(key, sql, check_key(key), data, time.time())
         return inserted == 1
 
-    async def get(self, key: str) -> bytes:
-        rows, _ = await self._sql(key, "SELECT data FROM objects WHERE key = ?", check_key(key))
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
+        # The size is checked in SQL: an object above max_size is never loaded.
+        limit = -1 if max_size is None else max_size
+        sql = (
+            "SELECT CASE WHEN ? < 0 OR length(data) <= ? THEN data END, length(data) "
+            "FROM objects WHERE key = ?"
+        )
+        rows, _ = await self._sql(key, sql, limit, limit, check_key(key))
         if not rows:
             raise self._not_found(key)
-        return bytes(rows[0][0])
+        data, size = rows[0]
+        if data is None:
+            raise IntegrityError(
+                f"object is {size} bytes, above the {max_size} allowed [key={key}]", key=key
+            )
+        return bytes(data)
 
     async def touch(self, key: str) -> None:
         sql = "UPDATE objects SET modified = ? WHERE key = ?"

@@ -103,7 +103,9 @@ async def test_two_drivers_racing_to_create_one_object(s3: S3Place) -> None:
             session = s3.session(log=log)
             session.events.register("before-call.s3.PutObject", after_both_headed)
             backend = await stack.enter_async_context(s3.backend(session=session))
-            drivers.append(CasStorageDriver(backend))
+            # The barrier holds a PUT until the other driver (maybe still
+            # building its client on a loaded machine) gets there: no retries.
+            drivers.append(CasStorageDriver(backend, timeout=30, attempt_timeout=30))
         value = big_json(20_000)
         async with asyncio.timeout(30):
             results = await asyncio.gather(

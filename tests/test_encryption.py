@@ -124,7 +124,9 @@ async def test_two_objects_with_swapped_contents_fail_authentication() -> None:
         await backend.put(key, obj)
     fresh = CasStorageDriver(backend, keyring=RING)
     for reference in references:
-        with pytest.raises(IntegrityError, match="failed authentication"):
+        # The larger object, swapped in under the smaller claim, is refused by
+        # size before it is read (bounded reads); the other fails authentication.
+        with pytest.raises(IntegrityError, match=r"failed authentication|its claim allows"):
             await make_converter(fresh).decode([reference])
 
 

@@ -582,7 +582,7 @@ class TrackedBackend(LocalBackend):
         self.most_reading = 0
         self.vanish: set[str] = set()
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         if key in self.vanish:  # deleted between the listing and the read, as gc would
             await self.delete(key)
         size = self.path_for(key).stat().st_size if self.path_for(key).exists() else 0
@@ -590,7 +590,7 @@ class TrackedBackend(LocalBackend):
         self.most_reading = max(self.most_reading, self.reading)
         try:
             await asyncio.sleep(0.01)
-            return await super().get(key)
+            return await super().get(key, max_size=max_size)
         finally:
             self.reading -= size
 
@@ -696,7 +696,10 @@ def test_ctrl_c_ends_a_command_with_130_and_one_line(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "cat never waited on its input"
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        # Wait before communicate(): it closes stdin, and an end of input that
+        # arrives before the signal would be read as an (empty) input.
+        proc.wait(timeout=30)
+        out, err = proc.communicate()
     finally:
         proc.kill()
     assert proc.returncode == 130, err

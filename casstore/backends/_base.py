@@ -31,6 +31,8 @@ class Backend(ABC):
     * **Who calls what.** The driver uses :meth:`stat`, :meth:`put`,
       :meth:`get` and :meth:`touch`; only tooling (garbage collection,
       inspection) uses :meth:`delete` and :meth:`scan`. All six are required.
+      Garbage collection also uses :meth:`scan_stat`, :meth:`delete_many`,
+      :meth:`move` and :meth:`move_many`, which have defaults built on the six.
     * **Keys.** ``/``-separated segments of ``[A-Za-z0-9._%-]``, none empty or
       starting with a dot, at most 1,024 bytes. Every method passes each key
       through :func:`casstore.backends.check_key` before any I/O, which raises
@@ -101,11 +103,19 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    async def get(self, key: str) -> bytes:
-        """Return the object's bytes.
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
+        """Return the object's bytes, never reading more than ``max_size`` of them.
+
+        A backend learns the object's size before reading it (``fstat``,
+        ``Content-Length``, a ranged request) and refuses a larger object
+        without allocating it; a stream that runs past ``max_size`` is cut
+        there. The driver passes the largest object a claim allows, so a
+        hostile or corrupted object cannot make a reader allocate more.
 
         Raises:
             ObjectNotFoundError: If there is no object at ``key``.
+            IntegrityError: If the object is larger than ``max_size``, or is
+                not a plain object (a link or special file on a file system).
         """
 
     @abstractmethod

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 
 from casstore._keys import check_key
-from casstore.backends._base import Backend, ObjectStat
-from casstore.errors import ObjectNotFoundError
+from casstore.backends._base import Backend, ObjectStat, describe_backend
+from casstore.errors import IntegrityError, ObjectNotFoundError
 
 
 class MemoryBackend(Backend):
@@ -30,11 +30,23 @@ class MemoryBackend(Backend):
         self._objects[key] = (bytes(data), datetime.now(UTC))
         return True
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         try:
-            return self._objects[check_key(key)][0]
+            data = self._objects[check_key(key)][0]
         except KeyError:
-            raise ObjectNotFoundError(f"object not found [key={key}, backend=memory]") from None
+            raise ObjectNotFoundError(
+                f"object not found [key={key}, backend=memory]",
+                key=key,
+                backend=describe_backend(self),
+            ) from None
+        if max_size is not None and len(data) > max_size:
+            raise IntegrityError(
+                f"stored object is {len(data)} bytes, above the {max_size} bytes its claim "
+                f"allows [key={key}, backend=memory]",
+                key=key,
+                backend=describe_backend(self),
+            )
+        return data
 
     async def touch(self, key: str) -> None:
         data = await self.get(key)

@@ -31,9 +31,9 @@ class _WrappingBackend(Backend):
         await self._before("put", key)
         return await self.inner.put(key, data)
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         await self._before("get", key)
-        return await self.inner.get(key)
+        return await self.inner.get(key, max_size=max_size)
 
     async def touch(self, key: str) -> None:
         await self._before("touch", key)
@@ -95,8 +95,8 @@ class CountingBackend(_WrappingBackend):
         self.bytes_written += len(data)
         return await super().put(key, data)
 
-    async def get(self, key: str) -> bytes:
-        data = await super().get(key)
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
+        data = await super().get(key, max_size=max_size)
         self.bytes_read += len(data)
         return data
 

@@ -9,9 +9,10 @@ raises an error saying so (both a :class:`~casstore.errors.ConfigurationError`
 and an ``ImportError``).
 
 One job per module: ``_options`` (defaults, checks, URL parsing, building
-the obstore store), ``_errors`` (obstore errors mapped to casstore's) and
-``_backend`` (:class:`ObjectStoreBackend`). See docs/backends.md for URLs,
-credentials, permissions and lifecycle pairing per service.
+the obstore store), ``_errors`` (obstore errors mapped to casstore's),
+``_listing`` (string-prefix listings) and ``_backend``
+(:class:`ObjectStoreBackend`). See docs/backends.md for URLs, credentials,
+permissions and lifecycle pairing per service.
 """
 
 from casstore.errors import ConfigurationError

@@ -22,6 +22,7 @@ from casstore.backends.objectstore._errors import (
     translate,
     where,
 )
+from casstore.backends.objectstore._listing import list_objects
 from casstore.backends.objectstore._options import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
@@ -38,7 +39,7 @@ from casstore.backends.objectstore._options import (
     s3_aux_store,
     s3_store,
 )
-from casstore.errors import BackendUnavailableError, ConfigurationError
+from casstore.errors import BackendUnavailableError, ConfigurationError, IntegrityError
 
 __all__ = ["ObjectStoreBackend"]
 
@@ -46,7 +47,6 @@ __all__ = ["ObjectStoreBackend"]
 # the key is in flight, and asks for a retry; that resolves to 200 or 412.
 _CONFLICT_ATTEMPTS = 4
 _CONFLICT_BACKOFF = 0.05
-_LIST_CHUNK = 1000
 
 
 class ObjectStoreBackend(Backend):
@@ -328,11 +328,16 @@ class ObjectStoreBackend(Backend):
             self._facts,
         )
 
-    async def get(self, key: str) -> bytes:
-        """GET the object's bytes."""
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
+        """GET the object's bytes; one above ``max_size`` is refused before its body is read."""
         path = self.object_key(key)
         with self._translate("get", path):
             result = await obstore.get_async(self._store, path)
+            size = int(result.meta["size"])
+            if max_size is not None and size > max_size:
+                message = f"stored object is {size} bytes, above the {max_size} bytes its claim"
+                at = where(self._facts, path)
+                raise error(IntegrityError, f"{message} allows{at}", path, self._facts)
             body = await result.bytes_async()
         return body.to_bytes()
 
@@ -363,32 +368,32 @@ class ObjectStoreBackend(Backend):
                 # Azure answers 404 for a missing blob; S3 answers 204.
 
     async def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
-        """List keys starting with ``prefix``, without the configured prefix.
+        """List keys starting with ``prefix`` (a string prefix), without the configured one."""
+        async for key, meta in list_objects(self._store, self._root, prefix, self._translate):
+            yield key, meta["size"]
 
-        obstore lists whole path segments, so the listing starts at the
-        prefix's last ``/`` and is filtered here. Objects under the configured
-        prefix whose names are not valid keys (put there by something else)
-        are skipped.
+    async def scan_stat(self, prefix: str = "") -> AsyncIterator[tuple[str, ObjectStat]]:
+        """List keys with sizes and ages: the listing has them, no request per object."""
+        async for key, meta in list_objects(self._store, self._root, prefix, self._translate):
+            yield key, ObjectStat(size=meta["size"], modified=meta["last_modified"].astimezone(UTC))
+
+    async def move(self, src: str, dst: str) -> bool:
+        """Copy server-side onto ``dst`` (a new object: a fresh age), then delete ``src``.
+
+        The copy is complete before the delete is sent, so a failure midway
+        leaves the object at ``src``, ``dst`` or both, never at neither; the
+        delete removes exactly the checked ``src`` key, nothing else.
         """
-        if prefix:
+        source, target = self.object_key(src), self.object_key(dst)
+        with self._translate("move", source):
             try:
-                check_key(prefix + "x")  # the partial last segment must be keyable too
-            except ValueError:
-                raise ValueError(f"invalid scan prefix [prefix={prefix!r}]") from None
-        full = self._root + prefix
-        directory = full.rpartition("/")[0]
-        stream = obstore.list(self._store, directory or None, chunk_size=_LIST_CHUNK)
-        while True:
-            with self._translate("scan", full):
-                try:
-                    batch = await anext(stream)
-                except StopAsyncIteration:
-                    return
-            for meta in batch:
-                name = meta["path"]
-                if name.startswith(full):
-                    with contextlib.suppress(ValueError):
-                        yield check_key(name[len(self._root) :]), meta["size"]
+                await obstore.copy_async(self._store, source, target, overwrite=True)
+            except NOT_FOUND as exc:
+                if "ContainerNotFound" in str(exc) or "NoSuchBucket" in str(exc):
+                    raise
+                return False
+        await self.delete(src)
+        return True
 
     def describe(self) -> Mapping[str, str]:
         """Return backend, bucket or container, prefix (if any), region or account, endpoint."""

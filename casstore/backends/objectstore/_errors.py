@@ -56,6 +56,7 @@ PERMISSIONS = {
         "touch": "s3:GetObject and s3:PutObject (the refresh copies the object onto itself)",
         "delete": "s3:DeleteObject",
         "scan": "s3:ListBucket",
+        "move": "s3:GetObject, s3:PutObject and s3:DeleteObject",
     },
     "azure": {
         "stat": "read (Storage Blob Data Reader, or an r SAS permission)",
@@ -64,6 +65,7 @@ PERMISSIONS = {
         "touch": "read and write (the refresh copies the blob onto itself)",
         "delete": "delete (Storage Blob Data Contributor, or a d SAS permission)",
         "scan": "list (Storage Blob Data Reader, or an l SAS permission)",
+        "move": "read, write and delete (Storage Blob Data Contributor, or rwd SAS permissions)",
     },
 }
 CREDENTIAL_CHAINS = {

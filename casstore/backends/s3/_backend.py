@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from casstore._keys import check_key
-from casstore.backends._base import Backend, ObjectStat
+from casstore.backends._base import Backend, ObjectStat, describe_backend
 from casstore.backends.s3._bulk import copy_objects, delete_objects
+from casstore.backends.s3._download import read_bounded
 from casstore.backends.s3._errors import (
     NOT_FOUND_CODES,
     ConditionalConflict,
+    Where,
     error_code,
     translate_errors,
 )
@@ -33,9 +35,11 @@ from casstore.backends.s3._options import (
     check_prefix,
     client_config,
     new_session,
+    no_expect_continue,
+    preload,
     url_arguments,
 )
-from casstore.backends.s3._upload import UploadTarget, put_multipart, put_single
+from casstore.backends.s3._upload import CLEANUP_TIMEOUT, UploadTarget, put_multipart, put_single
 from casstore.errors import BackendUnavailableError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -85,7 +89,9 @@ class S3Backend(Backend):
         retry_mode: botocore's ``"standard"`` (default: exponential backoff
             with jitter on throttling, 5xx and connection errors) or
             ``"adaptive"`` (standard plus client-side rate limiting).
-        max_attempts: Attempts per request, the first included (default 5).
+        max_attempts: botocore's attempts per request, the first included
+            (default 1: the driver retries, within its deadlines; raise it
+            when using the backend without a driver).
         connect_timeout: Seconds to wait for a connection (default 10).
         read_timeout: Seconds to wait for data on a socket (default 60).
         max_pool_connections: Size of the HTTP connection pool (default 32,
@@ -150,7 +156,9 @@ class S3Backend(Backend):
         }
         self._client: S3Client | None = client
         self._client_context: AbstractAsyncContextManager[S3Client] | None = None
-        self._client_lock = asyncio.Lock()
+        self._client_task: asyncio.Task[S3Client] | None = None
+        self._cleanups: set[asyncio.Future[None]] = set()
+        self._live_uploads: set[str] = set()
         self._region = region
         self._endpoint_url = endpoint_url
         if client is not None:
@@ -235,6 +243,8 @@ class S3Backend(Backend):
             s3_key,
             conditional=self.conditional_writes,
             errors=lambda: self._translate("put", s3_key),
+            background=self._in_background,
+            live=self._live_uploads,
         )
         for attempt in range(_CONFLICT_ATTEMPTS):
             try:
@@ -247,17 +257,25 @@ class S3Backend(Backend):
                 await asyncio.sleep(_CONFLICT_BACKOFF * 2**attempt)
         raise BackendUnavailableError(
             f"S3 kept reporting a conflicting concurrent write after {_CONFLICT_ATTEMPTS} "
-            f"attempts{self._where(s3_key)}"
+            f"attempts{self._where(s3_key)}",
+            key=key,
+            backend=describe_backend(self),
         )
 
-    async def get(self, key: str) -> bytes:
-        """GET the object's bytes; ``NoSuchKey`` is an :class:`ObjectNotFoundError`."""
+    async def get(self, key: str, *, max_size: int | None = None) -> bytes:
+        """GET the object's bytes; ``NoSuchKey`` is an :class:`ObjectNotFoundError`.
+
+        An object whose ``Content-Length`` is above ``max_size`` is refused
+        before its body is read; a body without one is read up to the bound.
+        """
         s3_key = self.s3_key(key)
         client = await self._s3()
         with self._translate("get", s3_key):
             response = await client.get_object(Bucket=self._bucket, Key=s3_key)
             async with response["Body"] as body:
-                return await body.read()
+                return await read_bounded(
+                    body, response.get("ContentLength"), max_size, key, self._where(s3_key)
+                )
 
     async def touch(self, key: str) -> None:
         """Reset ``LastModified`` by copying the object onto itself, server-side."""
@@ -321,7 +339,7 @@ class S3Backend(Backend):
             )
         )
         while True:
-            with self._translate("scan", self._root + prefix):
+            with self._translate("scan", self._root + prefix, of_object=False):
                 try:
                     page = await anext(pages)
                 except StopAsyncIteration:
@@ -347,7 +365,18 @@ class S3Backend(Backend):
         return facts
 
     async def aclose(self) -> None:
-        """Close the client this backend built, if any; a passed-in client stays open."""
+        """Close the client this backend built, if any; a passed-in client stays open.
+
+        Cleanups still running (aborting failed multipart uploads) get a few
+        seconds to finish first.
+        """
+        if self._cleanups:
+            await asyncio.wait(set(self._cleanups), timeout=CLEANUP_TIMEOUT)
+        task, self._client_task = self._client_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         context, self._client_context = self._client_context, None
         if context is not None:
             self._client = None
@@ -359,19 +388,32 @@ class S3Backend(Backend):
         """Return the client, building and entering our own on first use."""
         if self._client is not None:
             return self._client
-        async with self._client_lock:
-            if self._client is None:
-                assert self._session is not None
-                context = self._session.client(
-                    "s3",
-                    region_name=self._region,
-                    endpoint_url=self._endpoint_url,
-                    config=self._config,
-                )
-                with self._translate("client setup", ""):
-                    self._client = await context.__aenter__()
-                self._client_context = context
-            return self._client
+        task = self._client_task
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._client_task = asyncio.ensure_future(self._open_client())
+        # Shielded: building a client costs seconds of CPU on a loaded machine;
+        # a caller whose deadline passes stops waiting, the build goes on for
+        # the next caller instead of starting over.
+        return await asyncio.shield(task)
+
+    async def _open_client(self) -> S3Client:
+        assert self._session is not None
+        await asyncio.to_thread(preload, self._session)
+        context = self._session.client(
+            "s3", region_name=self._region, endpoint_url=self._endpoint_url, config=self._config
+        )
+        with self._translate("client setup", "", of_object=False):
+            client = await context.__aenter__()
+        client.meta.events.register_last("before-call.s3", no_expect_continue)
+        self._client_context = context
+        self._client = client
+        return client
+
+    def _in_background(self, cleanup: Coroutine[Any, Any, None]) -> None:
+        """Run a best-effort cleanup without holding up the caller's deadline."""
+        task = asyncio.ensure_future(cleanup)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     def _where(self, s3_key: str) -> str:
         facts = self.describe()
@@ -380,6 +422,17 @@ class S3Backend(Backend):
             f" [bucket={self._bucket}{key}, region={facts['region']}, endpoint={facts['endpoint']}]"
         )
 
-    def _translate(self, operation: str, s3_key: str) -> AbstractContextManager[None]:
-        """Map botocore errors to casstore's, naming bucket, key, region, endpoint."""
-        return translate_errors(operation, self._bucket, lambda: self._where(s3_key))
+    def _translate(
+        self, operation: str, s3_key: str, *, of_object: bool = True
+    ) -> AbstractContextManager[None]:
+        """Map botocore errors to casstore's, naming bucket, key, region, endpoint.
+
+        ``of_object``: ``s3_key`` is an object's (not a listing prefix), so
+        errors carry its casstore key as their ``key``.
+        """
+
+        def about() -> Where:
+            key = s3_key[len(self._root) :] if of_object and s3_key else None
+            return Where(self._where(s3_key), key, describe_backend(self))
+
+        return translate_errors(operation, self._bucket, about)

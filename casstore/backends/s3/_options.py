@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
+from importlib import import_module
 from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import unquote, urlsplit
 
@@ -35,7 +37,9 @@ MAX_PARTS = 10_000
 """S3's largest number of parts in one multipart upload."""
 
 DEFAULT_RETRY_MODE: RetryMode = "standard"
-DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_MAX_ATTEMPTS = 1
+"""botocore's own retries back off for seconds, blind to any deadline; the
+driver retries instead, with jitter, within each payload's deadline."""
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_MAX_POOL_CONNECTIONS = 32
@@ -203,3 +207,31 @@ def client_config(
         s3={"addressing_style": addressing_style} if addressing_style else None,
         user_agent_extra="casstore",
     )
+
+
+def no_expect_continue(params: dict[str, Any], **_: Any) -> None:
+    """Drop botocore's ``Expect: 100-continue`` (a ``before-call.s3`` handler).
+
+    A server that never answers "100 Continue" (``rclone serve s3`` racing to
+    create a directory) stalls such a request until it is cut; without the
+    header the body is sent at once, and the server answers or fails.
+    """
+    params.get("headers", {}).pop("Expect", None)
+
+
+def preload(session: aioboto3.Session) -> None:
+    """Load what building an S3 client reads from disk; run it off the event loop.
+
+    The first client of a process parses botocore's JSON models and imports
+    boto3's S3 helpers: half a second of CPU, seconds on a loaded machine,
+    during which the event loop -- and every deadline on it -- would stall.
+    Warmed here (in a worker thread), the build on the loop takes ~0.05 s.
+    """
+    import_module("aioboto3.s3.inject")
+    loader: Any = session._session.get_component("data_loader")
+    for type_name in ("service-2", "endpoint-rule-set-1", "paginators-1", "waiters-2"):
+        with contextlib.suppress(Exception):
+            loader.load_service_model("s3", type_name)
+    for name in ("endpoints", "partitions", "_retry", "sdk-default-configuration"):
+        with contextlib.suppress(Exception):
+            loader.load_data(name)

@@ -1,0 +1,51 @@
+"""Listing by string prefix over obstore's listing by whole path segments."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import obstore
+from obstore.store import AzureStore, S3Store
+
+from casstore.backends import check_key
+
+_LIST_CHUNK = 1000
+
+
+async def list_objects(
+    store: S3Store | AzureStore,
+    root: str,
+    prefix: str,
+    translate: Callable[[str, str], contextlib.AbstractContextManager[None]],
+) -> AsyncIterator[tuple[str, obstore.ObjectMeta]]:
+    """Yield ``(key, meta)`` for every object under ``root`` whose key starts with ``prefix``.
+
+    obstore lists whole path segments (``a/b`` lists ``a/b/...``, not
+    ``a/bc``), so the listing starts at the prefix's last ``/`` and is
+    filtered here, which makes ``prefix`` the string prefix the ``Backend``
+    contract promises. Objects whose names are not valid keys (put there by
+    something else) are skipped; keys are returned without ``root``.
+
+    Raises:
+        ValueError: If ``prefix`` could never start a key (``..``, a space, ...).
+    """
+    if prefix:
+        try:
+            check_key(prefix + "x")  # the partial last segment must be keyable too
+        except ValueError:
+            raise ValueError(f"invalid scan prefix [prefix={prefix!r}]") from None
+    full = root + prefix
+    directory = full.rpartition("/")[0]
+    stream = obstore.list(store, directory or None, chunk_size=_LIST_CHUNK)
+    while True:
+        with translate("scan", full):
+            try:
+                batch = await anext(stream)
+            except StopAsyncIteration:
+                return
+        for meta in batch:
+            name = meta["path"]
+            if name.startswith(full):
+                with contextlib.suppress(ValueError):
+                    yield check_key(name[len(root) :]), meta

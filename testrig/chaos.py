@@ -1,0 +1,429 @@
+"""A chaos proxy for tests: random and scheduled network faults in front of a real server.
+
+(``testrig.faultproxy`` answers chosen requests with canned statuses; this one
+also breaks the wire itself: resets, silence, trickling, latency.)
+
+:class:`ChaosProxy` listens on a loopback port and forwards each request to
+one upstream server (moto, rclone, ...), injecting, for a configurable share
+of requests chosen by a seeded RNG, one of:
+
+==================  ===========================================================
+``status_500``      answer 500 InternalError without forwarding
+``status_503``      answer 503 SlowDown without forwarding
+``reset_before``    reset the connection before forwarding anything
+``reset_after``     forward, let the upstream act, reset instead of answering
+``reset_mid``       forward, send the head and half the body, then reset
+``silence``         accept the request (sending ``100 Continue`` if it asked
+                    for one), read its body, then never answer
+``trickle``         forward, then send the answer a few bytes at a time
+``latency``         wait ``latency`` seconds, then forward normally
+==================  ===========================================================
+
+Faults can also be scheduled deterministically (:meth:`ChaosProxy.schedule`),
+e.g. "reset the answer of the next CompleteMultipartUpload".
+
+The proxy runs its own event loop in a daemon thread, so synchronous tests,
+async tests and other processes (a Temporal worker) can all use it. Each
+forwarded request uses a fresh upstream connection (``Connection: close``);
+client connections are kept alive, as S3 clients expect. ``Expect:
+100-continue`` is answered by the proxy itself, which then reads the body and
+forwards the request without the header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import struct
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+FAULTS = (
+    "status_500",
+    "status_503",
+    "reset_before",
+    "reset_after",
+    "reset_mid",
+    "silence",
+    "trickle",
+    "latency",
+)
+"""Every fault kind the proxy can inject."""
+
+_MAX_HEAD = 64 * 1024
+_SILENCE_LIMIT = 600.0
+_ERROR_BODIES = {
+    500: ("InternalError", "We encountered an internal error. Please try again."),
+    503: ("SlowDown", "Please reduce your request rate."),
+}
+
+
+@dataclass
+class _Request:
+    method: str
+    target: str
+    head: bytes
+    body: bytes
+    expects_continue: bool
+
+
+@dataclass
+class _Scheduled:
+    fault: str
+    count: int
+    match: Callable[[str, str], bool]
+
+
+class ChaosProxy:
+    """Forward HTTP requests to ``upstream``, injecting faults.
+
+    Args:
+        upstream: ``(host, port)`` of the real server.
+        fault_rate: Share of requests (0 to 1) that get a random fault.
+        faults: The kinds drawn from for random faults (default: all).
+        seed: Seed of the RNG choosing which requests fail and how.
+        latency: Seconds a ``latency`` fault waits before forwarding.
+        trickle_bytes: Bytes per write of a ``trickle`` fault.
+        trickle_interval: Seconds between writes of a ``trickle`` fault.
+    """
+
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        *,
+        fault_rate: float = 0.0,
+        faults: Iterable[str] = FAULTS,
+        seed: int = 0,
+        latency: float = 0.5,
+        trickle_bytes: int = 8,
+        trickle_interval: float = 0.25,
+    ) -> None:
+        kinds = tuple(faults)
+        unknown = set(kinds) - set(FAULTS)
+        if unknown or not kinds:
+            raise ValueError(f"unknown or no fault kinds {sorted(unknown)}; choose from {FAULTS}")
+        if not 0.0 <= fault_rate <= 1.0:
+            raise ValueError(f"fault_rate must be between 0 and 1, got {fault_rate}")
+        self.upstream = upstream
+        self.fault_rate = fault_rate
+        self.faults = kinds
+        self.latency = latency
+        self.trickle_bytes = trickle_bytes
+        self.trickle_interval = trickle_interval
+        self._rng = random.Random(seed)
+        self._scheduled: list[_Scheduled] = []
+        self._lock = threading.Lock()
+        self.requests = 0
+        """Requests received (faulty or not)."""
+        self.injected: Counter[str] = Counter()
+        """Faults injected so far, by kind."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._port = 0
+
+    # Lifecycle.
+
+    @property
+    def port(self) -> int:
+        """The loopback port the proxy listens on (after :meth:`start`)."""
+        if not self._port:
+            raise RuntimeError("fault proxy is not running")
+        return self._port
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start listening (in a daemon thread); returns once the port is bound."""
+        if self._thread is not None:
+            return
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                self._server = loop.run_until_complete(
+                    asyncio.start_server(self._serve, "127.0.0.1", 0)
+                )
+                self._port = self._server.sockets[0].getsockname()[1]
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._shutdown())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fault-proxy", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread = None
+            raise RuntimeError(f"fault proxy failed to start: {failure[0]!r}") from failure[0]
+
+    def stop(self) -> None:
+        """Stop listening and drop every open connection."""
+        thread, self._thread = self._thread, None
+        if thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        thread.join(timeout=10)
+        self._port = 0
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # Configuration while running.
+
+    def configure(self, *, fault_rate: float | None = None, seed: int | None = None) -> None:
+        """Change the random fault rate (and reseed the RNG) while running."""
+        with self._lock:
+            if fault_rate is not None:
+                self.fault_rate = fault_rate
+            if seed is not None:
+                self._rng.seed(seed)
+
+    def schedule(
+        self,
+        fault: str,
+        *,
+        count: int = 1,
+        method: str | None = None,
+        target_contains: str | None = None,
+    ) -> None:
+        """Inject ``fault`` into the next ``count`` requests that match.
+
+        Args:
+            fault: One of :data:`FAULTS`.
+            count: How many matching requests get it.
+            method: Only requests with this method (e.g. ``"PUT"``).
+            target_contains: Only requests whose target (path and query)
+                contains this text, e.g. ``"uploadId="``.
+        """
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; choose from {FAULTS}")
+
+        def match(request_method: str, target: str) -> bool:
+            return (method is None or request_method == method) and (
+                target_contains is None or target_contains in target
+            )
+
+        with self._lock:
+            self._scheduled.append(_Scheduled(fault, count, match))
+
+    def _choose(self, method: str, target: str) -> str | None:
+        with self._lock:
+            self.requests += 1
+            for item in self._scheduled:
+                if item.count > 0 and item.match(method, target):
+                    item.count -= 1
+                    self.injected[item.fault] += 1
+                    return item.fault
+            if self._rng.random() < self.fault_rate:
+                fault = self._rng.choice(self.faults)
+                self.injected[fault] += 1
+                return fault
+        return None
+
+    # Serving.
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            while True:
+                request = await _read_request(reader, writer)
+                if request is None:
+                    return
+                if not await self._handle(request, reader, writer):
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError, OSError):
+            pass
+        except asyncio.CancelledError:
+            # Only stop() cancels connections; ending quietly is the point.
+            pass
+        finally:
+            self._connections.discard(task)
+            _reset(writer)
+
+    async def _handle(
+        self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Answer one request; return False when the connection must end."""
+        fault = self._choose(request.method, request.target)
+        if fault == "reset_before":
+            return False
+        if fault in ("status_500", "status_503"):
+            writer.write(_error_response(int(fault[-3:]), request.method))
+            await writer.drain()
+            return True
+        if fault == "silence":
+            # The client decides how long to wait: hold the connection until it gives up.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_SILENCE_LIMIT):
+                    while await reader.read(65536):
+                        pass
+            return False
+        if fault == "latency":
+            await asyncio.sleep(self.latency)
+        response = await self._forward(request)
+        if fault == "reset_after":
+            return False
+        if fault == "reset_mid":
+            head_end = response.index(b"\r\n\r\n") + 4
+            body = len(response) - head_end
+            writer.write(response[: head_end + body // 2])
+            await writer.drain()
+            return False
+        if fault == "trickle":
+            for start in range(0, len(response), self.trickle_bytes):
+                writer.write(response[start : start + self.trickle_bytes])
+                await writer.drain()
+                await asyncio.sleep(self.trickle_interval)
+            return True
+        writer.write(response)
+        await writer.drain()
+        return True
+
+    async def _forward(self, request: _Request) -> bytes:
+        """Send the request upstream on a fresh connection; return the whole answer."""
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        try:
+            up_writer.write(request.head + request.body)
+            await up_writer.drain()
+            raw = await up_reader.read()
+        finally:
+            up_writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await up_writer.wait_closed()
+        return _frame_response(raw, request.method)
+
+
+async def _read_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> _Request | None:
+    """Read one request (answering ``Expect: 100-continue``); None at a clean EOF."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise
+        return None
+    except asyncio.LimitOverrunError as exc:
+        raise ValueError("request head too large") from exc
+    if len(head) > _MAX_HEAD:
+        raise ValueError("request head too large")
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = lines[0].split(" ", 2)
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+    names = {name.lower(): value for name, value in headers}
+    expects_continue = names.get("expect", "").lower() == "100-continue"
+    if expects_continue:
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
+    if names.get("transfer-encoding", "").lower() == "chunked":
+        body = await _read_chunked(reader)
+        headers = [(n, v) for n, v in headers if n.lower() != "transfer-encoding"]
+        headers.append(("Content-Length", str(len(body))))
+    else:
+        body = await reader.readexactly(int(names.get("content-length", "0")))
+    forwarded = [
+        (n, v) for n, v in headers if n.lower() not in ("expect", "connection", "keep-alive")
+    ]
+    forwarded.append(("Connection", "close"))
+    new_head = (
+        f"{method} {target} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in forwarded) + "\r\n"
+    ).encode("latin-1")
+    return _Request(method, target, new_head, body, expects_continue)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.split(b";")[0].strip(), 16)
+        if size == 0:
+            # Trailers, up to the blank line.
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+def _frame_response(raw: bytes, method: str) -> bytes:
+    """Make a close-delimited upstream answer safe to send on a kept-alive connection."""
+    head_end = raw.find(b"\r\n\r\n")
+    if head_end < 0:
+        raise ConnectionError("upstream closed without a complete answer")
+    head, body = raw[:head_end], raw[head_end + 4 :]
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = [line for line in lines[1:] if line]
+    names = {line.partition(":")[0].strip().lower() for line in headers}
+    headers = [h for h in headers if h.partition(":")[0].strip().lower() != "connection"]
+    bodiless = method == "HEAD" or status in (204, 304) or 100 <= status < 200
+    if not bodiless and "content-length" not in names and "transfer-encoding" not in names:
+        headers.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join([lines[0], *headers]) + "\r\n\r\n").encode("latin-1") + body
+
+
+def _error_response(status: int, method: str) -> bytes:
+    code, message = _ERROR_BODIES[status]
+    body = (
+        b""
+        if method == "HEAD"
+        else (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error>"
+        ).encode()
+    )
+    reason = "Internal Server Error" if status == 500 else "Service Unavailable"
+    length = len(body) if body else 0
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode() + body
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset (SO_LINGER 0), as a crashed server or middlebox would."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
