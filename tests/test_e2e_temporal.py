@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -553,9 +554,16 @@ def test_the_demo_prints_its_summary(temporal: TemporalDevServer, tmp_path: Path
     assert any(store.iterdir())
 
 
-def test_the_demo_stops_its_server_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_the_demo_stops_its_worker_and_server_on_ctrl_c(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    # Thousands of small activities: cheap per step, but far from done when
+    # the signal arrives, so it lands on a busy worker with workflow tasks,
+    # activities and stores in flight.
+    args = ["--store", str(tmp_path), "--fan-out", "2000", "--children", "0", "--input-mib", "0.25"]
     demo = subprocess.Popen(
-        [*DEMO, "--store", str(tmp_path), "--fan-out", "500"],
+        [*DEMO, *args],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -566,14 +574,16 @@ def test_the_demo_stops_its_server_on_ctrl_c(tmp_path: Path) -> None:
         lines = [demo.stdout.readline() for _ in range(5)]
         assert lines[-1].startswith("Running"), lines
         server_pid = int(lines[1].split("pid ")[1].rstrip(")\n"))
-        demo.send_signal(signal.SIGINT)
-        _, err = demo.communicate(timeout=60)
+        time.sleep(3)  # let the worker get going
+        demo.send_signal(sig)
+        out, err = demo.communicate(timeout=60)
     finally:
         if demo.poll() is None:
             demo.kill()
             demo.wait()
-    assert demo.returncode == 130
+    assert demo.returncode == code, err
     assert "interrupted; worker and servers stopped" in err
+    assert "work done" not in out  # it was stopped, not finished
     with pytest.raises(ProcessLookupError):
         os.kill(server_pid, 0)
 

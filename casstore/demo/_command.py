@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from casstore import __version__
 from casstore.demo._errors import DemoError
 from casstore.demo._run import DEFAULT_STORE, DemoOptions, demo_main
+from casstore.demo._runner import Interrupted, exit_now_if_stuck, run_interruptible
 from casstore.errors import CasstoreError
 
 INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
@@ -90,9 +91,22 @@ def _mib(text: str) -> float:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    """Run the demo as the parsed flags say; return the exit code."""
+    """Run the demo as the parsed flags say; return the exit code.
+
+    Ctrl-C or SIGTERM stops the worker (giving up on it after a bounded
+    wait), then the dev server, prints one line and exits with 128 + the
+    signal number; if a worker thread is still busy then, the process ends
+    without waiting for it (see :func:`~casstore.demo._runner.exit_now_if_stuck`).
+    """
+    code = _run(args, out)
+    exit_now_if_stuck(code)
+    return code
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
     started = time.monotonic()
     print(f"casstore {__version__} demo", file=out)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         with _temporal(args.address, args.namespace, out) as address:
             options = DemoOptions(
@@ -106,18 +120,32 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 namespace=args.namespace,
                 timeout=args.timeout,
             )
-            asyncio.run(demo_main(options, out))
+            run_interruptible(demo_main(options, out))
     except KeyboardInterrupt:
-        print("\ncasstore demo: interrupted; worker and servers stopped", file=sys.stderr)
-        return INTERRUPTED
+        return _interrupted(out, INTERRUPTED)
+    except Interrupted as exc:
+        return _interrupted(out, exc.exit_code)
     except (DemoError, CasstoreError) as exc:
         print(f"\ncasstore demo failed: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # a CLI reports, it does not dump a traceback
         print(f"\ncasstore demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"  {'total time':<21}  {time.monotonic() - started:.1f} s", file=out)
     return 0
+
+
+def _interrupted(out: TextIO, code: int) -> int:
+    out.flush()
+    print("\ncasstore demo: interrupted; worker and servers stopped", file=sys.stderr)
+    return code
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    """SIGTERM outside the event loop (e.g. while the dev server starts): unwind like Ctrl-C."""
+    raise Interrupted(signum)
 
 
 @contextlib.contextmanager

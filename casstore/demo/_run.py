@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import json
+import logging
 import random
 import time
 import uuid
@@ -12,20 +15,26 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.api.enums.v1 import EventType, TimeoutType
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from casstore._keys import Scope
 from casstore.demo._errors import DemoError
 from casstore.demo._report import MIB, DemoReport, format_report
+from casstore.demo._runner import abandon
 from casstore.demo._workflows import FanOutChild, FanOutParent, FanOutSummary, analyze_shard
 from casstore.history import HistoryReference, history_references, workflow_task_failures
 from casstore.plugin import CasStorePlugin
 
 DEFAULT_STORE = "casstore-demo-data"
+_log = logging.getLogger(__name__)
 _FAILURE_POLL_SECONDS = 1.0
 _STAT_CONCURRENCY = 32
+_WORKFLOW_THREADS = 16
+WORKER_SHUTDOWN_SECONDS = 10.0
+"""Seconds the worker may take to stop (after a run, an error or Ctrl-C) before it is given up."""
 
 
 @dataclass(frozen=True)
@@ -90,13 +99,23 @@ async def run_demo(client: Client, plugin: CasStorePlugin, options: DemoOptions)
     task_queue = f"{workflow_id}-queue"
     before = plugin.driver.stats.snapshot()
     started = time.monotonic()
-    async with Worker(
+    # Our own executor: the SDK joins its default one on the event loop when
+    # the worker stops, which a stuck workflow thread would turn into a hang.
+    workflow_threads = concurrent.futures.ThreadPoolExecutor(
+        max_workers=_WORKFLOW_THREADS, thread_name_prefix="casstore_demo_workflow_"
+    )
+    worker = Worker(
         client,
         task_queue=task_queue,
         workflows=[FanOutParent, FanOutChild],
         activities=[analyze_shard],
         max_concurrent_activities=max(options.activities, options.child_activities, 1),
-    ):
+        max_concurrent_workflow_tasks=_WORKFLOW_THREADS,
+        workflow_task_executor=workflow_threads,
+    )
+    workflow_ids = [workflow_id] + [f"{workflow_id}-child-{i}" for i in range(options.children)]
+    running = asyncio.create_task(worker.run())
+    try:
         handle = await client.start_workflow(
             FanOutParent.run,
             args=[document, options.activities, options.children, options.child_activities],
@@ -104,8 +123,10 @@ async def run_demo(client: Client, plugin: CasStorePlugin, options: DemoOptions)
             task_queue=task_queue,
             execution_timeout=timedelta(seconds=options.timeout),
         )
-        workflow_ids = [workflow_id] + [f"{workflow_id}-child-{i}" for i in range(options.children)]
-        summary = await _result_or_failure(client, handle, workflow_ids)
+        summary = await _result_or_failure(client, handle, workflow_ids, running)
+    finally:
+        await stop_worker(worker)
+        workflow_threads.shutdown(wait=False)  # exit_now_if_stuck() bounds the join
     run_seconds = time.monotonic() - started
     stats = plugin.driver.stats - before
 
@@ -142,34 +163,88 @@ async def run_demo(client: Client, plugin: CasStorePlugin, options: DemoOptions)
     )
 
 
-async def _result_or_failure(
-    client: Client, handle: WorkflowHandle[Any, FanOutSummary], workflow_ids: list[str]
-) -> FanOutSummary:
-    """Wait for the result, failing fast if any workflow task fails.
+async def stop_worker(worker: Worker) -> None:
+    """Shut ``worker`` down, giving up on it after :data:`WORKER_SHUTDOWN_SECONDS`.
 
-    A failed workflow task is retried forever by Temporal, so waiting for the
-    result alone would hang until the timeout; the histories say why sooner.
+    The SDK's shutdown waits for every workflow to be evicted, and a workflow
+    whose task tripped the deadlock detector may never be (the SDK retries
+    the eviction forever, swallowing cancellation), so an unbounded wait here
+    would make Ctrl-C hang. A worker given up on is logged and recorded with
+    :func:`~casstore.demo._runner.abandon`, so the CLI exits without joining
+    its threads. Never raises for that: it runs in a ``finally`` whose own
+    exception (an error, Ctrl-C) is the one to report.
+    """
+    stopping = asyncio.ensure_future(worker.shutdown())
+    try:
+        await asyncio.wait_for(asyncio.shield(stopping), WORKER_SHUTDOWN_SECONDS)
+    except TimeoutError:
+        abandon("the demo's worker")
+        _log.warning(
+            "casstore demo: the worker did not stop within %.0f s; giving up on it",
+            WORKER_SHUTDOWN_SECONDS,
+        )
+    except asyncio.CancelledError:
+        # Cancelled again while stopping (a second Ctrl-C): stop waiting.
+        if not stopping.done():
+            abandon("the demo's worker")
+        raise
+
+
+async def _result_or_failure(
+    client: Client,
+    handle: WorkflowHandle[Any, FanOutSummary],
+    workflow_ids: list[str],
+    running: asyncio.Task[None],
+) -> FanOutSummary:
+    """Wait for the result, failing fast if the worker or a workflow task fails.
+
+    A failed or timed-out workflow task is retried forever by Temporal, so
+    waiting for the result alone would hang until the timeout; the histories
+    say why sooner. A task the SDK's deadlock detector interrupted shows up as
+    a failed task; a worker stuck on one shows up as a task that timed out.
     """
     result = asyncio.ensure_future(handle.result())
     try:
         while True:
-            done, _ = await asyncio.wait({result}, timeout=_FAILURE_POLL_SECONDS)
-            if done:
+            done, _ = await asyncio.wait({result, running}, timeout=_FAILURE_POLL_SECONDS)
+            if result in done:
                 try:
                     return result.result()
                 except Exception as exc:
                     raise DemoError(f"workflow {handle.id} failed: {_causes(exc)}") from exc
+            if running in done:
+                await _terminate(handle, "the worker stopped")
+                error = running.exception() if not running.cancelled() else None
+                why = _causes(error) if error else "cancelled"
+                raise DemoError(f"the worker stopped before workflow {handle.id} ended: {why}")
             for wid in workflow_ids:
                 try:
                     history = await client.get_workflow_handle(wid).fetch_history()
                 except RPCError:
                     continue  # a child not started yet
-                failures = workflow_task_failures(history)
+                failures = workflow_task_failures(history) + _task_timeouts(history)
                 if failures:
-                    await handle.terminate(reason="casstore demo: a workflow task failed")
+                    await _terminate(handle, "a workflow task failed")
                     raise DemoError(f"a workflow task of {wid} failed: {failures[-1]}")
     finally:
         result.cancel()
+
+
+def _task_timeouts(history: WorkflowHistory) -> list[str]:
+    """Describe the workflow tasks a worker took and did not complete in time."""
+    return [
+        "the worker took it and did not complete it in time (stuck or overloaded)"
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
+        and event.workflow_task_timed_out_event_attributes.timeout_type
+        == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE
+    ]
+
+
+async def _terminate(handle: WorkflowHandle[Any, FanOutSummary], why: str) -> None:
+    """Terminate the demo's workflow (and so its children), best effort."""
+    with contextlib.suppress(RPCError):
+        await handle.terminate(reason=f"casstore demo: {why}")
 
 
 def _causes(exc: BaseException) -> str:

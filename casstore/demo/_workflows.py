@@ -22,6 +22,9 @@ from typing import Any
 from temporalio import activity, workflow
 from temporalio.common import RawValue
 
+_COPY_BUDGET = 48 * 1024 * 1024
+"""Bytes of activity arguments one workflow task may schedule (at least one activity)."""
+
 
 @dataclass(frozen=True)
 class ShardResult:
@@ -51,17 +54,30 @@ async def analyze_shard(document: dict[str, Any], shard: int, shards: int) -> Sh
 
 async def _fan_out(document: RawValue, activities: int) -> list[ShardResult]:
     # Every activity gets the whole document: the pattern that makes
-    # per-payload storage expensive and content addressing cheap.
-    return await asyncio.gather(
-        *(
-            workflow.execute_activity(
-                analyze_shard,
-                args=[document, shard, activities],
-                start_to_close_timeout=timedelta(minutes=2),
+    # per-payload storage expensive and content addressing cheap. Scheduling
+    # an activity deep-copies its arguments into the command (3 MiB each), so
+    # one workflow task schedules at most _COPY_BUDGET bytes of them and the
+    # next batch waits for a completion, that is for the next workflow task:
+    # a 500-way fan-out in one task copied 1.5 GiB and tripped the SDK's 2 s
+    # deadlock detector on a loaded machine.
+    batch = max(1, _COPY_BUDGET // max(document.payload.ByteSize(), 1))
+    running: list[workflow.ActivityHandle[ShardResult]] = []
+    results: list[ShardResult] = []
+    scheduled = 0
+    while scheduled < activities or running:
+        for shard in range(scheduled, min(activities, scheduled + batch)):
+            running.append(
+                workflow.start_activity(
+                    analyze_shard,
+                    args=[document, shard, activities],
+                    start_to_close_timeout=timedelta(minutes=2),
+                )
             )
-            for shard in range(activities)
-        )
-    )
+        scheduled = min(activities, scheduled + batch)
+        done, pending = await workflow.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        results.extend(handle.result() for handle in done)
+        running = pending
+    return sorted(results, key=lambda r: r.shard)
 
 
 @workflow.defn(name="casstore-demo-child")
