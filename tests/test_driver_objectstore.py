@@ -134,7 +134,8 @@ async def test_two_drivers_racing_to_create_one_object(objstore: ObjStorePlace) 
 
 async def test_refresh_after_refreshes_old_objects(objstore: ObjStorePlace) -> None:
     async with counted(objstore) as backend:
-        driver = CasStorageDriver(backend, refresh_after=timedelta(seconds=1))
+        # Long enough that a loaded machine's second store still falls inside it.
+        driver = CasStorageDriver(backend, refresh_after=timedelta(seconds=3))
         converter = in_workflow(make_converter(driver))
         value = big_json(10_000)
         await converter.encode([value])
@@ -144,7 +145,7 @@ async def test_refresh_after_refreshes_old_objects(objstore: ObjStorePlace) -> N
         [name] = await objstore.raw_keys()
         written = await objstore.last_modified(name)
 
-        await asyncio.sleep(1.2)  # the services keep one-second timestamps
+        await asyncio.sleep(3.2)  # past refresh_after; the services keep 1 s timestamps
         backend.calls.clear()
         await converter.encode([value])
         # Too old for the cache to vouch for: found (by the refused conditional

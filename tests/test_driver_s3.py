@@ -133,7 +133,8 @@ async def test_two_drivers_racing_to_create_one_object(s3: S3Place) -> None:
 async def test_refresh_after_refreshes_old_objects_and_bounds_the_cache(s3: S3Place) -> None:
     log = RequestLog()
     async with s3.backend(log=log) as backend:
-        driver = CasStorageDriver(backend, refresh_after=timedelta(seconds=1))
+        # Long enough that a loaded machine's second store still falls inside it.
+        driver = CasStorageDriver(backend, refresh_after=timedelta(seconds=3))
         converter = in_workflow(make_converter(driver))
         value = big_json(10_000)
         await converter.encode([value])
@@ -143,7 +144,7 @@ async def test_refresh_after_refreshes_old_objects_and_bounds_the_cache(s3: S3Pl
         [key] = await s3.raw_keys()
         written = await last_modified(s3, key)
 
-        await asyncio.sleep(1.2)  # S3 keeps one-second timestamps
+        await asyncio.sleep(3.2)  # past refresh_after; S3 keeps one-second timestamps
         log.calls.clear()
         await converter.encode([value])
         # Too old for the cache to vouch for: found (by the refused conditional
