@@ -6,8 +6,10 @@ importing it without that extra raises an error saying so (both a
 :class:`~casstore.errors.ConfigurationError` and an ``ImportError``).
 
 One job per module: ``_options`` (defaults, checks, URL parsing), ``_errors``
-(botocore errors mapped to casstore's), ``_upload`` (create-if-absent writes)
-and ``_backend`` (:class:`S3Backend`). See docs/backends.md for
+(botocore errors mapped to casstore's), ``_client`` (the client: passed in, or
+built on first use and closed), ``_upload`` (create-if-absent writes),
+``_download`` (bounded reads), ``_bulk`` (batched deletes and moves) and
+``_backend`` (:class:`S3Backend`). See docs/backends.md for
 configuration, URL options, IAM permissions, lifecycle pairing and the key
 layout on S3.
 """

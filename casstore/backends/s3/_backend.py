@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from casstore._keys import check_key
 from casstore.backends._base import Backend, ObjectStat, describe_backend
 from casstore.backends.s3._bulk import copy_objects, delete_objects
+from casstore.backends.s3._client import ClientSource
 from casstore.backends.s3._download import read_bounded
 from casstore.backends.s3._errors import (
     NOT_FOUND_CODES,
@@ -33,18 +34,12 @@ from casstore.backends.s3._options import (
     check_bucket,
     check_multipart,
     check_prefix,
-    client_config,
-    new_session,
-    no_expect_continue,
-    preload,
     url_arguments,
 )
 from casstore.backends.s3._upload import CLEANUP_TIMEOUT, UploadTarget, put_multipart, put_single
-from casstore.errors import BackendUnavailableError, ConfigurationError
+from casstore.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
-    from contextlib import AbstractAsyncContextManager
-
     from types_aiobotocore_s3.client import S3Client
     from types_aiobotocore_s3.type_defs import ObjectTypeDef
 
@@ -141,46 +136,22 @@ class S3Backend(Backend):
         self._part_size = multipart_part_size
         self._multipart_concurrency = multipart_concurrency
         self.conditional_writes = conditional_writes
-
-        builder_options = {
-            "session": session,
-            "region": region,
-            "endpoint_url": endpoint_url,
-            "profile": profile,
-            "addressing_style": addressing_style,
-            "retry_mode": retry_mode,
-            "max_attempts": max_attempts,
-            "connect_timeout": connect_timeout,
-            "read_timeout": read_timeout,
-            "max_pool_connections": max_pool_connections,
-        }
-        self._client: S3Client | None = client
-        self._client_context: AbstractAsyncContextManager[S3Client] | None = None
-        self._client_task: asyncio.Task[S3Client] | None = None
         self._cleanups: set[asyncio.Future[None]] = set()
         self._live_uploads: set[str] = set()
-        self._region = region
-        self._endpoint_url = endpoint_url
-        if client is not None:
-            given = sorted(name for name, value in builder_options.items() if value is not None)
-            if given:
-                raise ConfigurationError(
-                    f"options {', '.join(given)} build a client; they cannot be combined with "
-                    f"client=, whose own configuration is used [bucket={bucket}]"
-                )
-            self._session: aioboto3.Session | None = None
-            self._config: AioConfig | None = None
-            return
-        if session is not None and profile is not None:
-            raise ConfigurationError("pass either session= or profile=, not both")
-        self._session = session or new_session(profile)
-        self._config = client_config(
+        self._clients = ClientSource(
+            bucket,
+            client,
+            lambda: self._translate("client setup", "", of_object=False),
+            session=session,
+            region=region,
+            endpoint_url=endpoint_url,
+            profile=profile,
+            addressing_style=addressing_style,
             retry_mode=retry_mode,
             max_attempts=max_attempts,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max_pool_connections,
-            addressing_style=addressing_style or ("path" if endpoint_url else None),
         )
 
     @classmethod
@@ -355,13 +326,8 @@ class S3Backend(Backend):
         facts = {"backend": "s3", "bucket": self._bucket}
         if self._prefix:
             facts["prefix"] = self._prefix
-        client = self._client
-        region = client.meta.region_name if client else self._region
-        if region is None and self._session is not None:
-            region = self._session.region_name
-        endpoint = client.meta.endpoint_url if client else self._endpoint_url
-        facts["region"] = region or "default"
-        facts["endpoint"] = endpoint or "aws"
+        facts["region"] = self._clients.region or "default"
+        facts["endpoint"] = self._clients.endpoint or "aws"
         return facts
 
     async def aclose(self) -> None:
@@ -372,42 +338,23 @@ class S3Backend(Backend):
         """
         if self._cleanups:
             await asyncio.wait(set(self._cleanups), timeout=CLEANUP_TIMEOUT)
-        task, self._client_task = self._client_task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        context, self._client_context = self._client_context, None
-        if context is not None:
-            self._client = None
-            await context.__aexit__(None, None, None)
+        await self._clients.aclose()
 
     # Internals.
 
     async def _s3(self) -> S3Client:
-        """Return the client, building and entering our own on first use."""
-        if self._client is not None:
-            return self._client
-        task = self._client_task
-        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
-            task = self._client_task = asyncio.ensure_future(self._open_client())
-        # Shielded: building a client costs seconds of CPU on a loaded machine;
-        # a caller whose deadline passes stops waiting, the build goes on for
-        # the next caller instead of starting over.
-        return await asyncio.shield(task)
+        """Return the client (our own is built on first use)."""
+        return await self._clients.get()
 
-    async def _open_client(self) -> S3Client:
-        assert self._session is not None
-        await asyncio.to_thread(preload, self._session)
-        context = self._session.client(
-            "s3", region_name=self._region, endpoint_url=self._endpoint_url, config=self._config
-        )
-        with self._translate("client setup", "", of_object=False):
-            client = await context.__aenter__()
-        client.meta.events.register_last("before-call.s3", no_expect_continue)
-        self._client_context = context
-        self._client = client
-        return client
+    @property
+    def _client(self) -> S3Client | None:
+        """The client in use (None before our own is built, after it is closed)."""
+        return self._clients.client
+
+    @property
+    def _config(self) -> AioConfig | None:
+        """The botocore configuration of the client we build (None: client= given)."""
+        return self._clients.config
 
     def _in_background(self, cleanup: Coroutine[Any, Any, None]) -> None:
         """Run a best-effort cleanup without holding up the caller's deadline."""
