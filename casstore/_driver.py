@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -29,17 +28,18 @@ from casstore._deadline import (
     Deadline,
     RetryPolicy,
 )
+from casstore._driver_options import check_driver_options
 from casstore._keyring import KeyRing
 from casstore._keys import Scope, location_for_target, object_key
 from casstore._lifecycle import DEFAULT_REFRESH_AFTER, Freshness, trash_key
-from casstore._metrics import DriverMetrics, MetricMeter, reported, timed
+from casstore._metrics import DriverMetrics, MetricMeter, reported
+from casstore._requests import Requests
 from casstore._stats import DriverStats, error_kind
 from casstore._verify import content_digest, decode_and_verify, parse_payload
 from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
 from casstore.errors import (
     BackendError,
     CasstoreError,
-    ConfigurationError,
     ObjectNotFoundError,
     PayloadTooLargeError,
 )
@@ -117,34 +117,18 @@ class CasStorageDriver(StorageDriver):
         min_throughput: float = DEFAULT_MIN_THROUGHPUT,
         keyring: KeyRing | None = None,
     ) -> None:
-        if not isinstance(backend, Backend):
-            raise ConfigurationError(
-                f"backend must be a casstore.backends.Backend, got {type(backend).__name__}"
-            )
-        if not name:
-            raise ConfigurationError("driver name must not be empty")
-        if scope not in ("workflow", "namespace"):
-            raise ConfigurationError(f"scope must be 'workflow' or 'namespace', got {scope!r}")
-        if compression_level is not None and not -7 <= compression_level <= 22:
-            raise ConfigurationError(
-                f"compression_level must be between -7 and 22 or None, got {compression_level}"
-            )
-        for option, value in (
-            ("max_payload_size", max_payload_size),
-            ("max_concurrency", max_concurrency),
-        ):
-            if value <= 0:
-                raise ConfigurationError(f"{option} must be greater than zero, got {value}")
-        for option, value in (
-            ("known_objects_cache_size", known_objects_cache_size),
-            ("retrieval_cache_bytes", retrieval_cache_bytes),
-            ("offload_threshold", offload_threshold),
-        ):
-            if value < 0:
-                raise ConfigurationError(f"{option} must not be negative, got {value}")
-        if refresh_after is not None and refresh_after <= timedelta(0):
-            raise ConfigurationError(f"refresh_after must be positive, got {refresh_after}")
-
+        check_driver_options(
+            backend=backend,
+            name=name,
+            scope=scope,
+            compression_level=compression_level,
+            max_payload_size=max_payload_size,
+            max_concurrency=max_concurrency,
+            known_objects_cache_size=known_objects_cache_size,
+            retrieval_cache_bytes=retrieval_cache_bytes,
+            offload_threshold=offload_threshold,
+            refresh_after=refresh_after,
+        )
         self._retry = RetryPolicy(
             timeout=timeout, attempt_timeout=attempt_timeout, min_throughput=min_throughput
         )
@@ -156,9 +140,6 @@ class CasStorageDriver(StorageDriver):
         self._max_payload_size = max_payload_size
         self._fresh = Freshness(backend, refresh_after)
         self._lifecycle_manifest = lifecycle_manifest
-        self._offload_threshold = offload_threshold
-        self._max_concurrency = max_concurrency
-        self._semaphore: asyncio.Semaphore | None = None
         self._known: KnownObjects[Codec] = KnownObjects(known_objects_cache_size)
         self._verified: ByteLRU[bytes] = ByteLRU(retrieval_cache_bytes)
         self._stores: SingleFlight[str, Codec] = SingleFlight()
@@ -167,6 +148,7 @@ class CasStorageDriver(StorageDriver):
         self.stats = DriverStats()
         """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
         self._metrics: DriverMetrics | None = None
+        self._run = Requests(backend, self.stats, max_concurrency, offload_threshold)
 
     def name(self) -> str:
         """Return this driver instance's name (recorded in every reference)."""
@@ -184,6 +166,7 @@ class CasStorageDriver(StorageDriver):
     def set_metric_meter(self, meter: MetricMeter | None) -> None:
         """Report :attr:`stats` to a Temporal metric meter, or stop (docs/operations.md)."""
         self._metrics = None if meter is None else DriverMetrics(meter, driver_name=self._name)
+        self._run.metrics = self._metrics
 
     def __repr__(self) -> str:
         return (
@@ -227,7 +210,7 @@ class CasStorageDriver(StorageDriver):
                 f"{self._max_payload_size} [location={location}]"
             )
         cipher = None if self._ciphers is None else self._ciphers.active
-        digest = await self._cpu(len(data), content_digest, data, cipher)
+        digest = await self._run.cpu(len(data), content_digest, data, cipher)
         key = object_key(location, digest)
         self.stats.payloads_stored += 1
         self.stats.logical_bytes_stored += len(data)
@@ -266,13 +249,13 @@ class CasStorageDriver(StorageDriver):
                 self._verified.put(digest, data)
                 return codec
 
-            codec, obj = await self._cpu(
+            codec, obj = await self._run.cpu(
                 len(data), encode_stored, data, self._compression_level, cipher, digest, key
             )
             written_at = time.time()
             # A put retried after a lost answer finds its own object: a success too.
             put = functools.partial(self._backend.put, key, obj)
-            if await self._request("put", key, put, deadline):
+            if await self._run.request("put", key, put, deadline):
                 self.stats.objects_written += 1
                 self.stats.logical_bytes_written += len(data)
                 self.stats.bytes_written += len(obj)
@@ -308,10 +291,10 @@ class CasStorageDriver(StorageDriver):
         return True
 
     async def _stat(self, key: str, deadline: Deadline) -> ObjectStat | None:
-        return await self._request("stat", key, lambda: self._backend.stat(key), deadline)
+        return await self._run.request("stat", key, lambda: self._backend.stat(key), deadline)
 
     async def _touch(self, key: str, deadline: Deadline) -> None:
-        await self._request("touch", key, lambda: self._backend.touch(key), deadline)
+        await self._run.request("touch", key, lambda: self._backend.touch(key), deadline)
         self.stats.objects_refreshed += 1
 
     # Retrieve path.
@@ -355,7 +338,7 @@ class CasStorageDriver(StorageDriver):
         self.stats.payloads_retrieved += 1
         # Each caller gets its own Payload (callers may mutate it); parsing a
         # large one is a copy of its bytes, so it runs off the loop too.
-        return await self._cpu(len(data), parse_payload, data, key)
+        return await self._run.cpu(len(data), parse_payload, data, key)
 
     async def _read_object(
         self, key: str, digest: bytes, size: int, cipher: ObjectCipher | None
@@ -365,7 +348,7 @@ class CasStorageDriver(StorageDriver):
         # before it is read, not after it has been allocated.
         bound = max_object_size(size)
         try:
-            obj = await self._request(
+            obj = await self._run.request(
                 "get", key, lambda: self._backend.get(key, max_size=bound), deadline
             )
         except ObjectNotFoundError as missing:
@@ -373,7 +356,7 @@ class CasStorageDriver(StorageDriver):
             obj = await self._from_trash(key, missing, bound, deadline)
         self.stats.objects_read += 1
         self.stats.bytes_read += len(obj)
-        data = await self._cpu(size, decode_and_verify, obj, size, digest, key, cipher)
+        data = await self._run.cpu(size, decode_and_verify, obj, size, digest, key, cipher)
         self._verified.put(digest, data)
         return data
 
@@ -383,7 +366,7 @@ class CasStorageDriver(StorageDriver):
         """Read the copy gc keeps in the trash (a claim handed out while gc decided)."""
         trashed = trash_key(key)
         try:
-            return await self._request(
+            return await self._run.request(
                 "get", key, lambda: self._backend.get(trashed, max_size=bound), deadline
             )
         except ObjectNotFoundError:
@@ -391,51 +374,8 @@ class CasStorageDriver(StorageDriver):
 
     # Plumbing.
 
-    async def _cpu(self, size: int, func: Callable[..., _T], *args: Any) -> _T:
-        """Run CPU work inline when small, in a worker thread when large."""
-        if size < self._offload_threshold:
-            return func(*args)
-        async with self._limit():
-            return await asyncio.get_running_loop().run_in_executor(None, func, *args)
-
-    async def _request(
-        self, kind: str, key: str, call: Callable[[], Awaitable[_T]], deadline: Deadline
-    ) -> _T:
-        """Make one backend request under the concurrency bound and ``deadline``.
-
-        Transient failures are retried while the deadline allows; errors are
-        translated. ``call`` makes each attempt's coroutine once a slot is held.
-        """
-        self.stats.backend_requests[kind] += 1
-        try:
-            return await deadline.run(
-                lambda: timed(self._metrics, kind, call),
-                limit=self._limit(),
-                what=f"backend {kind}",
-                where=f"[key={key}{describe_suffix(self._backend)}]",
-            )
-        except CasstoreError as exc:
-            # Backends name the key in their messages; make sure it is structured too.
-            if exc.key is None:
-                exc.key = key
-            if exc.backend is None:
-                exc.backend = describe_backend(self._backend)
-            raise
-        except Exception as exc:
-            raise BackendError(
-                f"backend {kind} failed [key={key}{describe_suffix(self._backend)}]: {exc!r}",
-                key=key,
-                backend=describe_backend(self._backend),
-            ) from exc
-
     async def _batch(self, work: list[Coroutine[Any, Any, _T]]) -> list[_T]:
         return await reported(self._metrics, self.stats, gather_cancel_on_error(work))
-
-    def _limit(self) -> asyncio.Semaphore:
-        # Created lazily: a driver may be built before the event loop exists.
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self._max_concurrency)
-        return self._semaphore
 
     async def _labelled(self, work: Awaitable[_T], index: int, count: int, verb: str) -> _T:
         """Say which payload of a batch failed."""
@@ -443,6 +383,9 @@ class CasStorageDriver(StorageDriver):
             return await work
         except CasstoreError as exc:
             self.stats.errors[error_kind(exc)] += 1
-            if count > 1:
-                exc.in_batch(index, count, verb)
-            raise
+            if count == 1:
+                raise
+            # A copy: callers joined by single-flight share one exception object.
+            raise exc.in_batch(index, count, verb).with_traceback(
+                exc.__traceback__
+            ) from exc.__cause__

@@ -29,6 +29,8 @@ and for a payload of a batch, :attr:`~CasstoreError.position` and
 
 from __future__ import annotations
 
+from typing import Self
+
 __all__ = [
     "BackendError",
     "BackendPermissionError",
@@ -69,19 +71,24 @@ class CasstoreError(Exception):
         self.position = None
         self.batch_size = None
 
-    def in_batch(self, position: int, batch_size: int, verb: str) -> None:
-        """Record which payload of a batch failed, and say so in the message.
+    def in_batch(self, position: int, batch_size: int, verb: str) -> Self:
+        """Return a copy of this error that says which payload of a batch failed.
 
-        The exception is changed in place (never rebuilt), so subclasses with
-        other constructor arguments keep them.
+        The copy is made without calling the constructor (so subclasses with
+        other constructor arguments keep working) and keeps every attribute;
+        this error itself is left as it is, since callers joined on one shared
+        operation may all hold it.
         """
-        self.position = position
-        self.batch_size = batch_size
+        labelled = type(self).__new__(type(self), *self.args)
+        labelled.__dict__.update(self.__dict__)
+        labelled.position = position
+        labelled.batch_size = batch_size
         if self.args and isinstance(self.args[0], str):
-            self.args = (
+            labelled.args = (
                 f"{verb} of payload {position + 1} of {batch_size} failed: {self.args[0]}",
                 *self.args[1:],
             )
+        return labelled
 
 
 class ConfigurationError(CasstoreError, ValueError):

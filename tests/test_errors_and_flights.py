@@ -54,14 +54,36 @@ def test_batch_position_is_added_in_place_keeping_subclass_and_attributes() -> N
             self.extra = extra
 
     error = NeedsMore("bad bytes [key=k]", 7)
-    error.in_batch(2, 5, "retrieve")
-    assert str(error) == "retrieve of payload 3 of 5 failed: bad bytes [key=k]"
-    assert (error.position, error.batch_size, error.key, error.extra) == (2, 5, "k", 7)
+    labelled = error.in_batch(2, 5, "retrieve")
+    assert type(labelled) is NeedsMore
+    assert str(labelled) == "retrieve of payload 3 of 5 failed: bad bytes [key=k]"
+    assert (labelled.position, labelled.batch_size, labelled.key, labelled.extra) == (2, 5, "k", 7)
+    # The original is untouched: other callers may hold the same exception.
+    assert (str(error), error.position) == ("bad bytes [key=k]", None)
+
+
+async def test_batches_sharing_one_failed_read_each_get_their_own_label() -> None:
+    backend = MemoryBackend()
+    writer = CasStorageDriver(backend)
+    [claim] = await writer.store(CONTEXT, [Payload(data=b"shared")])
+    await backend.delete(parse_claim_data(claim.claim_data, max_size=1 << 20).key)
+    reader = CasStorageDriver(backend)
+    good = await writer.store(CONTEXT, [Payload(data=b"other")])
+    results = await asyncio.gather(
+        reader.retrieve(StorageDriverRetrieveContext(), [*good, claim]),
+        reader.retrieve(StorageDriverRetrieveContext(), [claim, *good, *good]),
+        return_exceptions=True,
+    )
+    messages = [str(r) for r in results]
+    assert messages[0].startswith("retrieve of payload 2 of 2 failed: object not found")
+    assert messages[1].startswith("retrieve of payload 1 of 3 failed: object not found")
+    assert all(m.count("failed:") == 1 for m in messages), messages
 
 
 def test_structured_errors_survive_pickling() -> None:
-    error = BackendError("down [key=k]", key="k", backend="S3Backend(bucket=b)")
-    error.in_batch(0, 2, "store")
+    error = BackendError("down [key=k]", key="k", backend="S3Backend(bucket=b)").in_batch(
+        0, 2, "store"
+    )
     copy = pickle.loads(pickle.dumps(error))
     assert (str(copy), copy.key, copy.backend, copy.position) == (str(error), "k", error.backend, 0)
 

@@ -1,0 +1,51 @@
+"""Checks of CasStorageDriver's options, made before anything is built."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from casstore.backends._base import Backend
+from casstore.errors import ConfigurationError
+
+
+def check_driver_options(
+    *,
+    backend: object,
+    name: str,
+    scope: str,
+    compression_level: int | None,
+    max_payload_size: int,
+    max_concurrency: int,
+    known_objects_cache_size: int,
+    retrieval_cache_bytes: int,
+    offload_threshold: int,
+    refresh_after: timedelta | None,
+) -> None:
+    """Raise a ConfigurationError naming the first option that is out of range."""
+    if not isinstance(backend, Backend):
+        raise ConfigurationError(
+            f"backend must be a casstore.backends.Backend, got {type(backend).__name__}"
+        )
+    if not name:
+        raise ConfigurationError("driver name must not be empty")
+    if scope not in ("workflow", "namespace"):
+        raise ConfigurationError(f"scope must be 'workflow' or 'namespace', got {scope!r}")
+    if compression_level is not None and not -7 <= compression_level <= 22:
+        raise ConfigurationError(
+            f"compression_level must be between -7 and 22 or None, got {compression_level}"
+        )
+    for option, value in (
+        ("max_payload_size", max_payload_size),
+        ("max_concurrency", max_concurrency),
+    ):
+        if value <= 0:
+            raise ConfigurationError(f"{option} must be greater than zero, got {value}")
+    for option, value in (
+        ("known_objects_cache_size", known_objects_cache_size),
+        ("retrieval_cache_bytes", retrieval_cache_bytes),
+        ("offload_threshold", offload_threshold),
+    ):
+        if value < 0:
+            raise ConfigurationError(f"{option} must not be negative, got {value}")
+    if refresh_after is not None and refresh_after <= timedelta(0):
+        raise ConfigurationError(f"refresh_after must be positive, got {refresh_after}")
