@@ -29,7 +29,7 @@ and for a payload of a batch, :attr:`~CasstoreError.position` and
 
 from __future__ import annotations
 
-from typing import Self
+import typing
 
 __all__ = [
     "BackendError",
@@ -71,7 +71,7 @@ class CasstoreError(Exception):
         self.position = None
         self.batch_size = None
 
-    def in_batch(self, position: int, batch_size: int, verb: str) -> Self:
+    def in_batch(self, position: int, batch_size: int, verb: str) -> typing.Self:
         """Return a copy of this error that says which payload of a batch failed.
 
         The copy is made without calling the constructor (so subclasses with
