@@ -19,7 +19,7 @@ from casstore._urlopts import (
     option_int,
     option_text,
 )
-from casstore.backends import check_key
+from casstore.backends._prefix import check_prefix as check_prefix_of
 from casstore.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -50,7 +50,6 @@ S3_REFRESH_COPY = "header: x-amz-metadata-directive: REPLACE"
 
 _S3_BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
 _AZURE_CONTAINER_RE = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}|\$root")
-_MAX_PREFIX_LENGTH = 256
 _CLIENT_OPTIONS = {
     "allow_http",
     "connect_timeout",
@@ -245,25 +244,8 @@ def check_container(container: object) -> str:
 
 
 def check_prefix(prefix: object) -> str:
-    """Check a key prefix; leading and trailing slashes are dropped."""
-    if not isinstance(prefix, str):
-        raise ConfigurationError(f"prefix must be a string, got {type(prefix).__name__}")
-    prefix = prefix.strip("/")
-    if not prefix:
-        return ""
-    try:
-        check_key(prefix)
-    except ValueError:
-        raise ConfigurationError(
-            f"invalid prefix {prefix!r}: use '/'-separated segments of letters, digits, "
-            "'.', '_', '%' and '-' that do not start with a dot"
-        ) from None
-    if len(prefix) > _MAX_PREFIX_LENGTH:
-        raise ConfigurationError(
-            f"prefix is {len(prefix)} characters, above the {_MAX_PREFIX_LENGTH} limit "
-            "(keys must stay under 1,024 bytes)"
-        )
-    return prefix
+    """Return ``prefix`` without leading and trailing slashes, if it is valid."""
+    return check_prefix_of(prefix)
 
 
 @dataclass(frozen=True)

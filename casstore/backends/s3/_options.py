@@ -13,7 +13,6 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ProfileNotFound
 
-from casstore._keys import check_key
 from casstore._urlopts import (
     merge_options,
     option_choice,
@@ -23,6 +22,7 @@ from casstore._urlopts import (
     option_size,
     option_text,
 )
+from casstore.backends._prefix import check_prefix as check_prefix_of
 from casstore.errors import ConfigurationError
 
 _T = TypeVar("_T")
@@ -49,7 +49,6 @@ DEFAULT_MULTIPART_PART_SIZE = 8 * _MIB
 DEFAULT_MULTIPART_CONCURRENCY = 4
 
 _BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
-_MAX_PREFIX_LENGTH = 256
 
 URL_OPTIONS = {
     "endpoint_url",
@@ -133,24 +132,7 @@ def check_bucket(bucket: object) -> str:
 
 def check_prefix(prefix: object) -> str:
     """Return ``prefix`` without leading and trailing slashes, if it is valid."""
-    if not isinstance(prefix, str):
-        raise ConfigurationError(f"S3 prefix must be a string, got {type(prefix).__name__}")
-    prefix = prefix.strip("/")
-    if not prefix:
-        return ""
-    try:
-        check_key(prefix)
-    except ValueError:
-        raise ConfigurationError(
-            f"invalid S3 prefix {prefix!r}: use '/'-separated segments of letters, digits, "
-            "'.', '_', '%' and '-' that do not start with a dot"
-        ) from None
-    if len(prefix) > _MAX_PREFIX_LENGTH:
-        raise ConfigurationError(
-            f"S3 prefix is {len(prefix)} characters, above the {_MAX_PREFIX_LENGTH} limit "
-            "(keys must stay under S3's 1,024 bytes)"
-        )
-    return prefix
+    return check_prefix_of(prefix, what="S3 prefix", store="S3's ")
 
 
 def check_multipart(threshold: int, part_size: int, concurrency: int) -> None:
