@@ -18,7 +18,8 @@ from that client (the SDK hands client plugins to workers); give it to a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from types import TracebackType
 from typing import Self, TypedDict, Unpack
@@ -173,7 +174,9 @@ class CasStorePlugin(SimplePlugin):
             else lambda _context, _payload: driver,
             payload_size_threshold=payload_size_threshold,
         )
-        super().__init__(PLUGIN_NAME, data_converter=self._configure_data_converter)
+        super().__init__(
+            PLUGIN_NAME, data_converter=self._configure_data_converter, run_context=self._ready
+        )
 
     @property
     def driver(self) -> CasStorageDriver:
@@ -230,6 +233,13 @@ class CasStorePlugin(SimplePlugin):
             )
         return dataclasses.replace(base, external_storage=self._external_storage)
 
+    @asynccontextmanager
+    async def _ready(self) -> AsyncIterator[None]:
+        # Around each worker or replayer run: build the backend's client before
+        # the first task, so no task's storage deadline pays for it.
+        await self._driver.backend.open()
+        yield
+
     async def aclose(self) -> None:
         """Close the backend this plugin opened from a URL (idempotent)."""
         backend, self._owned_backend = self._owned_backend, None
@@ -237,6 +247,7 @@ class CasStorePlugin(SimplePlugin):
             await backend.aclose()
 
     async def __aenter__(self) -> Self:
+        await self._driver.backend.open()
         return self
 
     async def __aexit__(

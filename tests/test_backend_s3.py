@@ -298,6 +298,21 @@ async def test_owned_client_is_closed_and_rebuilt_on_next_use(moto_s3: S3Target)
         await backend.aclose()
 
 
+async def test_entering_builds_the_client_before_any_request(moto_s3: S3Target) -> None:
+    # So the first request's deadline does not pay for the build.
+    async with s3_place(moto_s3) as s3:
+        backend = s3.backend()
+        assert backend._client is None
+        async with backend:
+            client = backend._client
+            assert client is not None
+            await backend.open()
+            assert backend._client is client  # idempotent
+            assert await backend.put(KEY, b"data")
+            assert await backend.get(KEY) == b"data"
+        assert backend._client is None
+
+
 def test_client_building_options_conflict_with_a_client() -> None:
     client: Any = object()
     with pytest.raises(ConfigurationError, match="endpoint_url, region"):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import (
     DataConverter,
     DefaultFailureConverter,
@@ -17,7 +18,7 @@ from temporalio.converter import (
     ExternalStorage,
     PayloadCodec,
 )
-from temporalio.worker import Replayer, ReplayerConfig
+from temporalio.worker import Replayer, ReplayerConfig, Worker
 
 from casstore import CasStorageDriver
 from casstore.backends import Backend, LocalBackend, MemoryBackend
@@ -59,11 +60,16 @@ class MyFailureConverter(DefaultFailureConverter):
 
 
 class ClosingBackend(CountingBackend):
-    """Records whether it was closed."""
+    """Records whether it was opened and closed."""
 
     def __init__(self) -> None:
         super().__init__(MemoryBackend())
+        self.opened = 0
         self.closed = 0
+
+    async def open(self) -> None:
+        self.opened += 1
+        await super().open()
 
     async def aclose(self) -> None:
         self.closed += 1
@@ -176,12 +182,36 @@ async def test_a_backend_opened_from_a_url_is_closed_by_the_plugin(
     assert opened.closed == 1
 
 
+async def test_a_worker_or_replayer_run_opens_the_backend_before_any_task() -> None:
+    # The SDK wraps Worker.run and Replayer runs in the plugin's run context.
+    backend = ClosingBackend()
+    plugin = CasStorePlugin(backend)
+    opened_when_running: list[int] = []
+
+    async def run_worker(_worker: Worker) -> None:
+        opened_when_running.append(backend.opened)
+
+    await plugin.run_worker(cast(Worker, None), run_worker)
+    replayer = Replayer(workflows=[FanOutChild], plugins=[plugin])
+    async with replayer.workflow_replay_iterator(_no_histories()) as results:
+        opened_when_running.append(backend.opened)
+        assert [result async for result in results] == []
+    assert opened_when_running == [1, 2]
+    assert backend.calls == {}  # opening makes no request
+
+
+async def _no_histories() -> AsyncIterator[WorkflowHistory]:
+    histories: list[WorkflowHistory] = []
+    for history in histories:
+        yield history
+
+
 @pytest.mark.parametrize("kind", ["backend", "driver"])
 async def test_a_backend_or_driver_passed_in_stays_the_callers(kind: str) -> None:
     backend = ClosingBackend()
     store: Backend | CasStorageDriver = backend if kind == "backend" else CasStorageDriver(backend)
     async with CasStorePlugin(store):
-        pass
+        assert backend.opened == 1  # built before the first request, not during it
     assert backend.closed == 0
 
 

@@ -97,7 +97,7 @@ async def test_each_fault_on_each_request_kind_is_survived(faulty: Faulty, fault
     options = {"timeout": 4.0, "attempt_timeout": 1.0}
     async with _driver(faulty, **options) as writer, _driver(faulty, **options) as reader:
         payload = _payload(3000, seed=1)
-        await writer.store(CONTEXT, [_payload(10, seed=0)])  # clients built, fault-free
+        await writer.store(CONTEXT, [_payload(10, seed=0)])  # connections warm, fault-free
         await reader.retrieve(RETRIEVE, await writer.store(CONTEXT, [_payload(11, seed=0)]))
         for method in ("HEAD", "PUT"):
             faulty.proxy.schedule(fault, method=method)

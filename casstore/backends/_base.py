@@ -197,10 +197,19 @@ class Backend(ABC):
         """
         return {}
 
+    async def open(self) -> None:  # noqa: B027 - most backends have nothing to prepare
+        """Get ready to serve requests (e.g. build a client); idempotent.
+
+        Requests work without it; it moves the one-off set-up cost out of the
+        first request's deadline. ``async with backend:`` and a worker running
+        :class:`~casstore.CasStorePlugin` call it before any request.
+        """
+
     async def aclose(self) -> None:  # noqa: B027 - most backends hold nothing to close
         """Release resources (clients, connections) this backend owns."""
 
     async def __aenter__(self) -> Self:
+        await self.open()
         return self
 
     async def __aexit__(

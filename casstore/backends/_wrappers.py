@@ -68,6 +68,9 @@ class _WrappingBackend(Backend):
     def describe(self) -> Mapping[str, str]:
         return self.inner.describe()
 
+    async def open(self) -> None:
+        await self.inner.open()
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 
