@@ -30,6 +30,7 @@ from casstore import CasStorageDriver
 from casstore.backends.s3 import S3Backend
 from casstore.errors import BackendUnavailableError, CasstoreError, IntegrityError
 from testrig.chaos import FAULTS, ChaosProxy
+from tests.cli_helpers import assert_one_line_error, cli
 from tests.s3_fixtures import S3Place
 
 CONTEXT = StorageDriverStoreContext(
@@ -209,3 +210,35 @@ async def test_an_oversized_object_is_refused_before_its_body_is_read(faulty: Fa
             tracemalloc.stop()
     if faulty.place.target.name != "moto":  # moto serves from this process's memory too
         assert peak < 4 * 1024 * 1024
+
+
+@pytest.mark.parametrize("attempts", ["default", "1"])
+async def test_operator_commands_retry_transient_s3_failures(
+    faulty: Faulty,
+    attempts: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Workers' S3 clients make one attempt (the driver retries within deadlines);
+    # commands have no such deadline, so one 503 must not end a stats or gc run.
+    target = faulty.place.target
+    assert target.access_key is not None and target.secret_key is not None
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", target.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", target.secret_key)
+    async with _driver(faulty) as writer:
+        await writer.store(CONTEXT, [_payload(3000, seed=3)])
+    url = (
+        f"s3://{faulty.place.bucket}/{faulty.place.prefix}?endpoint_url="
+        f"{faulty.proxy.endpoint_url}&region={target.region}"
+    )
+    if attempts != "default":
+        url += f"&max_attempts={attempts}"
+    faulty.proxy.schedule("status_503", count=2, method="GET")  # the listings
+    result = await cli(capsys, "stats", url, "--json")
+    assert faulty.proxy.injected["status_503"] >= 1
+    if attempts == "default":
+        assert result.code == 0, result
+        assert result.json()["objects"] == 1
+        assert faulty.proxy.injected["status_503"] == 2
+    else:  # the user asked for one attempt: a one-line error, no traceback
+        assert_one_line_error(result, "503")

@@ -33,7 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TextIO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from casstore._keyring import KeyRing
 from casstore._url import open_backend
@@ -49,6 +49,12 @@ EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
+
+OPERATOR_S3_ATTEMPTS = 5
+"""botocore attempts per request for commands on an ``s3://`` store (aioboto3
+client). Workers default to one, because the driver retries within each
+payload's deadline; listings, moves and deletes have no such deadline, and one
+503 must not end an hour-long gc or stats run. ``max_attempts`` in the URL wins."""
 
 STORE_HELP = (
     "the store: a folder, file:///path, or s3://bucket/prefix?endpoint_url=...&region=... "
@@ -211,7 +217,7 @@ async def open_store(url: str, **options: Any) -> AsyncIterator[Backend]:
         what = "is not a folder" if root.exists() else "does not exist"
         raise CommandError(f"store {what}: {root} [url={url}]")
     try:
-        backend = open_backend(url, **options)
+        backend = open_backend(url, **_operator_defaults(url, options))
     except ConfigurationError as exc:
         raise CommandError(f"bad store URL: {exc}") from exc
     try:
@@ -220,6 +226,18 @@ async def open_store(url: str, **options: Any) -> AsyncIterator[Backend]:
         yield backend
     finally:
         await backend.aclose()
+
+
+def _operator_defaults(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Add retries for an aioboto3 ``s3://`` store unless the URL or caller sets them."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    client = options.get("client") or query.get("client") or "aioboto3"
+    if parts.scheme.lower() != "s3" or client != "aioboto3":
+        return options  # obstore retries on its own (max_retries)
+    if options.get("max_attempts") is not None or "max_attempts" in query:
+        return options
+    return {**options, "max_attempts": OPERATOR_S3_ATTEMPTS}
 
 
 async def _probe(backend: Backend) -> None:
