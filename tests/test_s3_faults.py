@@ -222,7 +222,8 @@ async def test_operator_commands_retry_transient_s3_failures(
     # Workers' S3 clients make one attempt (the driver retries within deadlines);
     # commands have no such deadline, so one 503 must not end a stats or gc run.
     target = faulty.place.target
-    assert target.access_key is not None and target.secret_key is not None
+    assert target.access_key is not None
+    assert target.secret_key is not None
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", target.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", target.secret_key)
     async with _driver(faulty) as writer:
