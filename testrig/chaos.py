@@ -35,14 +35,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
-import struct
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
+
+from testrig import _http
 
 FAULTS = (
     "status_500",
@@ -56,21 +56,11 @@ FAULTS = (
 )
 """Every fault kind the proxy can inject."""
 
-_MAX_HEAD = 64 * 1024
 _SILENCE_LIMIT = 600.0
 _ERROR_BODIES = {
     500: ("InternalError", "We encountered an internal error. Please try again."),
     503: ("SlowDown", "Please reduce your request rate."),
 }
-
-
-@dataclass
-class _Request:
-    method: str
-    target: str
-    head: bytes
-    body: bytes
-    expects_continue: bool
 
 
 @dataclass
@@ -262,7 +252,7 @@ class ChaosProxy:
         self._connections.add(task)
         try:
             while True:
-                request = await _read_request(reader, writer)
+                request = await _http.read_request(reader, writer)
                 if request is None:
                     return
                 if not await self._handle(request, reader, writer):
@@ -274,10 +264,10 @@ class ChaosProxy:
             pass
         finally:
             self._connections.discard(task)
-            _reset(writer)
+            _http.reset(writer)
 
     async def _handle(
-        self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, request: _http.Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         """Answer one request; return False when the connection must end."""
         fault = self._choose(request.method, request.target)
@@ -315,7 +305,7 @@ class ChaosProxy:
         await writer.drain()
         return True
 
-    async def _forward(self, request: _Request) -> bytes:
+    async def _forward(self, request: _http.Request) -> bytes:
         """Send the request upstream on a fresh connection; return the whole answer."""
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         try:
@@ -326,104 +316,13 @@ class ChaosProxy:
             up_writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await up_writer.wait_closed()
-        return _frame_response(raw, request.method)
-
-
-async def _read_request(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> _Request | None:
-    """Read one request (answering ``Expect: 100-continue``); None at a clean EOF."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial:
-            raise
-        return None
-    except asyncio.LimitOverrunError as exc:
-        raise ValueError("request head too large") from exc
-    if len(head) > _MAX_HEAD:
-        raise ValueError("request head too large")
-    lines = head.decode("latin-1").split("\r\n")
-    method, target, _ = lines[0].split(" ", 2)
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers.append((name.strip(), value.strip()))
-    names = {name.lower(): value for name, value in headers}
-    expects_continue = names.get("expect", "").lower() == "100-continue"
-    if expects_continue:
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        await writer.drain()
-    if names.get("transfer-encoding", "").lower() == "chunked":
-        body = await _read_chunked(reader)
-        headers = [(n, v) for n, v in headers if n.lower() != "transfer-encoding"]
-        headers.append(("Content-Length", str(len(body))))
-    else:
-        body = await reader.readexactly(int(names.get("content-length", "0")))
-    forwarded = [
-        (n, v) for n, v in headers if n.lower() not in ("expect", "connection", "keep-alive")
-    ]
-    forwarded.append(("Connection", "close"))
-    new_head = (
-        f"{method} {target} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in forwarded) + "\r\n"
-    ).encode("latin-1")
-    return _Request(method, target, new_head, body, expects_continue)
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    parts: list[bytes] = []
-    while True:
-        size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";")[0].strip(), 16)
-        if size == 0:
-            # Trailers, up to the blank line.
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                pass
-            return b"".join(parts)
-        parts.append(await reader.readexactly(size))
-        await reader.readexactly(2)
-
-
-def _frame_response(raw: bytes, method: str) -> bytes:
-    """Make a close-delimited upstream answer safe to send on a kept-alive connection."""
-    head_end = raw.find(b"\r\n\r\n")
-    if head_end < 0:
-        raise ConnectionError("upstream closed without a complete answer")
-    head, body = raw[:head_end], raw[head_end + 4 :]
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    headers = [line for line in lines[1:] if line]
-    names = {line.partition(":")[0].strip().lower() for line in headers}
-    headers = [h for h in headers if h.partition(":")[0].strip().lower() != "connection"]
-    bodiless = method == "HEAD" or status in (204, 304) or 100 <= status < 200
-    if not bodiless and "content-length" not in names and "transfer-encoding" not in names:
-        headers.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join([lines[0], *headers]) + "\r\n\r\n").encode("latin-1") + body
+        return _http.frame_response(raw, request.method)
 
 
 def _error_response(status: int, method: str) -> bytes:
     code, message = _ERROR_BODIES[status]
     body = (
-        b""
-        if method == "HEAD"
-        else (
-            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-            f"<Message>{message}</Message></Error>"
-        ).encode()
-    )
-    reason = "Internal Server Error" if status == 500 else "Service Unavailable"
-    length = len(body) if body else 0
-    return (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
-        f"Content-Length: {length}\r\n\r\n"
-    ).encode() + body
-
-
-def _reset(writer: asyncio.StreamWriter) -> None:
-    """Close with a TCP reset (SO_LINGER 0), as a crashed server or middlebox would."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+        f"<Message>{message}</Message></Error>"
+    ).encode()
+    return _http.response(status, body, "application/xml", method)
