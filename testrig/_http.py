@@ -26,7 +26,8 @@ class Request:
     head: bytes
     """The head to send upstream: no ``Expect``, ``Connection: close``."""
     body: bytes
-    expects_continue: bool
+    headers: dict[str, str]
+    """The client's headers, names lower-cased (the last of repeated ones)."""
 
 
 async def read_request(
@@ -51,8 +52,7 @@ async def read_request(
             name, _, value = line.partition(":")
             headers.append((name.strip(), value.strip()))
     names = {name.lower(): value for name, value in headers}
-    expects_continue = names.get("expect", "").lower() == "100-continue"
-    if expects_continue:
+    if names.get("expect", "").lower() == "100-continue":
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         await writer.drain()
     if names.get("transfer-encoding", "").lower() == "chunked":
@@ -68,7 +68,7 @@ async def read_request(
     new_head = (
         f"{method} {target} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in forwarded) + "\r\n"
     ).encode("latin-1")
-    return Request(method, target, new_head, body, expects_continue)
+    return Request(method, target, new_head, body, names)
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
@@ -103,8 +103,8 @@ def frame_response(raw: bytes, method: str) -> bytes:
 
 
 def response(status: int, body: bytes, content_type: str, method: str) -> bytes:
-    """An answer made up by the proxy (no body for ``HEAD``, as HTTP requires)."""
-    if method == "HEAD":
+    """An answer made up by the proxy (no body where HTTP forbids one)."""
+    if method == "HEAD" or status in (204, 304):
         body = b""
     try:
         reason = HTTPStatus(status).phrase

@@ -1,7 +1,4 @@
-"""A chaos proxy for tests: random and scheduled network faults in front of a real server.
-
-(``testrig.faultproxy`` answers chosen requests with canned statuses; this one
-also breaks the wire itself: resets, silence, trickling, latency.)
+"""A chaos proxy for tests: random and scheduled faults on the wire in front of a real server.
 
 :class:`ChaosProxy` listens on a loopback port and forwards each request to
 one upstream server (moto, rclone, ...), injecting, for a configurable share
@@ -20,7 +17,10 @@ of requests chosen by a seeded RNG, one of:
 ==================  ===========================================================
 
 Faults can also be scheduled deterministically (:meth:`ChaosProxy.schedule`),
-e.g. "reset the answer of the next CompleteMultipartUpload".
+e.g. "reset the answer of the next CompleteMultipartUpload", and so can canned
+answers (:class:`Answer`: any status, body and content type), e.g. "answer
+409 ConditionalRequestConflict to the next PUT with ``If-None-Match: *``",
+which no local server gives. The client under test runs unchanged.
 
 The proxy runs its own event loop in a daemon thread, so synchronous tests,
 async tests and other processes (a Temporal worker) can all use it. Each
@@ -37,7 +37,7 @@ import contextlib
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -57,17 +57,52 @@ FAULTS = (
 """Every fault kind the proxy can inject."""
 
 _SILENCE_LIMIT = 600.0
-_ERROR_BODIES = {
-    500: ("InternalError", "We encountered an internal error. Please try again."),
-    503: ("SlowDown", "Please reduce your request rate."),
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A canned answer the proxy gives instead of forwarding (see :meth:`ChaosProxy.schedule`).
+
+    A ``HEAD`` request, a 204 and a 304 get no body, as HTTP requires.
+    """
+
+    status: int
+    """200 to 599 (an informational status would leave the client waiting)."""
+    body: bytes = b""
+    content_type: str = "application/xml"
+
+    def __post_init__(self) -> None:
+        if not 200 <= self.status <= 599:
+            raise ValueError(f"an answer's status must be 200 to 599, got {self.status}")
+
+    @property
+    def kind(self) -> str:
+        """Its key in :attr:`ChaosProxy.injected`: ``status_<status>``, as the 5xx faults."""
+        return f"status_{self.status}"
+
+
+def _s3_error(status: int, code: str, message: str) -> Answer:
+    xml = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+        f"<Message>{message}</Message></Error>"
+    )
+    return Answer(status, xml.encode())
+
+
+_ERROR_ANSWERS = {
+    "status_500": _s3_error(
+        500, "InternalError", "We encountered an internal error. Please try again."
+    ),
+    "status_503": _s3_error(503, "SlowDown", "Please reduce your request rate."),
 }
+"""The 5xx faults are canned answers."""
 
 
 @dataclass
 class _Scheduled:
-    fault: str
+    fault: str | Answer
     count: int
-    match: Callable[[str, str], bool]
+    match: Callable[[_http.Request], bool]
 
 
 class ChaosProxy:
@@ -112,7 +147,7 @@ class ChaosProxy:
         self.requests = 0
         """Requests received (faulty or not)."""
         self.injected: Counter[str] = Counter()
-        """Faults injected so far, by kind."""
+        """Faults injected so far, by kind (an :class:`Answer` by its :attr:`~Answer.kind`)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
@@ -204,40 +239,49 @@ class ChaosProxy:
 
     def schedule(
         self,
-        fault: str,
+        fault: str | Answer,
         *,
         count: int = 1,
         method: str | None = None,
         target_contains: str | None = None,
+        headers_match: Callable[[Mapping[str, str]], bool] | None = None,
     ) -> None:
         """Inject ``fault`` into the next ``count`` requests that match.
 
+        Schedules are tried in the order they were made, before any random fault.
+
         Args:
-            fault: One of :data:`FAULTS`.
+            fault: One of :data:`FAULTS`, or an :class:`Answer` to give
+                instead of forwarding.
             count: How many matching requests get it.
             method: Only requests with this method (e.g. ``"PUT"``).
             target_contains: Only requests whose target (path and query)
                 contains this text, e.g. ``"uploadId="``.
+            headers_match: Only requests whose headers (names lower-cased)
+                it accepts, e.g. ``lambda h: h.get("if-none-match") == "*"``.
         """
-        if fault not in FAULTS:
+        if isinstance(fault, str) and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; choose from {FAULTS}")
 
-        def match(request_method: str, target: str) -> bool:
-            return (method is None or request_method == method) and (
-                target_contains is None or target_contains in target
+        def match(request: _http.Request) -> bool:
+            return (
+                (method is None or request.method == method)
+                and (target_contains is None or target_contains in request.target)
+                and (headers_match is None or headers_match(request.headers))
             )
 
         with self._lock:
             self._scheduled.append(_Scheduled(fault, count, match))
 
-    def _choose(self, method: str, target: str) -> str | None:
+    def _choose(self, request: _http.Request) -> str | Answer | None:
         with self._lock:
             self.requests += 1
             for item in self._scheduled:
-                if item.count > 0 and item.match(method, target):
+                if item.count > 0 and item.match(request):
                     item.count -= 1
-                    self.injected[item.fault] += 1
-                    return item.fault
+                    fault = item.fault
+                    self.injected[fault if isinstance(fault, str) else fault.kind] += 1
+                    return fault
             if self._rng.random() < self.fault_rate:
                 fault = self._rng.choice(self.faults)
                 self.injected[fault] += 1
@@ -270,13 +314,17 @@ class ChaosProxy:
         self, request: _http.Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         """Answer one request; return False when the connection must end."""
-        fault = self._choose(request.method, request.target)
-        if fault == "reset_before":
-            return False
-        if fault in ("status_500", "status_503"):
-            writer.write(_error_response(int(fault[-3:]), request.method))
+        fault = self._choose(request)
+        if isinstance(fault, str):
+            fault = _ERROR_ANSWERS.get(fault, fault)
+        if isinstance(fault, Answer):
+            writer.write(
+                _http.response(fault.status, fault.body, fault.content_type, request.method)
+            )
             await writer.drain()
             return True
+        if fault == "reset_before":
+            return False
         if fault == "silence":
             # The client decides how long to wait: hold the connection until it gives up.
             with contextlib.suppress(TimeoutError):
@@ -317,12 +365,3 @@ class ChaosProxy:
             with contextlib.suppress(ConnectionError, OSError):
                 await up_writer.wait_closed()
         return _http.frame_response(raw, request.method)
-
-
-def _error_response(status: int, method: str) -> bytes:
-    code, message = _ERROR_BODIES[status]
-    body = (
-        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-        f"<Message>{message}</Message></Error>"
-    ).encode()
-    return _http.response(status, body, "application/xml", method)

@@ -7,14 +7,17 @@ not depend on the pytest-asyncio configuration.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from botocore.exceptions import ClientError  # type: ignore[import-untyped, unused-ignore]
@@ -28,6 +31,7 @@ from testrig import (
     find_temporal_cli,
     free_port,
 )
+from testrig.chaos import Answer, ChaosProxy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -300,6 +304,47 @@ def test_rclone_temp_root_is_removed() -> None:
         server.create_bucket("tmpbucket")
         assert (root / "tmpbucket").is_dir()
     assert not root.exists()
+
+
+# ---------------------------------------------------------------------------
+# ChaosProxy canned answers (its wire faults: tests/test_s3_faults.py)
+# ---------------------------------------------------------------------------
+
+
+def test_chaos_proxy_gives_scheduled_answers_to_matching_requests(
+    moto_server: MotoS3Server,
+) -> None:
+    upstream = urlsplit(moto_server.endpoint_url)
+    assert upstream.port is not None
+    conflict = Answer(409, b"<Error><Code>Conflict</Code></Error>", content_type="text/xml")
+    with ChaosProxy(("127.0.0.1", upstream.port)) as proxy:
+        proxy.schedule(
+            conflict, count=2, method="PUT", headers_match=lambda h: h.get("if-none-match") == "*"
+        )
+        proxy.schedule(Answer(503, b"<Error/>"), method="HEAD", target_contains="/b/")
+        # One kept-alive connection: a canned answer leaves it usable.
+        connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+
+        def ask(
+            method: str, path: str, headers: dict[str, str] | None = None
+        ) -> tuple[int, str | None, bytes]:
+            body = b"x" if method == "PUT" else None
+            connection.request(method, path, body=body, headers=headers or {})
+            answer = connection.getresponse()
+            return answer.status, answer.getheader("Content-Type"), answer.read()
+
+        # moto answers 404 (no such bucket) to whatever the proxy forwards.
+        assert ask("PUT", "/nobucket/k")[0] == 404
+        assert ask("PUT", "/nobucket/k", {"If-None-Match": "*"}) == (409, "text/xml", conflict.body)
+        assert ask("PUT", "/nobucket/k", {"if-none-match": "*"}) == (409, "text/xml", conflict.body)
+        assert ask("PUT", "/nobucket/k", {"If-None-Match": "*"})[0] == 404
+        assert ask("HEAD", "/b/k") == (503, "application/xml", b"")
+        assert ask("HEAD", "/b/k")[0] == 404
+        connection.close()
+    assert proxy.injected == Counter({"status_409": 2, "status_503": 1})
+    assert proxy.requests == 6
+    with pytest.raises(ValueError, match="200 to 599"):
+        Answer(100)
 
 
 # ---------------------------------------------------------------------------
