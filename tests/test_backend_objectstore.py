@@ -6,9 +6,11 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -23,6 +25,7 @@ from casstore.errors import (
 )
 from casstore.testing import BackendTests
 from testrig.azurite import AzuriteBlobServer
+from testrig.chaos import Answer, ChaosProxy
 from testrig.processes import free_port
 from tests.objectstore_fixtures import DEAD_ENDPOINT, ObjStorePlace, objstore_place
 from tests.s3_fixtures import S3Target
@@ -452,8 +455,8 @@ _CONFLICT = (
 )
 
 
-def _conditional_put(method: str, path: str, headers: dict[str, str]) -> bool:
-    return method == "PUT" and headers.get("If-None-Match", headers.get("if-none-match")) == "*"
+def _create_only(headers: Mapping[str, str]) -> bool:
+    return headers.get("if-none-match") == "*"
 
 
 @pytest.mark.parametrize(
@@ -470,22 +473,19 @@ def _conditional_put(method: str, path: str, headers: dict[str, str]) -> bool:
 async def test_answers_injected_on_the_wire_map_to_results_and_errors(
     moto_s3: S3Target, faults: list[int], expected: bool | None, error: type[Exception] | None
 ) -> None:
-    from testrig.faultproxy import Fault, FaultProxy
-
-    assert moto_s3.endpoint_url is not None
+    upstream = urlsplit(moto_s3.endpoint_url or "")
+    assert upstream.hostname is not None
+    assert upstream.port is not None
     body = {409: _CONFLICT, 503: b"<Error><Code>SlowDown</Code></Error>"}
     async with objstore_place("moto", moto_s3) as place:
-        with FaultProxy(moto_s3.endpoint_url) as proxy:
-            proxy.faults = [
-                Fault(
-                    _conditional_put, status, body.get(status, b"<Error><Code>Bad</Code></Error>")
-                )
-                for status in faults
-            ]
+        with ChaosProxy((upstream.hostname, upstream.port)) as proxy:
+            for status in faults:
+                answer = Answer(status, body.get(status, b"<Error><Code>Bad</Code></Error>"))
+                proxy.schedule(answer, method="PUT", headers_match=_create_only)
             backend = ObjectStoreBackend.s3(
                 place.container,
                 place.prefix,
-                endpoint=proxy.endpoint,
+                endpoint=proxy.endpoint_url,
                 access_key_id="AKIATEST",
                 secret_access_key="SECRETTEST",
                 metadata_endpoint=DEAD_ENDPOINT,
@@ -503,4 +503,4 @@ async def test_answers_injected_on_the_wire_map_to_results_and_errors(
                     with pytest.raises(BackendError, match=r"Bad \(HTTP 400\)") as info:
                         await backend.put(KEY, b"data")
                     assert type(info.value) is BackendError
-            assert len(proxy.injected) == len(faults)
+            assert proxy.injected == Counter(f"status_{status}" for status in faults)
