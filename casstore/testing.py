@@ -58,9 +58,8 @@ class BackendTests:
             """Write an object straight into the underlying storage, not through ``backend``."""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
-        # Checked when the class is defined, not when a test runs: pytest does not
-        # collect a class it cannot build, and a suite without raw accessors must
-        # not pass by silently reading back through the backend under test.
+        # Checked when the class is defined: a suite missing them is one collection
+        # error, and can never fall back to reading through the backend under test.
         super().__init_subclass__(**kwargs)
         if cls.__name__.startswith("Test"):  # the classes pytest collects
             missing = [name for name in _RAW_ACCESSORS if not callable(getattr(cls, name, None))]
