@@ -4,8 +4,9 @@
 test module subclasses it, supplies a ``backend`` fixture (an empty store),
 and implements :meth:`~BackendTests.raw_get` and :meth:`~BackendTests.raw_put`
 to read and write the underlying storage directly, bypassing the backend under
-test, so that the suite can check what the backend really stored. A subclass
-that does not implement them fails every test that needs them, saying so.
+test, so that the suite can check what the backend really stored. A ``Test*``
+subclass that does not define them is a ``TypeError`` when it is defined, so
+the suite fails loudly at collection instead of being skipped or passing.
 
 The wrappers (:class:`CountingBackend`, :class:`FailingBackend`,
 :class:`LatencyBackend`) live in :mod:`casstore.backends` (which needs no
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -40,17 +43,28 @@ class BackendTests:
     the underlying storage without going through the backend under test.
     """
 
-    async def raw_get(self, backend: Backend, key: str) -> bytes:
-        """Read an object straight from the underlying storage, not through ``backend``.
+    if TYPE_CHECKING:  # each suite defines them; a Test* class without them fails to import
 
-        Every subclass must implement this (and :meth:`raw_put`): a suite that
-        read back through the backend under test could not see what it stored.
-        """
-        raise NotImplementedError(_missing_raw_accessor(self, "raw_get"))
+        @abstractmethod
+        async def raw_get(self, backend: Backend, key: str) -> bytes:
+            """Read an object straight from the underlying storage, not through ``backend``.
 
-    async def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
-        """Write an object straight into the underlying storage, not through ``backend``."""
-        raise NotImplementedError(_missing_raw_accessor(self, "raw_put"))
+            Every suite must define this (and :meth:`raw_put`): a suite that
+            read back through the backend under test could not see what it stored.
+            """
+
+        @abstractmethod
+        async def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
+            """Write an object straight into the underlying storage, not through ``backend``."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        # Checked when the class is defined: a suite missing them is one collection
+        # error, and can never fall back to reading through the backend under test.
+        super().__init_subclass__(**kwargs)
+        if cls.__name__.startswith("Test"):  # the classes pytest collects
+            missing = [name for name in _RAW_ACCESSORS if not callable(getattr(cls, name, None))]
+            if missing:
+                raise TypeError(_missing_raw_accessors(cls, missing))
 
     async def test_put_then_get_round_trips(self, backend: Backend) -> None:
         data = bytes(range(256)) * 4
@@ -247,9 +261,12 @@ class BackendTests:
             assert await self.raw_get(backend, "_casstore/trash/" + key) == key.encode()
 
 
-def _missing_raw_accessor(suite: BackendTests, name: str) -> str:
+_RAW_ACCESSORS = ("raw_get", "raw_put")
+
+
+def _missing_raw_accessors(suite: type[BackendTests], names: list[str]) -> str:
     return (
-        f"{type(suite).__name__} must implement {name}(backend, key, ...) to reach the "
+        f"{suite.__name__} must define {' and '.join(names)}(backend, key, ...) to reach the "
         "underlying storage (files, dict, bucket) directly, bypassing the backend under "
         "test; see casstore.testing.BackendTests"
     )

@@ -108,3 +108,58 @@ async def test_readers_never_see_a_partial_object(tmp_path: Path) -> None:
             reader.join()
     assert seen
     assert set(seen) == {len(data)}
+
+
+def _record_listings(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record every directory os.walk lists (it calls os.scandir once per directory)."""
+    listed: list[Path] = []
+    real = os.scandir
+
+    def scandir(path: str) -> "os._ScandirIterator[str]":
+        listed.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return listed
+
+
+async def test_a_listing_enters_only_directories_that_can_hold_the_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = LocalBackend(tmp_path)
+    digests = [f"{i:02x}" * 32 for i in range(16)]
+    for namespace in ("billing", "default", "defaults"):
+        for digest in digests:
+            await backend.put(f"v1/{namespace}/wf/{digest}", b"data")
+    listed = _record_listings(monkeypatch)
+
+    keys = [key async for key, _ in backend.scan("v1/default/")]
+    assert keys == [f"v1/default/wf/{digest}" for digest in digests]
+    assert not any("billing" in p.parts or "defaults" in p.parts for p in listed)
+
+    listed.clear()
+    assert [key async for key, _ in backend.scan("v1/default/wf/0")] == [
+        f"v1/default/wf/{digest}" for digest in digests if digest.startswith("0")
+    ]
+    # Only the shard directories 00..0f, not 10 and beyond.
+    shards = {p.name for p in listed if p.parent.name == "wf"}
+    assert shards == {d[:2] for d in digests if d.startswith("0")}
+
+
+async def test_a_listing_streams_instead_of_walking_the_whole_store_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = LocalBackend(tmp_path, fsync=False)
+    keys = [f"v1/default/wf/{i:04x}" + "0" * 60 for i in range(3000)]
+    await asyncio.gather(*(backend.put(key, b"x") for key in keys))
+    shard_dirs = {key.rsplit("/", 1)[1][:2] for key in keys}
+    listed = _record_listings(monkeypatch)
+
+    listing = backend.scan_stat()
+    first_key, first = await anext(listing)
+    assert first_key == keys[0]
+    assert first.size == 1
+    # One batch (1,000 objects) is out; most shard directories are not yet listed.
+    assert len([p for p in listed if p.name in shard_dirs]) < len(shard_dirs) / 2
+    rest = [key async for key, _ in listing]
+    assert [first_key, *rest] == sorted(keys)

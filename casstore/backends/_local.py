@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -125,12 +126,22 @@ class LocalBackend(Backend):
         await asyncio.to_thread(self._delete, key, self._parts(key))
 
     async def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
-        for key, stat in await asyncio.to_thread(self._scan, prefix):
+        async for key, stat in self.scan_stat(prefix):
             yield key, stat.size
 
     async def scan_stat(self, prefix: str = "") -> AsyncIterator[tuple[str, ObjectStat]]:
-        for item in await asyncio.to_thread(self._scan, prefix):
-            yield item
+        """Walk the tree in a worker thread, a batch at a time.
+
+        Memory stays bounded by the batch, not by the store, and only
+        directories that can hold keys starting with ``prefix`` are entered.
+        """
+        walk = self._scan(prefix)
+        try:
+            while batch := await asyncio.to_thread(_next_batch, walk):
+                for item in batch:
+                    yield item
+        finally:
+            walk.close()
 
     async def move(self, src: str, dst: str) -> bool:
         """Rename the file (atomic), then set its modification time to now."""
@@ -247,26 +258,40 @@ class LocalBackend(Backend):
                     raise
                 return False
 
-    def _scan(self, prefix: str) -> list[tuple[str, ObjectStat]]:
-        found: list[tuple[str, ObjectStat]] = []
+    def _scan(self, prefix: str) -> Generator[tuple[str, ObjectStat]]:
         with self._translate(prefix, [], of_object=False):
-            # os.walk does not descend into linked directories; lstat skips linked files.
-            for directory, dirnames, filenames in os.walk(self._root):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            # os.walk does not descend into linked directories; lstat skips linked
+            # files. A directory removed mid-walk is skipped; other errors raise,
+            # so a listing never silently leaves part of the store out.
+            for directory, dirnames, filenames in os.walk(self._root, onerror=_raise_unless_gone):
                 parts = Path(directory).relative_to(self._root).parts
-                for name in sorted(filenames):
-                    if name.startswith(".") or not parts:
-                        continue
-                    key = "/".join((*parts[:-1], name))
-                    if key.startswith(prefix):
-                        with (
-                            contextlib.suppress(FileNotFoundError, NotRegularError),
-                            open_dir(str(self._root), parts) as fd,
-                        ):
-                            st = lstat_regular(fd, name)
-                            modified = datetime.fromtimestamp(st.st_mtime, UTC)
-                            found.append((key, ObjectStat(size=st.st_size, modified=modified)))
-        return found
+                dirnames[:] = sorted(
+                    d for d in dirnames if not d.startswith(".") and _may_hold(parts, d, prefix)
+                )
+                if not parts:
+                    continue  # files at the root are not objects
+                names = [
+                    name
+                    for name in sorted(filenames)
+                    if not name.startswith(".") and "/".join((*parts[:-1], name)).startswith(prefix)
+                ]
+                if names:
+                    yield from self._stat_all(parts, names)
+
+    def _stat_all(
+        self, parts: tuple[str, ...], names: list[str]
+    ) -> Iterator[tuple[str, ObjectStat]]:
+        try:
+            with open_dir(str(self._root), list(parts)) as fd:
+                for name in names:
+                    try:
+                        st = lstat_regular(fd, name)
+                    except (FileNotFoundError, NotRegularError):
+                        continue  # deleted meanwhile, or not a file: not an object
+                    modified = datetime.fromtimestamp(st.st_mtime, UTC)
+                    yield "/".join((*parts[:-1], name)), ObjectStat(st.st_size, modified)
+        except FileNotFoundError:
+            return  # the directory went away mid-walk
 
     @contextlib.contextmanager
     def _translate(
@@ -321,3 +346,27 @@ def _link_into_place(temps: int, temp: str, directory: int, name: str) -> bool:
     except FileNotFoundError:
         os.replace(temp, name, src_dir_fd=temps, dst_dir_fd=directory)
         return True
+
+
+_SCAN_BATCH = 1000
+"""Objects a listing hands over per worker-thread step."""
+
+
+def _next_batch(walk: Iterator[tuple[str, ObjectStat]]) -> list[tuple[str, ObjectStat]]:
+    return list(itertools.islice(walk, _SCAN_BATCH))
+
+
+def _may_hold(parts: tuple[str, ...], name: str, prefix: str) -> bool:
+    """Whether directory ``parts/name`` can hold a key that starts with ``prefix``.
+
+    Every key below it starts with ``a/b/name`` (a sharding directory ``ab`` is
+    the first two characters of its files' names), so it can match only if
+    that path and the prefix are prefixes one of the other.
+    """
+    path = "/".join((*parts, name))
+    return path.startswith(prefix) or prefix.startswith(path)
+
+
+def _raise_unless_gone(error: OSError) -> None:
+    if not isinstance(error, FileNotFoundError):
+        raise error
