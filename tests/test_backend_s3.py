@@ -40,7 +40,7 @@ class _S3Conformance(BackendTests):
         # rclone replaces an existing file by deleting it, then renaming its upload
         # into place, so concurrent PUTs of one key can fail each other with a 500
         # (docs/backends.md); the driver retries those, the suite calls put directly.
-        options = {"max_attempts": 3} if self.target == "rclone" else {}
+        options: dict[str, Any] = {"max_attempts": 3} if self.target == "rclone" else {}
         async with s3_place(target) as place, place.backend(**options) as backend:
             self.place = place
             # The suite's concurrent puts write under one directory: rclone's trap.
