@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import aioboto3
 import pytest
 from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
 
 from casstore.backends.s3 import S3Backend
 from testrig import MotoS3Server, RcloneS3Server, S3Server
@@ -104,11 +105,33 @@ class S3Target:
 
     def session(self, *, access_key: str | None = None) -> aioboto3.Session:
         """A new session for this target (``access_key`` overrides the key id)."""
-        return aioboto3.Session(
+        session = aioboto3.Session(
             aws_access_key_id=access_key or self.access_key,
             aws_secret_access_key=self.secret_key,
             region_name=self.region,
+            botocore_session=_botocore_session(),
         )
+        # Each aioboto3 session appends its data folder to the shared loader's paths.
+        paths = _SHARED["loader"].search_paths
+        paths[:] = list(dict.fromkeys(paths))
+        return session
+
+
+_SHARED: dict[str, Any] = {}
+
+
+def _botocore_session() -> AioSession:
+    """A fresh botocore session sharing one model loader with every other test session.
+
+    Each session would parse botocore's S3 models again (0.15-0.3 s of CPU per
+    client, seconds under load); tests build two clients each, hundreds of times.
+    """
+    session = AioSession()
+    if "loader" in _SHARED:
+        session.register_component("data_loader", _SHARED["loader"])
+    else:
+        _SHARED["loader"] = session.get_component("data_loader")
+    return session
 
 
 @dataclass
