@@ -153,6 +153,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
+            # Build clients at startup: the first request should not pay for it.
+            await driver.backend.open()
             yield
         finally:
             if owned is not None:
