@@ -17,6 +17,8 @@ from temporalio.converter import (
     StorageDriverWorkflowInfo,
 )
 
+from casstore.backends import CountingBackend, MemoryBackend
+
 
 def make_converter(
     *drivers: StorageDriver,
@@ -70,3 +72,20 @@ def big_json(size: int, seed: int = 0) -> dict[str, object]:
         )
         i += 1
     return {"rows": rows}
+
+
+class OpenCloseBackend(CountingBackend):
+    """A memory backend that counts its requests, opens and closes."""
+
+    def __init__(self) -> None:
+        super().__init__(MemoryBackend())
+        self.opened = 0
+        self.closed = 0
+
+    async def open(self) -> None:
+        self.opened += 1
+        await super().open()
+
+    async def aclose(self) -> None:
+        self.closed += 1
+        await super().aclose()

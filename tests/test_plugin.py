@@ -26,7 +26,7 @@ from casstore.demo import FanOutChild
 from casstore.errors import ConfigurationError
 from casstore.plugin import CasStorePlugin, DriverOptions
 from casstore.testing import CountingBackend
-from tests.helpers import big_json, in_workflow, make_converter, reference_of
+from tests.helpers import OpenCloseBackend, big_json, in_workflow, make_converter, reference_of
 
 
 class TaggingCodec(PayloadCodec):
@@ -57,23 +57,6 @@ class MyPayloadConverter(DefaultPayloadConverter):
 
 class MyFailureConverter(DefaultFailureConverter):
     pass
-
-
-class ClosingBackend(CountingBackend):
-    """Records whether it was opened and closed."""
-
-    def __init__(self) -> None:
-        super().__init__(MemoryBackend())
-        self.opened = 0
-        self.closed = 0
-
-    async def open(self) -> None:
-        self.opened += 1
-        await super().open()
-
-    async def aclose(self) -> None:
-        self.closed += 1
-        await super().aclose()
 
 
 def configured(plugin: CasStorePlugin, existing: DataConverter | None = None) -> DataConverter:
@@ -173,7 +156,7 @@ def test_driver_options_reach_the_driver(tmp_path: Path) -> None:
 async def test_a_backend_opened_from_a_url_is_closed_by_the_plugin(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    opened = ClosingBackend()
+    opened = OpenCloseBackend()
     monkeypatch.setattr("casstore.plugin.open_backend", lambda url: opened)
     async with CasStorePlugin("s3://bucket/prefix") as plugin:
         assert plugin.backend is opened
@@ -184,7 +167,7 @@ async def test_a_backend_opened_from_a_url_is_closed_by_the_plugin(
 
 async def test_a_worker_or_replayer_run_opens_the_backend_before_any_task() -> None:
     # The SDK wraps Worker.run and Replayer runs in the plugin's run context.
-    backend = ClosingBackend()
+    backend = OpenCloseBackend()
     plugin = CasStorePlugin(backend)
     opened_when_running: list[int] = []
 
@@ -208,7 +191,7 @@ async def _no_histories() -> AsyncIterator[WorkflowHistory]:
 
 @pytest.mark.parametrize("kind", ["backend", "driver"])
 async def test_a_backend_or_driver_passed_in_stays_the_callers(kind: str) -> None:
-    backend = ClosingBackend()
+    backend = OpenCloseBackend()
     store: Backend | CasStorageDriver = backend if kind == "backend" else CasStorageDriver(backend)
     async with CasStorePlugin(store):
         assert backend.opened == 1  # built before the first request, not during it

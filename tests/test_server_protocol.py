@@ -28,8 +28,9 @@ from temporalio.converter import (
 
 from casstore import CasStorageDriver, KeyRing
 from casstore._claim import parse_claim_data
-from casstore.backends import CountingBackend, MemoryBackend
+from casstore.backends import MemoryBackend
 from casstore.server import bearer_token_authorizer, create_app
+from tests.helpers import OpenCloseBackend
 from tests.s3_fixtures import S3Target, s3_place
 from tests.server_codec import ENCODING as ENCRYPTED
 from tests.server_codec import EncryptionCodec
@@ -608,33 +609,17 @@ async def test_mounted_under_a_prefix_in_another_asgi_app(driver: CasStorageDriv
         assert (await post(client, "/decode", history)).status_code == 404
 
 
-class _Recording(CountingBackend):
-    """Counts opens and closes."""
-
-    def __init__(self) -> None:
-        super().__init__(MemoryBackend())
-        self.opened = self.closed = 0
-
-    async def open(self) -> None:
-        self.opened += 1
-        await super().open()
-
-    async def aclose(self) -> None:
-        self.closed += 1
-        await super().aclose()
-
-
 async def test_startup_opens_the_backend_and_shutdown_closes_only_what_the_app_opened(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Opened at startup, the S3 client is built before the first request's deadline.
-    theirs = _Recording()
+    theirs = OpenCloseBackend()
     app = create_app(theirs)
     async with app.router.lifespan_context(app):
         assert theirs.opened == 1
     assert theirs.closed == 0  # the caller's backend stays open
 
-    ours = _Recording()
+    ours = OpenCloseBackend()
     monkeypatch.setattr("casstore.server._app.open_backend", lambda url: ours)
     app = create_app("s3://bucket/prefix")
     async with app.router.lifespan_context(app):
