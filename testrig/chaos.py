@@ -39,10 +39,9 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from testrig import _http
+from testrig.processes import ContextManagerMixin
 
 FAULTS = (
     "status_500",
@@ -105,7 +104,7 @@ class _Scheduled:
     match: Callable[[_http.Request], bool]
 
 
-class ChaosProxy:
+class ChaosProxy(ContextManagerMixin):
     """Forward HTTP requests to ``upstream``, injecting faults.
 
     Args:
@@ -214,18 +213,6 @@ class ChaosProxy:
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # Configuration while running.
 
