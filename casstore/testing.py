@@ -110,6 +110,33 @@ class BackendTests:
         assert "order-42" in str(info.value)
         assert await backend.get(_KEY, max_size=None) == data
 
+    async def test_get_range_returns_exactly_the_range(self, backend: Backend) -> None:
+        data = os.urandom(300 * 1024)
+        await self.raw_put(backend, _KEY, data)
+        assert await backend.get_range(_KEY, 0, 10) == data[:10]
+        assert await backend.get_range(_KEY, 123_457, 70_001) == data[123_457:193_458]
+        assert await backend.get_range(_KEY, len(data) - 1, 1) == data[-1:]
+        assert await backend.get_range(_KEY, 5, 0) == b""
+
+    async def test_get_range_past_the_end_returns_what_exists(self, backend: Backend) -> None:
+        await self.raw_put(backend, _KEY, b"0123456789")
+        assert await backend.get_range(_KEY, 8, 100) == b"89"
+        assert await backend.get_range(_KEY, 10, 5) == b""
+        assert await backend.get_range(_KEY, 1000, 5) == b""
+
+    async def test_get_range_of_a_missing_object_raises_not_found(self, backend: Backend) -> None:
+        with pytest.raises(ObjectNotFoundError, match="order-42"):
+            await backend.get_range(_KEY, 0, 10)
+        with pytest.raises(ObjectNotFoundError, match="order-42"):
+            await backend.get_range(_KEY, 0, 0)
+
+    async def test_get_range_refuses_a_negative_range(self, backend: Backend) -> None:
+        await self.raw_put(backend, _KEY, b"data")
+        with pytest.raises(ValueError, match="negative"):
+            await backend.get_range(_KEY, -1, 2)
+        with pytest.raises(ValueError, match="negative"):
+            await backend.get_range(_KEY, 0, -2)
+
     async def test_empty_object_round_trips(self, backend: Backend) -> None:
         assert await backend.put(_KEY, b"") is True
         assert await backend.get(_KEY) == b""

@@ -29,7 +29,8 @@ class Backend(ABC):
     docs/backends.md ("Writing a backend") is the full contract; in short:
 
     * **Who calls what.** The driver uses :meth:`stat`, :meth:`put`,
-      :meth:`get` and :meth:`touch`; only tooling (garbage collection,
+      :meth:`get` and :meth:`touch` (and :meth:`get_range`, which has a
+      default built on :meth:`get`); only tooling (garbage collection,
       inspection) uses :meth:`delete` and :meth:`scan`. All six are required.
       Garbage collection also uses :meth:`scan_stat`, :meth:`delete_many`,
       :meth:`move` and :meth:`move_many`, which have defaults built on the six.
@@ -145,6 +146,25 @@ class Backend(ABC):
         skipped, never yielded.
         """
 
+    # Optional capability, used by the driver to read chunks of earlier objects.
+
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Return ``length`` bytes of the object starting at ``offset``.
+
+        Fewer bytes come back when the object ends first (none when it ends
+        before ``offset``); the caller decides whether that is an error. The
+        default reads the whole object and slices it; backends override it
+        with a ranged request (a ``Range`` header, ``pread``), so that reading
+        a few chunks of a large object costs only those bytes.
+
+        Raises:
+            ObjectNotFoundError: If there is no object at ``key``.
+            ValueError: If ``offset`` or ``length`` is negative.
+        """
+        check_range(offset, length)
+        data = await self.get(key)
+        return data[offset : offset + length]
+
     # Optional capabilities, used by garbage collection (casstore gc). The
     # defaults are built on the six methods above; backends override them
     # where the store does better (listings with ages, batched deletes,
@@ -231,6 +251,14 @@ def _warn_exact_create(stacklevel: int = 3) -> None:
         DeprecationWarning,
         stacklevel=stacklevel,
     )
+
+
+def check_range(offset: int, length: int) -> None:
+    """Refuse a negative range before any I/O."""
+    if offset < 0 or length < 0:
+        raise ValueError(
+            f"invalid range: offset {offset}, length {length} (neither may be negative)"
+        )
 
 
 def describe_backend(backend: Backend) -> str:

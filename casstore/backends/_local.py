@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from casstore._keys import check_key
-from casstore.backends._base import Backend, ObjectStat, describe_backend
+from casstore.backends._base import Backend, ObjectStat, check_range, describe_backend
 from casstore.backends._localfs import (
     TEMP_DIR,
     LinkRefusedError,
@@ -23,6 +23,7 @@ from casstore.backends._localfs import (
     lstat_regular,
     open_dir,
     read_bounded,
+    read_range,
     remove_stale_temps,
     write_temp,
 )
@@ -119,6 +120,10 @@ class LocalBackend(Backend):
     async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         return await asyncio.to_thread(self._get, key, self._parts(key), max_size)
 
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        check_range(offset, length)
+        return await asyncio.to_thread(self._get_range, key, self._parts(key), offset, length)
+
     async def touch(self, key: str) -> None:
         await asyncio.to_thread(self._touch, key, self._parts(key))
 
@@ -204,6 +209,10 @@ class LocalBackend(Backend):
     def _get(self, key: str, parts: list[str], max_size: int | None) -> bytes:
         with self._translate(key, parts), open_dir(str(self._root), parts[:-1]) as fd:
             return read_bounded(fd, parts[-1], max_size)
+
+    def _get_range(self, key: str, parts: list[str], offset: int, length: int) -> bytes:
+        with self._translate(key, parts), open_dir(str(self._root), parts[:-1]) as fd:
+            return read_range(fd, parts[-1], offset, length)
 
     def _touch(self, key: str, parts: list[str]) -> None:
         with self._translate(key, parts), open_dir(str(self._root), parts[:-1]) as fd:

@@ -143,6 +143,34 @@ def read_bounded(dir_fd: int, name: str, max_size: int | None) -> bytes:
         os.close(fd)
 
 
+def read_range(dir_fd: int, name: str, offset: int, length: int) -> bytes:
+    """Read up to ``length`` bytes of a regular file from ``offset`` (``pread``).
+
+    Raises:
+        NotRegularError: The name is a link, FIFO, device, directory, ...
+    """
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            raise NotRegularError(
+                exc.errno, "a link or special file where an object belongs"
+            ) from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularError(errno.EINVAL, f"{_kind(st.st_mode)} where an object belongs")
+        parts: list[bytes] = []
+        at, end = offset, min(offset + length, st.st_size)
+        while at < end and (chunk := os.pread(fd, end - at, at)):
+            parts.append(chunk)
+            at += len(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
 def write_temp(temp_dir: int, name: str, data: bytes, *, mode: int, fsync: bool) -> None:
     """Create ``name`` under ``temp_dir`` holding ``data``, with exactly ``mode``."""
     fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=temp_dir)

@@ -35,6 +35,10 @@ class _WrappingBackend(Backend):
         await self._before("get", key)
         return await self.inner.get(key, max_size=max_size)
 
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        await self._before("get_range", key)
+        return await self.inner.get_range(key, offset, length)
+
     async def touch(self, key: str) -> None:
         await self._before("touch", key)
         await self.inner.touch(key)
@@ -89,7 +93,7 @@ class CountingBackend(_WrappingBackend):
         self.bytes_written = 0
         """Object bytes passed to ``put``."""
         self.bytes_read = 0
-        """Object bytes returned by ``get``."""
+        """Object bytes returned by ``get`` and ``get_range``."""
 
     async def _before(self, kind: str, key: str) -> None:
         self.calls[kind] += 1
@@ -100,6 +104,11 @@ class CountingBackend(_WrappingBackend):
 
     async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         data = await super().get(key, max_size=max_size)
+        self.bytes_read += len(data)
+        return data
+
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        data = await super().get_range(key, offset, length)
         self.bytes_read += len(data)
         return data
 
