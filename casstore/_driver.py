@@ -18,8 +18,13 @@ from temporalio.converter import (
 
 from casstore._aio import gather_cancel_on_error
 from casstore._cache import ByteLRU, KnownObjects, SingleFlight
+from casstore._chunk_read import ChunkCacheKey, ChunkReader
+from casstore._chunk_write import ChunkIndex
+from casstore._chunked import Location, is_chunked, max_chunked_object_size
+from casstore._chunker import split_payload
+from casstore._chunking import DEFAULT_CHUNKING_THRESHOLD, ChunkWriter
 from casstore._claim import claim_data_for, parse_claim_data
-from casstore._codec import HEADER_SIZE, Codec, encode_stored, max_object_size
+from casstore._codec import HEADER_SIZE, Codec, encode_stored
 from casstore._crypto import Ciphers, ObjectCipher, cipher_for
 from casstore._deadline import (
     DEFAULT_ATTEMPT_TIMEOUT,
@@ -35,7 +40,7 @@ from casstore._lifecycle import DEFAULT_REFRESH_AFTER, Freshness, trash_key
 from casstore._metrics import DriverMetrics, MetricMeter, reported
 from casstore._requests import Requests
 from casstore._stats import DriverStats, error_kind
-from casstore._verify import content_digest, decode_and_verify, parse_payload
+from casstore._verify import check_digest, content_digest, decode_and_verify, parse_payload
 from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
 from casstore.errors import (
     BackendError,
@@ -96,6 +101,13 @@ class CasStorageDriver(StorageDriver):
         keyring: Encrypt objects with its active key (keyed digests, so dedup
             still works within a key) and read objects sealed with any of its
             keys; see docs/encryption.md. ``None`` stores plain objects.
+        chunking: Store new payloads of at least ``chunking_threshold`` bytes
+            as a manifest of content-defined chunks plus only the chunks no
+            earlier object of the scope holds (format 3), so a payload that
+            grows turn by turn costs its new bytes, not its whole size; see
+            docs/formats.md. Readers older than format 3 cannot read such
+            objects: upgrade readers first, or pass False until they are.
+        chunking_threshold: The smallest serialized payload that is chunked.
     """
 
     def __init__(
@@ -116,6 +128,8 @@ class CasStorageDriver(StorageDriver):
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
         min_throughput: float = DEFAULT_MIN_THROUGHPUT,
         keyring: KeyRing | None = None,
+        chunking: bool = True,
+        chunking_threshold: int = DEFAULT_CHUNKING_THRESHOLD,
     ) -> None:
         check_driver_options(
             backend=backend,
@@ -128,6 +142,7 @@ class CasStorageDriver(StorageDriver):
             retrieval_cache_bytes=retrieval_cache_bytes,
             offload_threshold=offload_threshold,
             refresh_after=refresh_after,
+            chunking_threshold=chunking_threshold,
         )
         self._retry = RetryPolicy(
             timeout=timeout, attempt_timeout=attempt_timeout, min_throughput=min_throughput
@@ -149,6 +164,14 @@ class CasStorageDriver(StorageDriver):
         """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
         self._metrics: DriverMetrics | None = None
         self._run = Requests(backend, self.stats, max_concurrency, offload_threshold)
+        self._chunking_threshold = chunking_threshold if chunking else None
+        index = ChunkIndex()
+        self._chunk_writer = ChunkWriter(
+            self._run, index, self._known, self._vouch, compression_level
+        )
+        # Verified chunks get a quarter of the retrieval budget, on top of it.
+        chunk_cache: ByteLRU[ChunkCacheKey] = ByteLRU(retrieval_cache_bytes // 4)
+        self._chunk_reader = ChunkReader(backend, self._run, self.stats, chunk_cache, index.add)
 
     def name(self) -> str:
         """Return this driver instance's name (recorded in every reference)."""
@@ -220,7 +243,9 @@ class CasStorageDriver(StorageDriver):
         if codec is not None:
             self.stats.dedup_cache_hits += 1
         else:
-            store = functools.partial(self._store_object, key, digest, data, cipher)
+            store = functools.partial(
+                self._store_object, key, digest, data, cipher, location, payload
+            )
             # Only the leader of a single flight needs the bytes; a fan-out's
             # joiners must not keep a copy each alive while they wait.
             del data
@@ -231,7 +256,13 @@ class CasStorageDriver(StorageDriver):
         return StorageDriverClaim(claim_data=claim_data_for(location, digest, size, codec, key_id))
 
     async def _store_object(
-        self, key: str, digest: bytes, data: bytes, cipher: ObjectCipher | None
+        self,
+        key: str,
+        digest: bytes,
+        data: bytes,
+        cipher: ObjectCipher | None,
+        location: str,
+        payload: Payload,
     ) -> Codec:
         """Make sure the object exists (write or find it); return its codec."""
         deadline = self._retry.deadline(len(data))
@@ -249,8 +280,8 @@ class CasStorageDriver(StorageDriver):
                 self._verified.put(digest, data)
                 return codec
 
-            codec, obj = await self._run.cpu(
-                len(data), encode_stored, data, self._compression_level, cipher, digest, key
+            codec, obj, learned = await self._encode(
+                key, digest, data, cipher, location, payload, deadline
             )
             written_at = time.time()
             # A put retried after a lost answer finds its own object: a success too.
@@ -260,6 +291,11 @@ class CasStorageDriver(StorageDriver):
                 self.stats.logical_bytes_written += len(data)
                 self.stats.bytes_written += len(obj)
                 self._known.add(key, codec, self._fresh.expiry(written_at))
+                # Where a store that cannot report a lost race may hold another
+                # writer's layout of these bytes, only reads teach chunk locations.
+                if learned and self._backend.conditional_writes:
+                    key_id = None if cipher is None else cipher.key_id
+                    self._chunk_writer.index.add(location, key_id, learned)
                 # These bytes hash to the digest by construction: later reads need none.
                 self._verified.put(digest, data)
                 return codec
@@ -274,6 +310,49 @@ class CasStorageDriver(StorageDriver):
         where = f"[key={key}{describe_suffix(self._backend)}]"
         message = f"object vanished {_STORE_ATTEMPTS} times while being stored {where}"
         raise BackendError(message, key=key, backend=describe_backend(self._backend))
+
+    async def _encode(
+        self,
+        key: str,
+        digest: bytes,
+        data: bytes,
+        cipher: ObjectCipher | None,
+        location: str,
+        payload: Payload,
+        deadline: Deadline,
+    ) -> tuple[Codec, bytes, list[tuple[bytes, Location]]]:
+        """Encode a new payload: chunked (format 3) when large enough, else whole."""
+        threshold = self._chunking_threshold
+        split = None if threshold is None or len(data) < threshold else split_payload(payload, data)
+        if split is not None:
+            obj, learned = await self._chunk_writer.encode(
+                location=location,
+                key=key,
+                digest=digest,
+                data=data,
+                split=split,
+                cipher=cipher,
+                deadline=deadline,
+            )
+            # As for a found object: claims record what the size says (readers
+            # decode by the object's own header).
+            return (Codec.RAW if len(obj) >= len(data) else Codec.ZSTD), obj, learned
+        codec, obj = await self._run.cpu(
+            len(data), encode_stored, data, self._compression_level, cipher, digest, key
+        )
+        return codec, obj, []
+
+    async def _vouch(self, key: str, deadline: Deadline) -> bool:
+        """Check an object of unknown age before a manifest vouches for it (refresh if old)."""
+        found = await self._stat(key, deadline)
+        if found is None:
+            return False
+        touch = functools.partial(self._touch, key, deadline)
+        expires_at = await self._fresh.keep_alive(found, touch)
+        if expires_at is None:
+            return False
+        self._known.add(key, Codec.ZSTD, expires_at)
+        return True
 
     async def _found_existing(
         self, key: str, found: ObjectStat | None, codec: Codec, deadline: Deadline
@@ -331,7 +410,7 @@ class CasStorageDriver(StorageDriver):
         else:
             data, joined = await self._reads.run(
                 (key, record.size, record.key_id),
-                lambda: self._read_object(key, digest, record.size, cipher),
+                lambda: self._read_object(key, digest, record.size, cipher, record.location),
             )
             if joined:
                 self.stats.retrieval_inflight_hits += 1
@@ -341,12 +420,12 @@ class CasStorageDriver(StorageDriver):
         return await self._run.cpu(len(data), parse_payload, data, key)
 
     async def _read_object(
-        self, key: str, digest: bytes, size: int, cipher: ObjectCipher | None
+        self, key: str, digest: bytes, size: int, cipher: ObjectCipher | None, location: str
     ) -> bytes:
         deadline = self._retry.deadline(size)
         # No valid object for this claim is larger: a hostile one is refused
         # before it is read, not after it has been allocated.
-        bound = max_object_size(size)
+        bound = max_chunked_object_size(size)
         try:
             obj = await self._run.request(
                 "get", key, lambda: self._backend.get(key, max_size=bound), deadline
@@ -356,7 +435,19 @@ class CasStorageDriver(StorageDriver):
             obj = await self._from_trash(key, missing, bound, deadline)
         self.stats.objects_read += 1
         self.stats.bytes_read += len(obj)
-        data = await self._run.cpu(size, decode_and_verify, obj, size, digest, key, cipher)
+        if is_chunked(obj):
+            data = await self._chunk_reader.read(
+                obj,
+                key=key,
+                location=location,
+                digest=digest,
+                size=size,
+                cipher=cipher,
+                deadline=deadline,
+            )
+            await self._run.cpu(size, check_digest, data, digest, key, cipher)
+        else:
+            data = await self._run.cpu(size, decode_and_verify, obj, size, digest, key, cipher)
         self._verified.put(digest, data)
         return data
 

@@ -20,6 +20,7 @@ def check_driver_options(
     retrieval_cache_bytes: int,
     offload_threshold: int,
     refresh_after: timedelta | None,
+    chunking_threshold: int = 0,
 ) -> None:
     """Raise a ConfigurationError naming the first option that is out of range."""
     if not isinstance(backend, Backend):
@@ -44,6 +45,7 @@ def check_driver_options(
         ("known_objects_cache_size", known_objects_cache_size),
         ("retrieval_cache_bytes", retrieval_cache_bytes),
         ("offload_threshold", offload_threshold),
+        ("chunking_threshold", chunking_threshold),
     ):
         if value < 0:
             raise ConfigurationError(f"{option} must not be negative, got {value}")

@@ -71,6 +71,8 @@ class DriverOptions(TypedDict, total=False):
     attempt_timeout: float
     min_throughput: float
     keyring: KeyRing | None
+    chunking: bool
+    chunking_threshold: int
 
 
 class CasStorePlugin(SimplePlugin):

@@ -1,0 +1,100 @@
+"""Chunked storing for one driver: which earlier objects a new payload may reference.
+
+A manifest that references an earlier object vouches for it exactly as a
+dedup hit does (docs/operations.md, rules W1 and W2): the writer references an
+object only while it may vouch for it, that is while the known-object cache
+holds it (written or checked less than ``refresh_after`` ago). A source
+learned by reading has an unknown age, so it is checked (and refreshed when
+too old) once before its first use; a source found missing is forgotten and
+its chunks are written again.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from casstore._aio import gather_cancel_on_error
+from casstore._cache import KnownObjects
+from casstore._chunk_write import ChunkIndex, build_chunked
+from casstore._chunked import Location
+from casstore._chunker import Split, cut
+from casstore._codec import Codec
+from casstore._crypto import ObjectCipher
+from casstore._deadline import Deadline
+from casstore._keys import object_key
+from casstore._requests import Requests
+
+DEFAULT_CHUNKING_THRESHOLD = 32 * 1024
+"""Payloads at least this large are chunked: below it a payload is a chunk or two,
+and the manifest would cost more than the dedup saves."""
+
+Vouch = Callable[[str, Deadline], Coroutine[Any, Any, bool]]
+
+
+class ChunkWriter:
+    """Builds format 3 objects, referencing chunks of objects it may vouch for.
+
+    Args:
+        run: The driver's request and CPU runner.
+        index: Where chunks written or read by this process are.
+        known: The driver's known-object cache (what it may vouch for).
+        vouch: Checks (and refreshes if needed) an object of unknown age;
+            False if it is gone.
+        level: zstd level for frames, or None for raw.
+    """
+
+    def __init__(
+        self,
+        run: Requests,
+        index: ChunkIndex,
+        known: KnownObjects[Codec],
+        vouch: Vouch,
+        level: int | None,
+    ) -> None:
+        self._run = run
+        self.index = index
+        self._known = known
+        self._vouch = vouch
+        self._level = level
+
+    async def encode(
+        self,
+        *,
+        location: str,
+        key: str,
+        digest: bytes,
+        data: bytes,
+        split: Split,
+        cipher: ObjectCipher | None,
+        deadline: Deadline,
+    ) -> tuple[bytes, list[tuple[bytes, Location]]]:
+        """Return the object for a new payload and its new chunks' locations."""
+        cuts = await self._run.cpu(len(data), cut, data, split, cipher)
+        key_id = None if cipher is None else cipher.key_id
+        found = [self.index.get(location, key_id, piece.digest) for piece in cuts]
+        sources = {where.source for where in found if where is not None and where.source}
+        sources.discard(digest)
+        unknown = [s for s in sources if self._known.get(object_key(location, s)) is None]
+        if unknown:
+            checks = [self._vouch(object_key(location, s), deadline) for s in unknown]
+            for source, alive in zip(unknown, await gather_cancel_on_error(checks), strict=True):
+                if not alive:
+                    sources.discard(source)
+                    self.index.discard_source(location, key_id, source)
+        usable = [
+            where if where is not None and where.source in sources else None for where in found
+        ]
+        build = functools.partial(
+            build_chunked,
+            data,
+            split,
+            cuts,
+            usable,
+            level=self._level,
+            cipher=cipher,
+            digest=digest,
+            key=key,
+        )
+        return await self._run.cpu(len(data), build)
