@@ -12,11 +12,12 @@ followed further than one level, so no manifest can send a reader in circles.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import cast
 
-from casstore._aio import gather_cancel_on_error
 from casstore._cache import ByteLRU, SingleFlight
 from casstore._chunked import MAX_FRAME_SIZE, Location, Manifest, decode_frame, decode_manifest
 from casstore._codec import max_object_size
@@ -82,6 +83,8 @@ def frame_chunks(
         actual = _digest(piece, cipher)
         if actual != digest:
             where_from = "" if source_key == key else f", referenced={source_key}"
+            # The traceback outlives this frame: it must not keep the frame's bytes.
+            del piece, view, data, out
             raise IntegrityError(
                 f"chunk {position} does not match its digest [key={key}{where_from}, "
                 f"frame_offset={frame_offset}]: expected {digest.hex()}, got {actual.hex()}",
@@ -162,7 +165,16 @@ class ChunkReader:
             for frame_id, wanted in frames.items()
         ]
         learned: list[tuple[bytes, Location]] = []
-        for found in await gather_cancel_on_error(work):
+        # Every frame's work runs to its end, even after one fails: CPU work in a
+        # thread cannot be cancelled, and its buffers must be gone when we raise.
+        outcomes = await asyncio.gather(*work, return_exceptions=True)
+        del work
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failed is not None:
+            del outcomes, pieces, frames
+            raise failed
+        results = cast("list[list[tuple[int, bytes]]]", outcomes)
+        for found in results:
             for position, piece in found:
                 pieces[position] = piece
                 chunk_digest, where = manifest.chunks[position]

@@ -282,18 +282,21 @@ def decode_manifest(
     obj: bytes | memoryview,
     *,
     key: str,
-    size: int,
+    size: int | None,
     own_digest: bytes,
     cipher: ObjectCipher | None,
+    max_size: int = 0,
 ) -> Manifest:
     """Read and check a format 3 object's header and manifest.
 
     Args:
         obj: The object (or at least its header and manifest).
         key: Its key (named in errors, and bound into sealed parts).
-        size: The serialized payload size the claim promises.
+        size: The serialized payload size the claim promises; None to take the
+            manifest's word for it (tooling), up to ``max_size``.
         own_digest: The claim's digest: no object may reference itself.
         cipher: The cipher the claim's key id names, or None for a plain claim.
+        max_size: With ``size=None``, the largest payload size accepted.
 
     Raises:
         IntegrityError: Any field is malformed, inconsistent with the claim,
@@ -330,13 +333,17 @@ def decode_manifest(
             key=key,
         )
         stored = _U32.unpack(sealed)[0]
+    bound = max_size if size is None else size
     # A manifest needs 16 bytes and one entry per MIN_READ_CHUNK of payload at most.
     limit = (
-        16 + size + ENTRY.size * (size // MIN_READ_CHUNK + 2) + (0 if cipher is None else TAG_SIZE)
+        16
+        + bound
+        + ENTRY.size * (bound // MIN_READ_CHUNK + 2)
+        + (0 if cipher is None else TAG_SIZE)
     )
     if stored > limit:
         raise _bad(
-            f"declares a {stored}-byte manifest, above {limit} for a {size}-byte payload", key
+            f"declares a {stored}-byte manifest, above {limit} for a {bound}-byte payload", key
         )
     data_start = manifest_at + stored
     if len(obj) < data_start:
@@ -346,7 +353,13 @@ def decode_manifest(
         associated = bytes(obj[:manifest_at]) + key.encode("utf-8")
         body = cipher.open(body, digest=own_digest, associated=associated, key=key)
     return _parse_manifest(
-        body, key=key, size=size, references=references, key_id=key_id, data_start=data_start
+        body,
+        key=key,
+        size=size,
+        max_size=max_size,
+        references=references,
+        key_id=key_id,
+        data_start=data_start,
     )
 
 
@@ -354,7 +367,8 @@ def _parse_manifest(
     body: bytes | memoryview,
     *,
     key: str,
-    size: int,
+    size: int | None,
+    max_size: int,
     references: tuple[bytes, ...],
     key_id: str | None,
     data_start: int,
@@ -371,7 +385,11 @@ def _parse_manifest(
         return piece
 
     declared = _U32.unpack(take(4))[0]
-    if declared != size:
+    if size is None:
+        if declared > max_size:
+            raise _bad(f"is for a {declared}-byte payload, above the {max_size} allowed", key)
+        size = declared
+    elif declared != size:
         raise _bad(f"is for a {declared}-byte payload, its claim says {size}", key)
     head = bytes(take(_U32.unpack(take(4))[0]))
     tail = bytes(take(_U32.unpack(take(4))[0]))

@@ -137,7 +137,7 @@ async def test_failed_reads_free_their_buffers_without_garbage_collection(
 ) -> None:
     backend = MemoryBackend()
     data = os.urandom(4 * 1024 * 1024)
-    claim = await _store(CasStorageDriver(backend, compression_level=None), data)
+    claim = await _store(CasStorageDriver(backend, compression_level=None, chunking=False), data)
     [key] = list(backend._objects)
     obj, modified = backend._objects[key]
     backend._objects[key] = (obj[:-1] + bytes([obj[-1] ^ 1]), modified)

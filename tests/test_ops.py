@@ -92,8 +92,11 @@ WORKFLOWS = [("default", "order-1"), ("default", "order 2/ü"), ("billing", "inv
 
 
 async def populate(backend: Backend) -> Stored:
-    """Objects of every scope kind and both codecs, one large enough to be checked off-loop."""
-    driver = CasStorageDriver(backend)
+    """Objects of every scope kind and both codecs, one large enough to be checked off-loop.
+
+    Whole objects (formats 1 and 2); chunked stores are checked in test_chunking_ops.py.
+    """
+    driver = CasStorageDriver(backend, chunking=False)
     objects: dict[str, bytes] = {}
     rng = random.Random(7)
 
@@ -597,7 +600,8 @@ class TrackedBackend(LocalBackend):
 
 async def test_verify_holds_to_its_memory_budget_and_concurrency(tmp_path: Path) -> None:
     backend = TrackedBackend(tmp_path)
-    driver = CasStorageDriver(backend, compression_level=None)  # raw: stored size = payload size
+    # Whole objects: the first pass's budget (chunked ones are read by the second).
+    driver = CasStorageDriver(backend, compression_level=None, chunking=False)
     context = StorageDriverStoreContext(
         target=StorageDriverWorkflowInfo(namespace="default", id="w", run_id=None, type=None)
     )

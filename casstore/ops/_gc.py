@@ -46,6 +46,7 @@ from casstore.ops._common import (
     write_json,
 )
 from casstore.ops._gc_mark import DEFAULT_CONCURRENCY, Marked, mark_namespace
+from casstore.ops._gc_refs import referenced_objects
 from casstore.ops._gc_sweep import Applied, Plan, apply_plan, gc_lock, plan_sweep
 
 DEFAULT_GRACE = timedelta(days=3)
@@ -121,6 +122,12 @@ async def collect_garbage(
             marked = await mark_namespace(
                 client, concurrency=options.concurrency, progress=_stage(progress, "marking")
             )
+            # Objects that chunked objects read their chunks from live as long as they do.
+            by_chunks = await referenced_objects(
+                backend, marked.keys, concurrency=options.concurrency
+            )
+            marked.chunk_references = len(by_chunks)
+            marked.keys |= by_chunks
             live: set[str] | None = marked.keys
             judged_at = marked.started_at
             min_age = options.grace

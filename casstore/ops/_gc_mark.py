@@ -59,6 +59,8 @@ class Marked:
     """casstore references seen (one key may be referenced many times)."""
     foreign_references: int = 0
     """References of other storage drivers (not casstore claims), ignored."""
+    chunk_references: int = 0
+    """Objects kept only because a marked chunked object reads chunks from them."""
 
 
 Progress = Callable[[int], None]

@@ -79,6 +79,9 @@ class StoreStats:
     """By codec; only with ``deep``."""
     encrypted: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
     """Encrypted objects by key id; only with ``deep``."""
+    chunk_dedup_bytes: int = 0
+    """Payload bytes chunked objects read from earlier objects instead of holding
+    them: what chunk dedup saved, before compression (``deep``)."""
     unknown_logical: Tally = field(default_factory=Tally)
     """Encrypted zstd objects whose payload size is sealed (no key given): their
     payload bytes are not in any ``logical_bytes``."""
@@ -125,6 +128,7 @@ class StoreStats:
             data["codecs"] = tallies(self.codecs)
             data["encrypted"] = tallies(self.encrypted)
             data["unknown_logical"] = self.unknown_logical.as_dict(deep=False)
+            data["chunk_dedup_bytes"] = self.chunk_dedup_bytes
             data["unreadable"] = [{"key": k, "reason": r} for k, r in self.unreadable]
             data["vanished"] = self.vanished
         return data
@@ -206,7 +210,8 @@ async def store_stats(
                 facts = outcome.result
                 logical = facts.logical_size or 0
                 count(name, outcome.size, logical)
-                stats.codecs[facts.codec.name.lower()].add(outcome.size, logical)
+                stats.codecs[facts.codec_name].add(outcome.size, logical)
+                stats.chunk_dedup_bytes += facts.shared_bytes or 0
                 if facts.key_id is not None:
                     stats.encrypted[facts.key_id].add(outcome.size, logical)
                 if facts.logical_size is None:
@@ -322,6 +327,11 @@ def format_stats(stats: StoreStats, *, store: str, top: int = DEFAULT_TOP) -> st
             lines.append("  " + row(codec, t, 11))
         for key_id, t in sorted(stats.encrypted.items()):
             lines.append("  " + row(f"key {key_id}", t, 11))
+        if stats.chunk_dedup_bytes:
+            lines.append(
+                f"chunk dedup    {format_bytes(stats.chunk_dedup_bytes)} of payloads read "
+                "from earlier objects instead of stored again"
+            )
         if stats.unknown_logical.objects:
             lines.append(
                 f"payload bytes leave out {stats.unknown_logical.objects:,} encrypted zstd "

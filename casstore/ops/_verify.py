@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from casstore._codec import Codec
 from casstore._crypto import Ciphers
 from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
 from casstore.ops._check import NeedsKey, ObjectFacts, ObjectProblem, check_object
+from casstore.ops._chunks import VANISHED, read_chunked
 from casstore.ops._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -183,6 +183,16 @@ async def verify_store(
         except (ObjectProblem, BadKeyError, NeedsKey) as exc:
             return exc
 
+    chunked: list[tuple[str, ObjectFacts]] = []
+
+    def count_good(facts: ObjectFacts) -> None:
+        report.good += 1
+        report.logical_bytes += facts.logical_size or 0
+        codec = facts.codec_name
+        report.codecs[codec] = report.codecs.get(codec, 0) + 1
+        if facts.key_id is not None:
+            report.encrypted[facts.key_id] = report.encrypted.get(facts.key_id, 0) + 1
+
     def done(outcome: Outcome) -> None:
         if progress is not None:
             progress.advance(1, outcome.size)
@@ -193,14 +203,10 @@ async def verify_store(
         report.stored_bytes += outcome.size
         if outcome.error is not None:
             found_bad(outcome.key, outcome.error)
+        elif isinstance(outcome.result, ObjectFacts) and outcome.result.chunked:
+            chunked.append((outcome.key, outcome.result))  # judged by the second pass
         elif isinstance(outcome.result, ObjectFacts):
-            facts = outcome.result
-            report.good += 1
-            report.logical_bytes += facts.logical_size or 0
-            codec = Codec(facts.codec).name.lower()
-            report.codecs[codec] = report.codecs.get(codec, 0) + 1
-            if facts.key_id is not None:
-                report.encrypted[facts.key_id] = report.encrypted.get(facts.key_id, 0) + 1
+            count_good(outcome.result)
         elif isinstance(outcome.result, NeedsKey):
             report.unchecked.append(BadObject(outcome.key, str(outcome.result)))
             report.needs_keys.add(outcome.result.key_id)
@@ -216,6 +222,24 @@ async def verify_store(
     await read_each(
         backend, listing, check, done, concurrency=concurrency, memory_budget=memory_budget
     )
+    # Chunked objects are read as the driver reads them: every chunk, here and
+    # in the objects referenced, against its digest, then the whole payload.
+    outcomes = await read_chunked(
+        backend,
+        chunked,
+        keyring=keyring,
+        max_payload_size=max_payload_size,
+        concurrency=concurrency,
+        memory_budget=memory_budget,
+    )
+    for (key, facts), problem in zip(chunked, outcomes, strict=True):
+        if problem is None:
+            count_good(facts)
+        elif problem == VANISHED:
+            report.checked -= 1
+            report.vanished.append(key)
+        else:
+            found_bad(key, problem)
     report.seconds = time.monotonic() - started
     return report
 
