@@ -40,17 +40,20 @@ from casstore._lifecycle import MANIFEST_KEY, LifecyclePolicy, ensure_policy, tr
 from casstore.backends import Backend
 from casstore.history import history_references
 from casstore.ops._gc_mark import mark_namespace
+from casstore.ops._gc_refs import referenced_objects
 from casstore.ops._gc_sweep import apply_plan, plan_sweep
 from casstore.plugin import CasStorePlugin
 from testrig import TemporalDevServer, find_temporal_cli, free_port
 from tests.gc_workflows import (
     AbandonedChild,
     AbandoningParent,
+    AgentLoop,
     Finishes,
     Holds,
     Receiver,
     Sender,
     Sleeps,
+    model_call,
     shout,
 )
 from tests.s3_fixtures import S3Place, S3Target
@@ -169,8 +172,17 @@ async def worker(temporal: TemporalDevServer, url: str) -> AsyncIterator[Client]
         async with Worker(
             client,
             task_queue=queue,
-            workflows=[Finishes, Sleeps, Holds, AbandonedChild, AbandoningParent, Receiver, Sender],
-            activities=[shout],
+            workflows=[
+                Finishes,
+                Sleeps,
+                Holds,
+                AbandonedChild,
+                AbandoningParent,
+                Receiver,
+                Sender,
+                AgentLoop,
+            ],
+            activities=[shout, model_call],
         ):
             client.gc_test_queue = queue  # type: ignore[attr-defined]
             yield client
@@ -268,6 +280,45 @@ async def test_gc_deletes_exactly_what_temporal_no_longer_has(
                 await _read_all(backend, client, wid)
         await raced.terminate()
         await sleeper_handle.terminate()
+
+
+# Local only: on a store that cannot report a lost create race (rclone), a
+# writer learns chunk locations only from reads, and this worker reads nothing
+# it did not write itself (its verified cache answers).
+@pytest.mark.parametrize("store_url", ["local"], indirect=True)
+async def test_gc_keeps_what_an_agents_chunked_payloads_read_from_an_earlier_run(
+    temporal: TemporalDevServer, store_url: str
+) -> None:
+    # A second run of one workflow id continues the first run's conversation:
+    # its payloads read most of their chunks from the first run's objects,
+    # which no kept history references once the first run is deleted.
+    async with worker(temporal, store_url) as client:
+        queue: str = client.gc_test_queue  # type: ignore[attr-defined]
+        agent = unique("agent")
+        prompt = " ".join(f"instruction-{i}" for i in range(3_000))  # about 40 KB
+        first = await client.execute_workflow(
+            AgentLoop.run, args=[[prompt], 6], id=agent, task_queue=queue
+        )
+        first_keys = await keys_of(client, agent)
+        delete_workflow(temporal, agent)
+        await wait_until_unlisted(client, {agent})
+        await client.execute_workflow(AgentLoop.run, args=[first, 4], id=agent, task_queue=queue)
+        second_keys = await keys_of(client, agent)
+        async with open_backend(store_url) as backend:
+            read_from = await referenced_objects(backend, second_keys)
+        only_first = first_keys - second_keys
+        assert read_from & only_first  # what the mark alone would not keep
+
+        gc_args = ["--namespace", "default", "--address", temporal.address, "--grace", GRACE]
+        for _ in range(2):  # move to the trash, then delete: two graces
+            await asyncio.sleep(GRACE_SECONDS + 0.5)
+            code, out, err = await gc(store_url, *gc_args, "--delete", "--json")
+            assert code == 0, err
+        after = await all_keys(store_url)
+        assert read_from <= after
+        assert only_first - read_from - after  # the rest of the first run went
+        async with open_backend(store_url) as backend:
+            await _read_all(backend, client, agent)
 
 
 async def _wait_for_activity(handle: Any) -> None:
