@@ -312,7 +312,7 @@ async def test_gc_keeps_what_an_agents_chunked_payloads_read_from_an_earlier_run
         gc_args = ["--namespace", "default", "--address", temporal.address, "--grace", GRACE]
         for _ in range(2):  # move to the trash, then delete: two graces
             await asyncio.sleep(GRACE_SECONDS + 0.5)
-            code, out, err = await gc(store_url, *gc_args, "--delete", "--json")
+            code, _, err = await gc(store_url, *gc_args, "--delete", "--json")
             assert code == 0, err
         after = await all_keys(store_url)
         assert read_from <= after
