@@ -40,9 +40,9 @@ from benchmarks._drivers import BENCH_KEYRING
 from benchmarks._s3 import S3Endpoint, bucket_name, delete_bucket
 from benchmarks._workloads import records_json, to_payload
 from casstore import CasStorageDriver, KeyRing
-from casstore._claim import make_claim_data
-from casstore._codec import encode_object
-from casstore._keys import location_for, object_key
+from casstore._format.claims import make_claim_data
+from casstore._format.compression import encode_object
+from casstore._format.keys import location_for, object_key
 from casstore.backends import MemoryBackend
 
 KiB = 1024

@@ -16,11 +16,8 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
-from casstore._aio import gather_cancel_on_error
 from casstore._cache import ByteLRU, KnownObjects, SingleFlight
-from casstore._claim import claim_data_for, parse_claim_data
-from casstore._codec import HEADER_SIZE, Codec, encode_stored, max_object_size
-from casstore._crypto import Ciphers, ObjectCipher, cipher_for
+from casstore._crypto import Ciphers, cipher_for
 from casstore._deadline import (
     DEFAULT_ATTEMPT_TIMEOUT,
     DEFAULT_MIN_THROUGHPUT,
@@ -29,13 +26,21 @@ from casstore._deadline import (
     RetryPolicy,
 )
 from casstore._driver_options import check_driver_options
+from casstore._format.claims import claim_data_for, parse_claim_data
+from casstore._format.compression import max_object_size
+from casstore._format.digest import content_digest
+from casstore._format.encrypted import ObjectCipher, encode_stored
+from casstore._format.header import HEADER_SIZE, Codec
+from casstore._format.keys import Scope, location_for_target, object_key
+from casstore._format.manifest import DEFAULT_REFRESH_AFTER
+from casstore._format.trash import trash_key
+from casstore._freshness import Freshness
 from casstore._keyring import KeyRing
-from casstore._keys import Scope, location_for_target, object_key
-from casstore._lifecycle import DEFAULT_REFRESH_AFTER, Freshness, trash_key
 from casstore._metrics import DriverMetrics, MetricMeter, reported
 from casstore._requests import Requests
 from casstore._stats import DriverStats, error_kind
-from casstore._verify import content_digest, decode_and_verify, parse_payload
+from casstore._verify import decode_and_verify, parse_payload
+from casstore.backends._aio import gather_cancel_on_error
 from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
 from casstore.errors import (
     BackendError,
@@ -210,7 +215,8 @@ class CasStorageDriver(StorageDriver):
                 f"{self._max_payload_size} [location={location}]"
             )
         cipher = None if self._ciphers is None else self._ciphers.active
-        digest = await self._run.cpu(len(data), content_digest, data, cipher)
+        digest_key = None if cipher is None else cipher.digest_key
+        digest = await self._run.cpu(len(data), content_digest, data, digest_key)
         key = object_key(location, digest)
         self.stats.payloads_stored += 1
         self.stats.logical_bytes_stored += len(data)

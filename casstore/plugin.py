@@ -37,8 +37,8 @@ from temporalio.service import ConnectConfig, ServiceClient
 from temporalio.worker import ReplayerConfig, WorkerConfig
 
 from casstore._driver import CasStorageDriver
+from casstore._format.keys import Scope
 from casstore._keyring import KeyRing
-from casstore._keys import Scope
 from casstore._url import open_backend
 from casstore.backends._base import Backend
 from casstore.errors import ConfigurationError
