@@ -84,6 +84,16 @@ def escape_id(value: str, *, kind: bytes) -> str:
     return HASHED_MARKER + blake3.blake3(kind + b"\0" + raw).digest(length=16).hex()
 
 
+def namespace_segment(namespace: str) -> str:
+    """Return the escaped segment that starts every location of ``namespace``."""
+    return escape_id(namespace, kind=b"n")
+
+
+def namespace_prefix(namespace: str) -> str:
+    """Return the key prefix of every object stored for ``namespace`` (any scope)."""
+    return f"{OBJECT_PREFIX}{namespace_segment(namespace)}/"
+
+
 def location_for(
     *,
     scope: Scope,
@@ -105,7 +115,7 @@ def location_for(
     """
     if not namespace:
         return NO_TARGET_LOCATION
-    ns = escape_id(namespace, kind=b"n")
+    ns = namespace_segment(namespace)
     if scope == "namespace":
         return ns
     if workflow_id:

@@ -10,7 +10,7 @@ that scan ``v1/`` never see them. See docs/formats.md ("Trash").
 
 from __future__ import annotations
 
-from casstore._format.keys import HOUSEKEEPING_PREFIX, escape_id
+from casstore._format.keys import HOUSEKEEPING_PREFIX, namespace_segment
 
 TRASH_PREFIX = HOUSEKEEPING_PREFIX + "trash/"
 LOCK_PREFIX = HOUSEKEEPING_PREFIX + "gc/"
@@ -23,4 +23,4 @@ def trash_key(key: str) -> str:
 
 def lock_key(namespace: str) -> str:
     """Return the key of the lock a gc run of ``namespace`` holds."""
-    return f"{LOCK_PREFIX}{escape_id(namespace, kind=b'n')}.lock"
+    return f"{LOCK_PREFIX}{namespace_segment(namespace)}.lock"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 
-from casstore._format.keys import KEY_LAYOUT_VERSION, escape_id, is_object_key
+from casstore._format.keys import is_object_key, namespace_prefix
 from casstore._format.manifest import LifecyclePolicy
 from casstore._format.trash import TRASH_PREFIX, lock_key, trash_key
 from casstore.backends._base import Backend, describe_suffix
@@ -30,11 +30,6 @@ _T = TypeVar("_T")
 
 BATCH_SIZE = 1000
 """Keys per batched request (S3 DeleteObjects takes at most 1,000)."""
-
-
-def namespace_prefix(namespace: str) -> str:
-    """The key prefix of every object stored for ``namespace`` (any scope)."""
-    return f"{KEY_LAYOUT_VERSION}/{escape_id(namespace, kind=b'n')}/"
 
 
 @dataclass

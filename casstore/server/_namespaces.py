@@ -23,7 +23,12 @@ from temporalio.converter import StorageDriver
 
 from casstore._driver import CasStorageDriver
 from casstore._format.claims import parse_claim_data
-from casstore._format.keys import HASHED_MARKER, NO_TARGET_LOCATION, decode_segment, escape_id
+from casstore._format.keys import (
+    HASHED_MARKER,
+    NO_TARGET_LOCATION,
+    decode_segment,
+    namespace_segment,
+)
 from casstore.errors import ClaimError
 from casstore.server._protocol import ProtocolError
 
@@ -83,7 +88,7 @@ def _check_casstore(
     except ClaimError as exc:
         raise ProtocolError(400, f"{where}: {exc}") from exc
     segment = claim.location.split("/", 1)[0]
-    if segment == NO_TARGET_LOCATION or segment == escape_id(namespace, kind=b"n"):
+    if segment == NO_TARGET_LOCATION or segment == namespace_segment(namespace):
         return
     hashed = segment.startswith(HASHED_MARKER)
     owner = f"hashed segment {segment!r}" if hashed else repr(decode_segment(segment))
