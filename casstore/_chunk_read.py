@@ -19,12 +19,19 @@ from dataclasses import replace
 from typing import cast
 
 from casstore._cache import ByteLRU, SingleFlight
-from casstore._chunked import MAX_FRAME_SIZE, Location, Manifest, decode_frame, decode_manifest
-from casstore._codec import max_object_size
-from casstore._crypto import ObjectCipher, plain_digest
 from casstore._deadline import Deadline
-from casstore._keys import object_key
-from casstore._lifecycle import trash_key
+from casstore._format.chunked import (
+    MAX_FRAME_SIZE,
+    Location,
+    Manifest,
+    decode_frame,
+    decode_manifest,
+)
+from casstore._format.compression import max_object_size
+from casstore._format.digest import content_digest
+from casstore._format.encrypted import ObjectCipher
+from casstore._format.keys import object_key
+from casstore._format.trash import trash_key
 from casstore._requests import Requests
 from casstore._stats import DriverStats
 from casstore.backends._base import Backend
@@ -36,7 +43,7 @@ ChunkCacheKey = tuple[str | None, bytes]
 
 
 def _digest(data: bytes | memoryview, cipher: ObjectCipher | None) -> bytes:
-    return plain_digest(data) if cipher is None else cipher.digest(data)  # type: ignore[arg-type]
+    return content_digest(data) if cipher is None else cipher.digest(data)
 
 
 def frame_chunks(

@@ -13,7 +13,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 
-from casstore._chunked import (
+from casstore._chunker import Cut, Split
+from casstore._format.chunked import (
     MAX_REFERENCES,
     Location,
     data_start_for,
@@ -21,8 +22,7 @@ from casstore._chunked import (
     encode_frame,
     frame_offsets,
 )
-from casstore._chunker import Cut, Split
-from casstore._crypto import ObjectCipher
+from casstore._format.encrypted import ObjectCipher
 
 DEFAULT_CHUNK_INDEX_ENTRIES = 262_144
 """About 4 GiB of distinct 16 KiB chunks, in about 60 MB of memory."""

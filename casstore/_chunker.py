@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pyfastcdc import FastCDC
 from temporalio.api.common.v1 import Payload
 
-from casstore._crypto import ObjectCipher, plain_digest
+from casstore._format.digest import content_digest
+from casstore._format.encrypted import ObjectCipher
 
 MIN_CHUNK_SIZE = 4 * 1024
 AVG_CHUNK_SIZE = 16 * 1024
@@ -112,6 +113,6 @@ def cut(
     cuts: list[Cut] = []
     for chunk in chunker.cut_buf(view[split.head : end]):
         piece = chunk.data
-        digest = plain_digest(piece) if cipher is None else cipher.digest(piece)  # type: ignore[arg-type]
+        digest = content_digest(piece) if cipher is None else cipher.digest(piece)
         cuts.append(Cut(split.head + chunk.offset, chunk.length, digest))
     return cuts

@@ -15,20 +15,16 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from casstore._aio import gather_cancel_on_error
 from casstore._cache import KnownObjects
 from casstore._chunk_write import ChunkIndex, build_chunked
-from casstore._chunked import Location
 from casstore._chunker import Split, cut
-from casstore._codec import Codec
-from casstore._crypto import ObjectCipher
 from casstore._deadline import Deadline
-from casstore._keys import object_key
+from casstore._format.chunked import Location
+from casstore._format.encrypted import ObjectCipher
+from casstore._format.header import Codec
+from casstore._format.keys import object_key
 from casstore._requests import Requests
-
-DEFAULT_CHUNKING_THRESHOLD = 32 * 1024
-"""Payloads at least this large are chunked: below it a payload is a chunk or two,
-and the manifest would cost more than the dedup saves."""
+from casstore.backends._aio import gather_cancel_on_error
 
 Vouch = Callable[[str, Deadline], Coroutine[Any, Any, bool]]
 

@@ -16,14 +16,14 @@ from collections.abc import Sequence
 
 from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
 
-from casstore._claim import claim_data_for
-from casstore._codec import Codec
 from casstore._driver import CasStorageDriver
+from casstore._format.claims import claim_data_for
+from casstore._format.header import Codec
+from casstore._format.keys import parse_object_key
 from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
 from casstore.errors import CasstoreError, ObjectNotFoundError
 from casstore.ops._check import ObjectFacts
-from casstore.ops._layout import parse_object_key
 from casstore.ops._reader import ByteBudget
 
 VANISHED = "vanished"

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from casstore._chunked import is_chunked, manifest_extent
-from casstore._keys import object_key
-from casstore._lifecycle import trash_key
+from casstore._format.chunked import is_chunked, manifest_extent
+from casstore._format.keys import object_key
+from casstore._format.trash import trash_key
 from casstore.backends._base import Backend
 from casstore.errors import IntegrityError, ObjectNotFoundError
 from casstore.ops._gc_mark import MarkError

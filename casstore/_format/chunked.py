@@ -50,9 +50,9 @@ from dataclasses import dataclass
 
 import zstandard
 
-from casstore._codec import MAGIC, Codec, compress, max_object_size
-from casstore._crypto import TAG_SIZE, ObjectCipher
-from casstore._keyring import validate_key_id
+from casstore._format.compression import compress, max_object_size
+from casstore._format.encrypted import TAG_SIZE, ObjectCipher
+from casstore._format.header import MAGIC, Codec, validate_key_id
 from casstore.errors import ConfigurationError, IntegrityError
 
 CHUNKED_OBJECT_FORMAT_VERSION = 3
