@@ -20,13 +20,8 @@ from typing import cast
 
 from casstore._cache import ByteLRU, SingleFlight
 from casstore._deadline import Deadline
-from casstore._format.chunked import (
-    MAX_FRAME_SIZE,
-    Location,
-    Manifest,
-    decode_frame,
-    decode_manifest,
-)
+from casstore._format.chunked import MAX_FRAME_SIZE, Location, Manifest
+from casstore._format.chunked_read import decode_frame, decode_manifest
 from casstore._format.compression import max_object_size
 from casstore._format.digest import content_digest
 from casstore._format.encrypted import ObjectCipher

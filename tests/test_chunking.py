@@ -21,7 +21,8 @@ from temporalio.converter import (
 from casstore import CasStorageDriver, KeyRing
 from casstore._chunk_write import build_chunked
 from casstore._chunker import cut, split_payload
-from casstore._format.chunked import Location, decode_manifest, encode_chunked_object, encode_frame
+from casstore._format.chunked import Location, encode_chunked_object, encode_frame
+from casstore._format.chunked_read import decode_manifest
 from casstore._format.claims import parse_claim_data
 from casstore._format.digest import content_digest as plain_digest
 from casstore._format.keys import object_key

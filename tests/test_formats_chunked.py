@@ -18,7 +18,8 @@ from casstore import CasStorageDriver, KeyRing
 from casstore._chunk_write import build_chunked
 from casstore._chunker import Cut, split_payload
 from casstore._crypto import Ciphers
-from casstore._format.chunked import Location, decode_manifest
+from casstore._format.chunked import Location
+from casstore._format.chunked_read import decode_manifest
 from casstore._format.digest import content_digest as plain_digest
 from casstore._format.encrypted import ObjectCipher
 from casstore._format.keys import object_key

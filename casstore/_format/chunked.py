@@ -48,12 +48,10 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import zstandard
-
 from casstore._format.compression import compress, max_object_size
 from casstore._format.encrypted import TAG_SIZE, ObjectCipher
-from casstore._format.header import MAGIC, Codec, validate_key_id
-from casstore.errors import ConfigurationError, IntegrityError
+from casstore._format.header import MAGIC, validate_key_id
+from casstore.errors import ConfigurationError
 
 CHUNKED_OBJECT_FORMAT_VERSION = 3
 CIPHER_NONE = 0
@@ -65,11 +63,11 @@ MAX_FRAME_SIZE = 4 * 1024 * 1024
 MIN_READ_CHUNK = 64
 """Readers refuse manifests whose chunks average less (a bound on manifest size)."""
 ENTRY = struct.Struct(">32sIHIII")
-_U32 = struct.Struct(">I")
-_U16 = struct.Struct(">H")
-_FIXED = 6  # magic, version, cipher, key id length
-_FRAME_AD = b"CAS3F"
-_LENGTH_AD = b"CAS3L"
+U32 = struct.Struct(">I")
+U16 = struct.Struct(">H")
+FIXED_SIZE = 6  # magic, version, cipher, key id length
+FRAME_AD = b"CAS3F"
+LENGTH_AD = b"CAS3L"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +113,12 @@ def _prefix(key_id: str | None, references: Sequence[bytes]) -> bytes:
             raise ValueError(str(exc)) from exc
         cipher_byte = CIPHER_AES_256_GCM_SIV
     head = MAGIC + bytes((CHUNKED_OBJECT_FORMAT_VERSION, cipher_byte, len(raw_id))) + raw_id
-    return head + _U16.pack(len(references)) + b"".join(references)
+    return head + U16.pack(len(references)) + b"".join(references)
 
 
 def frame_associated(key: str, frame_offset: int) -> bytes:
     """Associated data a sealed frame is bound to: its object's key and its offset."""
-    return _FRAME_AD + key.encode("utf-8") + _U32.pack(frame_offset)
+    return FRAME_AD + key.encode("utf-8") + U32.pack(frame_offset)
 
 
 def encode_frame(
@@ -181,8 +179,8 @@ def encode_chunked_object(
     )
     offsets = frame_offsets(data_start, frames)
     index = {ref: i + 1 for i, ref in enumerate(references)}
-    parts = [_U32.pack(size), _U32.pack(len(head)), head, _U32.pack(len(tail)), tail]
-    parts.append(_U32.pack(len(chunks)))
+    parts = [U32.pack(size), U32.pack(len(head)), head, U32.pack(len(tail)), tail]
+    parts.append(U32.pack(len(chunks)))
     for chunk_digest, where in chunks:
         if where.source is None:
             source, frame_offset = 0, offsets[where.frame_offset]
@@ -195,10 +193,10 @@ def encode_chunked_object(
         )
     manifest = b"".join(parts)
     stored = len(manifest) + (0 if cipher is None else TAG_SIZE)
-    length = _U32.pack(stored)
+    length = U32.pack(stored)
     encoded_key = key.encode("utf-8")
     if cipher is not None:
-        length = cipher.seal(length, digest=digest, associated=prefix + encoded_key + _LENGTH_AD)
+        length = cipher.seal(length, digest=digest, associated=prefix + encoded_key + LENGTH_AD)
         manifest = cipher.seal(manifest, digest=digest, associated=prefix + length + encoded_key)
     header = prefix + length
     if len(header) + len(manifest) != data_start:
@@ -222,7 +220,7 @@ def data_start_for(
     key_id_size = 0 if cipher is None else len(cipher.key_id)
     extra = 0 if cipher is None else 2 * TAG_SIZE
     manifest = 16 + head + tail + ENTRY.size * chunks
-    return _FIXED + key_id_size + 2 + DIGEST_SIZE * references + _U32.size + manifest + extra
+    return FIXED_SIZE + key_id_size + 2 + DIGEST_SIZE * references + U32.size + manifest + extra
 
 
 def max_chunked_object_size(size: int) -> int:
@@ -232,241 +230,5 @@ def max_chunked_object_size(size: int) -> int:
     would); the manifest is bounded as :func:`decode_manifest` checks.
     """
     manifest = 16 + size + ENTRY.size * (size // MIN_READ_CHUNK + 2) + 2 * TAG_SIZE
-    header = _FIXED + 255 + 2 + DIGEST_SIZE * MAX_REFERENCES + _U32.size
+    header = FIXED_SIZE + 255 + 2 + DIGEST_SIZE * MAX_REFERENCES + U32.size
     return max_object_size(size) + manifest + header
-
-
-def _bad(message: str, key: str) -> IntegrityError:
-    return IntegrityError(f"chunked object {message} [key={key}]", key=key)
-
-
-def manifest_extent(obj: bytes | memoryview, *, key: str) -> tuple[int, tuple[bytes, ...]] | None:
-    """From an object's first bytes: where its manifest ends, and its references.
-
-    Returns:
-        ``(end, references)``, or ``None`` if ``obj`` is too short to tell
-        (read more). For an encrypted object ``end`` needs the key, so it is
-        ``-1``; the references are readable without it.
-
-    Raises:
-        IntegrityError: The header is malformed.
-    """
-    if len(obj) < _FIXED:
-        return None
-    if not is_chunked(obj):
-        raise _bad("has no format 3 header", key)
-    cipher_byte, id_length = obj[4], obj[5]
-    if cipher_byte not in (CIPHER_NONE, CIPHER_AES_256_GCM_SIV):
-        raise _bad(f"names unknown cipher {cipher_byte}", key)
-    if (cipher_byte == CIPHER_NONE) != (id_length == 0):
-        raise _bad("has a key id that does not match its cipher", key)
-    at = _FIXED + id_length
-    if len(obj) < at + 2:
-        return None
-    count = _U16.unpack_from(obj, at)[0]
-    at += 2
-    end_refs = at + DIGEST_SIZE * count
-    length_size = _U32.size + (0 if cipher_byte == CIPHER_NONE else TAG_SIZE)
-    if len(obj) < end_refs + length_size:
-        return None
-    references = tuple(
-        bytes(obj[at + i * DIGEST_SIZE : at + (i + 1) * DIGEST_SIZE]) for i in range(count)
-    )
-    if cipher_byte != CIPHER_NONE:
-        return -1, references
-    manifest_size = _U32.unpack_from(obj, end_refs)[0]
-    return end_refs + length_size + manifest_size, references
-
-
-def decode_manifest(
-    obj: bytes | memoryview,
-    *,
-    key: str,
-    size: int | None,
-    own_digest: bytes,
-    cipher: ObjectCipher | None,
-    max_size: int = 0,
-) -> Manifest:
-    """Read and check a format 3 object's header and manifest.
-
-    Args:
-        obj: The object (or at least its header and manifest).
-        key: Its key (named in errors, and bound into sealed parts).
-        size: The serialized payload size the claim promises; None to take the
-            manifest's word for it (tooling), up to ``max_size``.
-        own_digest: The claim's digest: no object may reference itself.
-        cipher: The cipher the claim's key id names, or None for a plain claim.
-        max_size: With ``size=None``, the largest payload size accepted.
-
-    Raises:
-        IntegrityError: Any field is malformed, inconsistent with the claim,
-            or fails authentication; nothing is requested or allocated past
-            the claim's bounds first.
-    """
-    extent = manifest_extent(obj, key=key)
-    if extent is None:
-        raise _bad(f"is truncated in its header ({len(obj)} bytes)", key)
-    id_length = obj[5]
-    raw_id = bytes(obj[_FIXED : _FIXED + id_length])
-    key_id = raw_id.decode("ascii", "replace") if id_length else None
-    claimed = None if cipher is None else cipher.key_id
-    if key_id != claimed:
-        found = "not encrypted" if key_id is None else f"encrypted with key {key_id!r}"
-        wanted = "not encrypted" if claimed is None else f"encrypted with key {claimed!r}"
-        raise _bad(f"is {found}, its claim says {wanted}", key)
-    references = extent[1]
-    if own_digest in references:
-        raise _bad("references itself", key)
-    if len(set(references)) != len(references):
-        raise _bad("lists a referenced object twice", key)
-    length_at = _FIXED + id_length + 2 + DIGEST_SIZE * len(references)
-    if cipher is None:
-        manifest_at = length_at + _U32.size
-        stored = _U32.unpack_from(obj, length_at)[0]
-    else:
-        manifest_at = length_at + _U32.size + TAG_SIZE
-        prefix = bytes(obj[:length_at])
-        sealed = cipher.open(
-            obj[length_at:manifest_at],
-            digest=own_digest,
-            associated=prefix + key.encode("utf-8") + _LENGTH_AD,
-            key=key,
-        )
-        stored = _U32.unpack(sealed)[0]
-    bound = max_size if size is None else size
-    # A manifest needs 16 bytes and one entry per MIN_READ_CHUNK of payload at most.
-    limit = (
-        16
-        + bound
-        + ENTRY.size * (bound // MIN_READ_CHUNK + 2)
-        + (0 if cipher is None else TAG_SIZE)
-    )
-    if stored > limit:
-        raise _bad(
-            f"declares a {stored}-byte manifest, above {limit} for a {bound}-byte payload", key
-        )
-    data_start = manifest_at + stored
-    if len(obj) < data_start:
-        raise _bad(f"is truncated in its manifest ({len(obj)} of {data_start} bytes)", key)
-    body: bytes | memoryview = memoryview(obj)[manifest_at:data_start]
-    if cipher is not None:
-        associated = bytes(obj[:manifest_at]) + key.encode("utf-8")
-        body = cipher.open(body, digest=own_digest, associated=associated, key=key)
-    return _parse_manifest(
-        body,
-        key=key,
-        size=size,
-        max_size=max_size,
-        references=references,
-        key_id=key_id,
-        data_start=data_start,
-    )
-
-
-def _parse_manifest(
-    body: bytes | memoryview,
-    *,
-    key: str,
-    size: int | None,
-    max_size: int,
-    references: tuple[bytes, ...],
-    key_id: str | None,
-    data_start: int,
-) -> Manifest:
-    view = memoryview(body)
-    at = 0
-
-    def take(n: int) -> memoryview:
-        nonlocal at
-        if at + n > len(view):
-            raise _bad("has a truncated manifest", key)
-        piece = view[at : at + n]
-        at += n
-        return piece
-
-    declared = _U32.unpack(take(4))[0]
-    if size is None:
-        if declared > max_size:
-            raise _bad(f"is for a {declared}-byte payload, above the {max_size} allowed", key)
-        size = declared
-    elif declared != size:
-        raise _bad(f"is for a {declared}-byte payload, its claim says {size}", key)
-    head = bytes(take(_U32.unpack(take(4))[0]))
-    tail = bytes(take(_U32.unpack(take(4))[0]))
-    count = _U32.unpack(take(4))[0]
-    if count * ENTRY.size != len(view) - at:
-        raise _bad(f"manifest lists {count} chunks in {len(view) - at} bytes", key)
-    total = len(head) + len(tail)
-    chunks: list[tuple[bytes, Location]] = []
-    for _ in range(count):
-        digest, length, source, frame_offset, frame_size, offset = ENTRY.unpack(take(ENTRY.size))
-        if source > len(references):
-            raise _bad(f"names referenced object {source} of {len(references)}", key)
-        if length == 0 or offset + length > MAX_FRAME_SIZE:
-            raise _bad(f"has a chunk of {length} bytes at {offset} of its frame", key)
-        if frame_size == 0 or frame_size > MAX_FRAME_SIZE + 1024:
-            raise _bad(f"has a frame of {frame_size} bytes", key)
-        if source == 0 and frame_offset < data_start:
-            raise _bad(f"has a frame at {frame_offset}, inside its own header or manifest", key)
-        total += length
-        where = Location(
-            source=None if source == 0 else references[source - 1],
-            frame_offset=frame_offset,
-            frame_size=frame_size,
-            offset=offset,
-            length=length,
-        )
-        chunks.append((bytes(digest), where))
-    if total != size:
-        raise _bad(f"manifest adds up to {total} bytes, its claim says {size}", key)
-    return Manifest(size, head, tail, tuple(chunks), references, key_id, data_start)
-
-
-def decode_frame(
-    frame: bytes | memoryview,
-    *,
-    key: str,
-    frame_offset: int,
-    cipher: ObjectCipher | None,
-    digest: bytes,
-    needed: int,
-) -> bytes:
-    """Open (if sealed) and decode one frame of the object at ``key``.
-
-    Args:
-        frame: The frame's stored bytes.
-        key: The key of the object holding it.
-        frame_offset: Where it sits in that object (bound into a sealed frame).
-        cipher: The cipher, or None for a plain object.
-        digest: The digest of the object holding it (a sealed frame's nonce).
-        needed: The least decoded size the manifest's chunks need.
-
-    Raises:
-        IntegrityError: Bad codec, failed authentication, a zstd frame that
-            declares more than :data:`MAX_FRAME_SIZE` or less than needed.
-    """
-    if cipher is not None:
-        frame = cipher.open(
-            frame, digest=digest, associated=frame_associated(key, frame_offset), key=key
-        )
-    if len(frame) < 1:
-        raise _bad(f"has an empty frame at {frame_offset}", key)
-    codec_byte, body = frame[0], memoryview(frame)[1:]
-    if codec_byte == Codec.RAW:
-        data = bytes(body)
-    elif codec_byte == Codec.ZSTD:
-        try:
-            declared = zstandard.frame_content_size(body)
-        except zstandard.ZstdError as exc:
-            raise _bad(f"has a corrupt zstd frame at {frame_offset}: {exc}", key) from exc
-        if declared < needed or declared > MAX_FRAME_SIZE:
-            raise _bad(f"has a frame at {frame_offset} declaring {declared} bytes", key)
-        try:
-            data = zstandard.ZstdDecompressor().decompress(body, max_output_size=declared)
-        except zstandard.ZstdError as exc:
-            raise _bad(f"has a corrupt zstd frame at {frame_offset}: {exc}", key) from exc
-    else:
-        raise _bad(f"has a frame of unknown codec {codec_byte} at {frame_offset}", key)
-    if len(data) < needed:
-        raise _bad(f"has a frame at {frame_offset} of {len(data)} bytes, {needed} needed", key)
-    return data

@@ -20,7 +20,8 @@ import blake3
 import zstandard
 
 from casstore._crypto import Ciphers
-from casstore._format.chunked import decode_manifest, is_chunked
+from casstore._format.chunked import is_chunked
+from casstore._format.chunked_read import decode_manifest
 from casstore._format.digest import content_hasher
 from casstore._format.encrypted import TAG_SIZE, ObjectCipher, associated_data
 from casstore._format.header import Codec, ObjectHeader, read_header

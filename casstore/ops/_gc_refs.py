@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from casstore._format.chunked import is_chunked, manifest_extent
+from casstore._format.chunked import is_chunked
+from casstore._format.chunked_read import manifest_extent
 from casstore._format.keys import object_key
 from casstore._format.trash import trash_key
 from casstore.backends._base import Backend
