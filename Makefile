@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-ops fuzz reliability clean browser
+.PHONY: demo test lint bench bench-ops bench-agent fuzz reliability clean browser
 
 # The Web UI test drives Debian's chromium through Playwright (Playwright's own
 # browser download needs the internet). Idempotent; a failed install fails `make test`.
@@ -47,6 +47,10 @@ bench: $(BIN)/.installed
 
 bench-ops: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.ops $(BENCH_ARGS)
+
+bench-agent: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[bench-agent]'
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.agent --png docs/benchmarks-agent.png $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -55,33 +55,35 @@ class Split:
     """Length of the bytes after ``data`` (fields numbered after it)."""
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def split_payload(payload: Payload, serialized: bytes) -> Split | None:
     """Find ``payload.data`` inside its deterministic serialization.
 
     Deterministic serialization writes fields in number order: the metadata map
-    (1), then ``data`` (2) as tag, length and bytes, then later fields. The
-    span is checked byte for byte, so a layout this does not expect yields
-    ``None`` (the payload is then stored whole) rather than a wrong split.
+    (1), then ``data`` (2) as its tag (``0x12``), a varint length and the
+    bytes, then later fields. The tag and length are read from ``serialized``
+    itself, so no copy of the data is made; a layout this does not expect
+    yields ``None`` (the payload is then stored whole). A split only decides
+    what is chunked: any split reassembles to exactly ``serialized``.
     """
-    data = payload.data
-    if not data:
-        return None
     meta = Payload()
     meta.metadata.MergeFrom(payload.metadata)
-    head = len(meta.SerializeToString(deterministic=True)) + 1 + len(_varint(len(data)))
-    end = head + len(data)
-    if end > len(serialized) or memoryview(serialized)[head:end] != data:
+    at = len(meta.SerializeToString(deterministic=True))
+    if at >= len(serialized) or serialized[at] != 0x12:
         return None
-    return Split(head=head, tail=len(serialized) - end)
+    length, shift, at = 0, 0, at + 1
+    while at < len(serialized) and shift < 64:
+        byte = serialized[at]
+        length |= (byte & 0x7F) << shift
+        at += 1
+        shift += 7
+        if not byte & 0x80:
+            break
+    else:
+        return None
+    end = at + length
+    if length == 0 or end > len(serialized):
+        return None
+    return Split(head=at, tail=len(serialized) - end)
 
 
 def chunker_seed(cipher: ObjectCipher | None) -> int:

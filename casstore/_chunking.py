@@ -26,6 +26,13 @@ from casstore._format.keys import object_key
 from casstore._requests import Requests
 from casstore.backends._aio import gather_cancel_on_error
 
+MAX_SOURCES = 16
+"""Most earlier objects one payload reads chunks from. A cold reader fetches one
+range per source, so a long conversation whose every turn added a little would
+otherwise make its reader wait for one request per turn; the chunks of the
+sources contributing least are written again instead, into this object, where
+later payloads find them together (docs/formats.md, "Writer's choices")."""
+
 Vouch = Callable[[str, Deadline], Coroutine[Any, Any, bool]]
 
 
@@ -79,6 +86,8 @@ class ChunkWriter:
                 if not alive:
                     sources.discard(source)
                     self.index.discard_source(location, key_id, source)
+        if len(sources) > MAX_SOURCES:
+            sources = _most_used(found, sources)
         usable = [
             where if where is not None and where.source in sources else None for where in found
         ]
@@ -94,3 +103,13 @@ class ChunkWriter:
             key=key,
         )
         return await self._run.cpu(len(data), build)
+
+
+def _most_used(found: list[Location | None], sources: set[bytes]) -> set[bytes]:
+    """The :data:`MAX_SOURCES` sources holding the most of this payload's bytes."""
+    held: dict[bytes, int] = {}
+    for where in found:
+        if where is not None and where.source in sources:
+            held[where.source] = held.get(where.source, 0) + where.length
+    ranked = sorted(held, key=lambda source: (-held[source], source))
+    return set(ranked[:MAX_SOURCES])

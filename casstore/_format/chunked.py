@@ -201,7 +201,7 @@ def encode_chunked_object(
     header = prefix + length
     if len(header) + len(manifest) != data_start:
         raise AssertionError("format 3 layout miscomputed")  # a bug here, never input
-    return header + manifest + b"".join(frames)
+    return b"".join((header, manifest, *frames))
 
 
 def frame_offsets(data_start: int, frames: Sequence[bytes]) -> list[int]:
