@@ -78,10 +78,10 @@ def test_the_index_page_has_classifiers_and_project_urls(wheel: Path) -> None:
         "License :: OSI Approved :: MIT License",
     ):
         assert expected in classifiers, sorted(classifiers)
-    urls = dict(
-        (part.strip() for part in value.split(",", 1))
-        for value in metadata.get_all("Project-URL") or []
-    )
+    urls: dict[str, str] = {}
+    for value in metadata.get_all("Project-URL") or []:
+        label, _, url = value.partition(",")
+        urls[label.strip()] = url.strip()
     home = "https://github.com/casstore/casstore"
     assert urls["Homepage"] == home
     assert urls["Source"] == home
