@@ -1,4 +1,4 @@
-"""Test helpers: the backend conformance suite, and the backend wrappers.
+"""Test helpers: the backend conformance suite, the driver suite, and the backend wrappers.
 
 :class:`BackendTests` is the contract every backend must meet. A backend's
 test module subclasses it, supplies a ``backend`` fixture (an empty store),
@@ -7,6 +7,11 @@ to read and write the underlying storage directly, bypassing the backend under
 test, so that the suite can check what the backend really stored. A ``Test*``
 subclass that does not define them is a ``TypeError`` when it is defined, so
 the suite fails loudly at collection instead of being skipped or passing.
+
+:class:`DriverTests` runs :class:`~casstore.CasStorageDriver` on the same
+``backend`` fixture and checks what the driver costs and survives there
+(dedup, races, refresh, vanished objects, hostile claims); a backend's test
+module inherits both suites.
 
 The wrappers (:class:`CountingBackend`, :class:`FailingBackend`,
 :class:`LatencyBackend`) live in :mod:`casstore.backends` (which needs no
@@ -26,11 +31,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from casstore._driver_suite import DriverTests
 from casstore.backends._base import Backend
 from casstore.backends._wrappers import CountingBackend, FailingBackend, LatencyBackend
 from casstore.errors import IntegrityError, ObjectNotFoundError
 
-__all__ = ["BackendTests", "CountingBackend", "FailingBackend", "LatencyBackend"]
+__all__ = ["BackendTests", "CountingBackend", "DriverTests", "FailingBackend", "LatencyBackend"]
 
 _KEY = "v1/default/order-42/" + "ab" * 32
 

@@ -32,7 +32,7 @@ from casstore.errors import (
     PayloadTooLargeError,
 )
 from casstore.testing import CountingBackend, FailingBackend, LatencyBackend
-from tests.helpers import big_json, in_workflow, make_converter, reference_of
+from tests.support.sdk import big_json, in_workflow, make_converter, reference_of
 
 
 def counted(inner: Backend | None = None) -> CountingBackend:

@@ -8,10 +8,8 @@ faults gone, every reference in every history must decode (0 payloads lost).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-import pytest
 from temporalio.client import Client
 from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
 from temporalio.worker import Worker
@@ -23,15 +21,9 @@ from casstore.history import history_references, workflow_task_failures
 from casstore.plugin import CasStorePlugin
 from testrig import TemporalDevServer
 from testrig.chaos import ChaosProxy
-from tests.s3_fixtures import S3Target, s3_place
+from tests.support.s3 import S3Target, s3_place
 
 FAULT_RATE = 0.1
-
-
-@pytest.fixture(scope="module")
-def temporal() -> Iterator[TemporalDevServer]:
-    with TemporalDevServer() as server:
-        yield server
 
 
 async def test_fan_out_completes_with_no_payload_lost_while_10_percent_of_s3_requests_fail(

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -48,39 +48,16 @@ from casstore.history import (
 )
 from casstore.plugin import CasStorePlugin
 from testrig import AzuriteBlobServer, TemporalDevServer
-from tests.e2e_workflows import ActivityElsewhere, ManySmall, WaitsForSignal, describe, echo
-from tests.objectstore_fixtures import DEAD_ENDPOINT, objstore_place
-from tests.s3_fixtures import S3Place, S3Target
-from tests.s3_fixtures import s3_place as open_s3_place
+from tests.support.cli import s3_url
+from tests.support.objectstore import DEAD_ENDPOINT, objstore_place
+from tests.support.s3 import S3Place
+from tests.support.workflows_e2e import ActivityElsewhere, ManySmall, WaitsForSignal, describe, echo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WAIT_SECONDS = 60.0
 
 
 # Servers and stores.
-
-
-@pytest.fixture(scope="module")
-def temporal() -> Iterator[TemporalDevServer]:
-    with TemporalDevServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def s3_place(rclone_s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[S3Place]:
-    """A fresh bucket on rclone's S3 server (tests/s3_fixtures.py).
-
-    S3Backend takes credentials from the AWS chain, never from URLs: they go in
-    the environment, which worker subprocesses inherit.
-    """
-    assert rclone_s3.access_key is not None
-    assert rclone_s3.secret_key is not None
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", rclone_s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", rclone_s3.secret_key)
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    async with open_s3_place(rclone_s3) as place:
-        yield place
 
 
 @pytest.fixture
@@ -108,12 +85,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "azure":
         url: str = request.getfixturevalue("azure_url")
         return url
-    place: S3Place = request.getfixturevalue("s3_place")
-    target = place.target
-    return (
-        f"s3://{place.bucket}/{place.prefix}?endpoint_url={target.endpoint_url}"
-        f"&region={target.region}&conditional_writes={str(target.conditional_writes).lower()}"
-    )
+    place: S3Place = request.getfixturevalue("rclone_place")
+    return s3_url(place)
 
 
 def unique(prefix: str) -> str:
@@ -264,7 +237,7 @@ def start_worker_process(temporal: TemporalDevServer, task_queue: str, store: st
         [
             sys.executable,
             "-m",
-            "tests.e2e_worker",
+            "tests.support.e2e_worker",
             "--address",
             temporal.address,
             "--task-queue",
@@ -353,14 +326,16 @@ async def test_a_history_replays_with_a_replayer_configured_with_casstore(
 
 
 async def test_payloads_of_the_sdk_s3_driver_stay_readable_after_moving_to_casstore(
-    temporal: TemporalDevServer, store_url: str, s3_place: S3Place
+    temporal: TemporalDevServer, store_url: str, rclone_place: S3Place
 ) -> None:
     from temporalio.contrib.aws.s3driver import S3StorageDriver
     from temporalio.contrib.aws.s3driver.aioboto3 import new_aioboto3_client
 
     document = make_document(50 * 1024)
     workflow_id, task_queue = unique("migrate"), unique("q")
-    sdk_driver = S3StorageDriver(client=new_aioboto3_client(s3_place.raw), bucket=s3_place.bucket)
+    sdk_driver = S3StorageDriver(
+        client=new_aioboto3_client(rclone_place.raw), bucket=rclone_place.bucket
+    )
     old_client = await Client.connect(
         temporal.address, data_converter=sdk_only_converter(sdk_driver)
     )
@@ -554,6 +529,7 @@ def test_the_demo_prints_its_summary(temporal: TemporalDevServer, tmp_path: Path
     assert any(store.iterdir())
 
 
+@pytest.mark.integration  # the demo starts its own dev server
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_the_demo_stops_its_worker_and_server_on_ctrl_c(
     tmp_path: Path, sig: signal.Signals, code: int

@@ -28,7 +28,7 @@ from casstore.backends import Backend, LocalBackend, MemoryBackend
 from casstore.errors import ClaimError, IntegrityError, MissingKeyError
 from casstore.plugin import CasStorePlugin
 from casstore.testing import CountingBackend
-from tests.helpers import big_json, in_workflow, make_converter, reference_of
+from tests.support.sdk import big_json, in_workflow, make_converter, reference_of
 
 K1 = bytes(range(32))
 K2 = bytes(range(100, 132))

@@ -35,7 +35,7 @@ from casstore.backends import Backend, LocalBackend, MemoryBackend
 from casstore.errors import ObjectNotFoundError
 from casstore.ops._gc_sweep import LockHeldError, Plan, apply_plan, gc_lock, plan_sweep
 from casstore.testing import LatencyBackend
-from tests.s3_fixtures import S3Target, s3_place
+from tests.support.s3 import S3Target, s3_place
 
 NS = "default"
 POLICY = LifecyclePolicy(refresh_after=timedelta(seconds=0.2), claim_delay=timedelta(seconds=1))
@@ -49,7 +49,8 @@ def policy() -> LifecyclePolicy:
     return POLICY
 
 
-@pytest.fixture(params=["memory", "local", "moto"])
+# S3 needs a server: that parameter alone is an integration test (tests/conftest.py).
+@pytest.fixture(params=["memory", "local", pytest.param("moto", marks=pytest.mark.integration)])
 async def backend(
     request: pytest.FixtureRequest, tmp_path: Path, policy: LifecyclePolicy
 ) -> AsyncIterator[Backend]:
@@ -160,7 +161,15 @@ async def test_dry_run_plans_change_nothing(backend: Backend) -> None:
 
 
 # rclone too: it cannot report a lost create race, so writers check first there.
-@pytest.mark.parametrize("backend", ["local", "moto", "rclone"], indirect=True)
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "local",
+        pytest.param("moto", marks=pytest.mark.integration),
+        pytest.param("rclone", marks=pytest.mark.integration),
+    ],
+    indirect=True,
+)
 async def test_claim_handed_out_from_a_dedup_hit_during_the_sweep_stays_readable(
     backend: Backend,
 ) -> None:

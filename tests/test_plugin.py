@@ -26,7 +26,7 @@ from casstore.demo import FanOutChild
 from casstore.errors import ConfigurationError
 from casstore.plugin import CasStorePlugin, DriverOptions
 from casstore.testing import CountingBackend
-from tests.helpers import OpenCloseBackend, big_json, in_workflow, make_converter, reference_of
+from tests.support.sdk import OpenCloseBackend, big_json, in_workflow, make_converter, reference_of
 
 
 class TaggingCodec(PayloadCodec):

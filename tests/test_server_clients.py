@@ -26,7 +26,10 @@ from temporalio.worker import Worker
 
 from casstore.plugin import CasStorePlugin
 from testrig import CodecServerProcess, TemporalDevServer, find_temporal_cli, free_port
-from tests.server_workflows import ShipOrder
+from tests.support.workflows_server import ShipOrder
+
+# A codec server, a Temporal dev server and chromium.
+pytestmark = pytest.mark.integration
 
 ARTIFACTS = Path(os.environ.get("CASSTORE_TEST_ARTIFACTS", "test-artifacts"))
 CHROMIUM = "/usr/bin/chromium"

@@ -30,10 +30,10 @@ from casstore import CasStorageDriver, KeyRing
 from casstore._claim import parse_claim_data
 from casstore.backends import MemoryBackend
 from casstore.server import bearer_token_authorizer, create_app
-from tests.helpers import OpenCloseBackend
-from tests.s3_fixtures import S3Target, s3_place
-from tests.server_codec import ENCODING as ENCRYPTED
-from tests.server_codec import EncryptionCodec
+from tests.support.codec import ENCODING as ENCRYPTED
+from tests.support.codec import EncryptionCodec
+from tests.support.s3 import S3Target, s3_place
+from tests.support.sdk import OpenCloseBackend
 
 JSON = {"Content-Type": "application/json"}
 ORDER = {"customer": "ada", "items": ["sku-1", "sku-2"]}
