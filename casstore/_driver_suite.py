@@ -74,7 +74,7 @@ def in_workflow(
     )
 
 
-def big_json(size: int, seed: int = 0) -> dict[str, object]:
+def big_json(size: int, seed: int = 0) -> dict[str, list[dict[str, object]]]:
     """A JSON-like value of roughly ``size`` bytes that compresses like real data."""
     rows: list[dict[str, object]] = []
     i = 0

@@ -44,7 +44,9 @@ from casstore.ops._gc_sweep import apply_plan, plan_sweep
 from casstore.plugin import CasStorePlugin
 from testrig import TemporalDevServer, find_temporal_cli, free_port
 from tests.support.cli import s3_url
+from tests.support.gc import context, key_of, writer_for
 from tests.support.s3 import S3Place
+from tests.support.wait import wait_until
 from tests.support.workflows_gc import (
     AbandonedChild,
     AbandoningParent,
@@ -55,7 +57,6 @@ from tests.support.workflows_gc import (
     Sleeps,
     shout,
 )
-from tests.test_gc_race import context, key_of, writer_for
 
 POLICY = LifecyclePolicy(refresh_after=timedelta(seconds=0.5), claim_delay=timedelta(seconds=0.5))
 GRACE = "2s"
@@ -132,13 +133,11 @@ def delete_workflow(temporal: TemporalDevServer, workflow_id: str) -> None:
 
 
 async def wait_until_unlisted(client: Client, workflow_ids: set[str]) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
+    async def unlisted() -> bool:
         listed = {execution.id async for execution in client.list_workflows()}
-        if not listed & workflow_ids:
-            return
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"still listed after {WAIT_SECONDS}s: {listed & workflow_ids}")
+        return not listed & workflow_ids
+
+    await wait_until(unlisted, WAIT_SECONDS, what=f"{sorted(workflow_ids)} leave the listing")
 
 
 @asynccontextmanager
@@ -251,13 +250,11 @@ async def test_gc_deletes_exactly_what_temporal_no_longer_has(
 
 
 async def _wait_for_activity(handle: Any) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
+    async def completed() -> bool:
         history = await handle.fetch_history()
-        if any(e.HasField("activity_task_completed_event_attributes") for e in history.events):
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("the sleeping workflow's activity never completed")
+        return any(e.HasField("activity_task_completed_event_attributes") for e in history.events)
+
+    await wait_until(completed, WAIT_SECONDS, what="the sleeping workflow's activity completes")
 
 
 async def _read_all(backend: Backend, client: Client, workflow_id: str) -> None:

@@ -24,7 +24,7 @@ from casstore._cli import main
 from casstore.backends import LocalBackend
 from testrig import CodecServerProcess
 from tests.support.codec import EncryptionCodec
-from tests.test_server_protocol import converter
+from tests.support.sdk import codec_converter
 
 ORDER = {"customer": "ada", "items": ["sku-1"]}
 REPO = Path(__file__).resolve().parent.parent
@@ -112,7 +112,7 @@ def test_without_the_server_extra_the_install_hint_is_given(tmp_path: Path) -> N
 def test_a_real_server_with_a_token_a_keyring_and_a_codec(tmp_path: Path) -> None:
     keyring_text = "k2026a:" + base64.b64encode(bytes(range(32))).decode()
     writer = CasStorageDriver(LocalBackend(tmp_path), keyring=KeyRing.from_text(keyring_text))
-    history = asyncio.run(converter(writer, codec=EncryptionCodec()).encode([ORDER]))
+    history = asyncio.run(codec_converter(writer, codec=EncryptionCodec()).encode([ORDER]))
     body = json_format.MessageToJson(Payloads(payloads=history)).encode()
     server = CodecServerProcess(
         "--store", str(tmp_path), "--port", "0", "--namespace", "default",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from temporalio.api.common.v1 import Payload
 from temporalio.api.sdk.v1.external_storage_pb2 import ExternalStorageReference
+from temporalio.converter import DataConverter, PayloadCodec, StorageDriver
 
 # The converter wiring and test data the driver suite uses too.
 from casstore._driver_suite import big_json, in_workflow, make_converter
@@ -14,10 +16,23 @@ from casstore.backends import CountingBackend, MemoryBackend
 __all__ = [
     "OpenCloseBackend",
     "big_json",
+    "codec_converter",
     "in_workflow",
     "make_converter",
     "reference_of",
 ]
+
+
+def codec_converter(
+    *drivers: StorageDriver,
+    namespace: str = "default",
+    workflow_id: str = "order-42",
+    codec: PayloadCodec | None = None,
+    threshold: int = 0,
+) -> DataConverter:
+    """A worker's converter with a payload codec, bound to a workflow as the SDK binds it."""
+    plain = dataclasses.replace(make_converter(*drivers, threshold=threshold), payload_codec=codec)
+    return in_workflow(plain, workflow_id, namespace=namespace, workflow_type=None)
 
 
 def reference_of(payload: Payload) -> ExternalStorageReference:
