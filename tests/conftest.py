@@ -7,10 +7,13 @@ per session, a Temporal dev server once per module (a module can pass it
 The ``integration`` marker: a test that needs a real server or browser is
 marked ``integration``, so that ``pytest -m "not integration"`` runs the unit
 tests alone, fast and without starting anything. The marking is automatic for
-every test using a fixture named in :data:`SERVER_FIXTURES` (directly or through
-other fixtures); a module that starts a server itself sets
-``pytestmark = pytest.mark.integration``. A test that is not marked and starts a
-server anyway fails, naming the server, so a missing mark cannot go unnoticed.
+every test using a fixture defined with ``@server_fixture``
+(tests/support/servers.py), directly or through other fixtures; a test that
+starts a server itself, or picks a server fixture by name at run time, carries
+``@pytest.mark.integration`` (or its module sets ``pytestmark``, or its
+parameter ``pytest.param(..., marks=pytest.mark.integration)``). A test that is
+not marked and starts a testrig server anyway fails, naming the server, so a
+missing mark cannot go unnoticed.
 """
 
 from __future__ import annotations
@@ -33,16 +36,10 @@ from tests.support.s3 import (
     put_credentials_in_env,
     s3_place,
 )
+from tests.support.servers import SERVER_FIXTURES, server_fixture
 
-SERVER_FIXTURES = frozenset(
-    {"temporal", "moto_s3", "rclone_s3", "env_s3", "azurite"}
-    # These pick a server fixture above by name, at run time.
-    | {"s3_target", "objstore_server"}
-)
-"""Fixtures that start (or reach) a real server: a test using one is ``integration``.
-
-Add a new server fixture's name here, in the same change that adds the fixture.
-"""
+# These pick a server fixture below by name, at run time.
+SERVER_FIXTURES.update({"s3_target", "objstore_server"})
 
 # The marker machinery.
 
@@ -71,8 +68,8 @@ def _refuse_unmarked(what: Callable[..., Any], name: str) -> Callable[..., Any]:
         if item is not None and item.get_closest_marker("integration") is None:
             raise RuntimeError(
                 f"{item.nodeid} starts a server ({name}) but is not marked integration: "
-                f"use a fixture in tests/conftest.py SERVER_FIXTURES, or set "
-                f"pytestmark = pytest.mark.integration in its module"
+                "define the fixture that starts it with @server_fixture "
+                "(tests/support/servers.py), or mark the test @pytest.mark.integration"
             )
         return what(*args, **kwargs)
 
@@ -94,7 +91,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # Temporal.
 
 
-@pytest.fixture(scope="module")
+@server_fixture(scope="module")
 def temporal(request: pytest.FixtureRequest) -> Iterator[TemporalDevServer]:
     """A dev server for the module; its extra flags come from the module's ``TEMPORAL_ARGS``."""
     extra_args: list[str] = list(getattr(request.module, "TEMPORAL_ARGS", ()))
@@ -105,20 +102,20 @@ def temporal(request: pytest.FixtureRequest) -> Iterator[TemporalDevServer]:
 # S3: two local servers, or your own endpoint (see tests/support/s3.py).
 
 
-@pytest.fixture(scope="session")
+@server_fixture(scope="session")
 def moto_s3() -> Iterator[S3Target]:
     with MotoS3Server() as server:
         yield S3Target.of_server("moto", server, conditional_writes=True)
 
 
-@pytest.fixture(scope="session")
+@server_fixture(scope="session")
 def rclone_s3() -> Iterator[S3Target]:
     # rclone ignores If-None-Match: it cannot report a lost create race.
     with RcloneS3Server() as server:
         yield S3Target.of_server("rclone", server, conditional_writes=False)
 
 
-@pytest.fixture(scope="session")
+@server_fixture(scope="session")
 def env_s3() -> S3Target:
     target = S3Target.from_env()
     if target is None:
@@ -163,7 +160,7 @@ async def rclone_place(
 # Object stores: moto and rclone (S3), Azurite (Azure), through obstore.
 
 
-@pytest.fixture(scope="session")
+@server_fixture(scope="session")
 def azurite() -> Iterator[AzuriteBlobServer]:
     with AzuriteBlobServer() as server:
         yield server

@@ -24,7 +24,7 @@ def leftover_temp_files(root: Path) -> list[str]:
 
 class TestLocalBackend(BackendTests, DriverTests):
     # Timestamps finer than a second: a short refresh_after keeps the suite quick.
-    refresh_after = timedelta(seconds=1.5)
+    refresh_after = timedelta(seconds=1)
 
     @pytest.fixture
     async def backend(self, tmp_path: Path) -> AsyncIterator[LocalBackend]:

@@ -9,7 +9,7 @@ from casstore.testing import BackendTests, DriverTests
 
 class TestMemoryBackend(BackendTests, DriverTests):
     # Timestamps finer than a second: a short refresh_after keeps the suite quick.
-    refresh_after = timedelta(seconds=1.5)
+    refresh_after = timedelta(seconds=1)
 
     @pytest.fixture
     async def backend(self) -> AsyncIterator[MemoryBackend]:

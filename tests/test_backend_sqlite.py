@@ -111,7 +111,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "backends.md"
 
 class TestSqliteBackend(BackendTests, DriverTests):
     # Timestamps finer than a second: a short refresh_after keeps the suite quick.
-    refresh_after = timedelta(seconds=1.5)
+    refresh_after = timedelta(seconds=1)
 
     @pytest.fixture
     async def backend(self, tmp_path: Path) -> AsyncIterator[SqliteBackend]:

@@ -32,6 +32,7 @@ from testrig import (
     free_port,
 )
 from testrig.chaos import Answer, ChaosProxy
+from tests.support.servers import server_fixture
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,14 +175,14 @@ def test_temporal_startup_failure_reports_log(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
+@server_fixture(scope="function")
 def moto_server() -> Iterator[MotoS3Server]:
     with MotoS3Server() as server:
         yield server
         server.reset()
 
 
-@pytest.fixture
+@server_fixture(scope="function")
 def rclone_server() -> Iterator[RcloneS3Server]:
     with RcloneS3Server() as server:
         yield server
