@@ -35,7 +35,7 @@ from temporalio.worker import Replayer, Worker
 
 import casstore
 from casstore._cli import main as cli_main
-from casstore._codec import encode_object
+from casstore._format.compression import encode_object
 from casstore.backends import Backend
 from casstore.history import (
     HistoryReference,

@@ -26,11 +26,13 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver
-from casstore._lifecycle import LifecyclePolicy, ensure_policy, read_policy, trash_key
+from casstore._format.manifest import LifecyclePolicy
+from casstore._format.trash import trash_key
+from casstore._freshness import ensure_policy, read_policy
 from casstore.backends import Backend, LocalBackend, MemoryBackend
+from casstore.backends._wrappers import LatencyBackend
 from casstore.errors import ObjectNotFoundError
 from casstore.ops._gc_sweep import LockHeldError, Plan, apply_plan, gc_lock, plan_sweep
-from casstore.testing import LatencyBackend
 from tests.support.gc import NS, context, key_of, writer_for
 from tests.support.s3 import S3Target, s3_place
 

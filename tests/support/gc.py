@@ -11,7 +11,7 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver
-from casstore._claim import parse_claim_data
+from casstore._format.claims import parse_claim_data
 from casstore.backends import Backend
 
 NS = "default"
