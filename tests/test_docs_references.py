@@ -146,3 +146,15 @@ def test_every_link_in_the_docs_reaches_a_file(page: Path) -> None:
         elif anchor and resolved.suffix == ".md" and anchor not in anchors_of(resolved):
             broken.append(f"{link}: no heading #{anchor} in {resolved.name}")
     assert not broken, f"{page.relative_to(REPO_ROOT)}:\n" + "\n".join(broken)
+
+
+def test_the_driver_page_documents_every_driver_option() -> None:
+    from casstore._driver_options import DriverOptions
+
+    text = (REPO_ROOT / "docs" / "driver.md").read_text(encoding="utf-8")
+    table = text[text.index("| `CasStorageDriver` option |") :].split("\n\n", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", table, flags=re.MULTILINE))
+    assert documented == set(DriverOptions.__annotations__), (
+        f"undocumented: {sorted(set(DriverOptions.__annotations__) - documented)}, "
+        f"not options: {sorted(documented - set(DriverOptions.__annotations__))}"
+    )
