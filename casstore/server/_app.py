@@ -194,11 +194,7 @@ class _Handler:
     async def handle(self, request: Request) -> Response:
         operation = request.path_params["operation"]
         if operation not in OPERATIONS:
-            return _error(
-                404,
-                f"unknown path {request.url.path}; expected /encode, /decode or "
-                "/download, optionally under /{namespace}/",
-            )
+            return _refused(request, 404, _unknown_path(request))
         try:
             namespace = self._namespace(request)
             await self._check_authorized(request, namespace)
@@ -207,13 +203,9 @@ class _Handler:
             async with self._slots:
                 return await self._respond(request, operation, namespace, body)
         except ProtocolError as exc:
-            level = logging.ERROR if exc.status >= 500 else logging.INFO
-            logger.log(
-                level, "%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.message
-            )
-            return _error(exc.status, exc.message, key=exc.key)
+            return _refused(request, exc.status, exc.message, key=exc.key)
         except ClientDisconnect:
-            return _error(400, "the client disconnected before sending the whole body")
+            return _refused(request, 400, "the client disconnected before sending the whole body")
         except Exception as exc:  # the server keeps serving and never shows a traceback
             logger.exception("%s %s failed", request.method, request.url.path)
             return _error(
@@ -329,13 +321,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
         message = f"method {request.method} not allowed on {request.url.path}; use POST"
-        response = _error(405, message)
+        response = _refused(request, 405, message)
         response.headers["Allow"] = "POST, OPTIONS"
         return response
     if exc.status_code == 404:
-        return _error(
-            404,
-            f"unknown path {request.url.path}; expected /encode, /decode or "
-            "/download, optionally under /{namespace}/",
-        )
-    return _error(exc.status_code, str(exc.detail))
+        return _refused(request, 404, _unknown_path(request))
+    return _refused(request, exc.status_code, str(exc.detail))
+
+
+def _unknown_path(request: Request) -> str:
+    return (
+        f"unknown path {request.url.path}; expected /encode, /decode or "
+        "/download, optionally under /{namespace}/"
+    )
+
+
+def _refused(request: Request, status: int, message: str, *, key: str | None = None) -> Response:
+    """Log a refused (4xx, info) or failed (5xx, error) request, then answer it."""
+    level = logging.ERROR if status >= 500 else logging.INFO
+    logger.log(level, "%s %s -> %d: %s", request.method, request.url.path, status, message)
+    return _error(status, message, key=key)

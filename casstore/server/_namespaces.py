@@ -26,6 +26,7 @@ from casstore._driver import CasStorageDriver
 from casstore._keys import NO_TARGET_LOCATION, escape_id
 from casstore.errors import ClaimError
 from casstore.server._protocol import ProtocolError
+from casstore.server._sdk_claims import check_sdk_claim
 
 ClaimNamespace = Callable[[str, Mapping[str, str]], str | None]
 """``(driver name, claim data) -> namespace`` of a claim, or ``None`` if it has none."""
@@ -62,7 +63,8 @@ def check_namespace(
             f"(type {driver.type()!r}) belongs to, so it is refused; give the server a "
             "claim_namespace callback for this driver",
         )
-    key = claim_data.get(field, "")
+    check_sdk_claim(driver.type(), field, claim_data, where)
+    key = claim_data[field]
     segments = key.split("/")
     if len(segments) < 3 or segments[0] != "v0":
         raise ProtocolError(

@@ -36,6 +36,7 @@ from casstore.errors import (
 from casstore.server._namespaces import ClaimNamespace, check_namespace
 from casstore.server._protocol import ProtocolError
 from casstore.server._references import (
+    check_reference_to_write,
     is_encoded_reference,
     is_reference,
     make_reference,
@@ -104,6 +105,9 @@ class PayloadService:
 
     async def encode(self, payloads: list[Payload], namespace: str) -> list[Payload]:
         """Codec-encode, then store what is at or above the threshold (the inverse of decode)."""
+        for i, payload in enumerate(payloads):
+            if is_reference(payload):
+                check_reference_to_write(payload, f"payloads[{i}]")
         if self._codec is not None:
             payloads = await self._run_codec(self._codec.encode, payloads, "encode")
         context = StorageDriverStoreContext(target=StorageDriverWorkflowInfo(namespace=namespace))
@@ -277,6 +281,10 @@ def _driver_failure(
         return exc
     if isinstance(exc, ClaimError):
         return ProtocolError(400, label, key=key)
+    if isinstance(exc, KeyError):  # how drivers index a claim: a field the claim lacks
+        return ProtocolError(
+            400, f"{where}: the claim lacks field {exc} that driver {driver.name()!r} needs"
+        )
     if isinstance(exc, MissingKeyError):
         return ProtocolError(
             500, f"{label}; start the server with the workers' keyring (--keyring)", key=key
