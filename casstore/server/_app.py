@@ -59,7 +59,7 @@ def create_app(
     claim_namespace: ClaimNamespace | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-    max_concurrent_requests: int = 16,
+    max_concurrent_requests: int = 4,
     inline_max_bytes: int = 0,
     max_references: int = DEFAULT_MAX_REFERENCES,
     max_reads_per_request: int = DEFAULT_MAX_READS_PER_REQUEST,
@@ -92,7 +92,9 @@ def create_app(
         max_body_bytes: Larger request bodies get 413.
         max_response_bytes: Most payload bytes one response may carry (413).
         max_concurrent_requests: Large requests (holding more than 1 MiB)
-            processed at once; more wait. Small ones have their own lane.
+            processed at once; more wait. Small ones have their own lane. Large
+            requests are CPU-bound (verification, base64, JSON): a few at a
+            time serve as many bytes per second and leave the CPU to small ones.
         inline_max_bytes: The Web UI asks ``/decode`` to keep references
             (``preserveStorageRefs=true``) and offers a download button for
             each; references to payloads at most this large are resolved

@@ -17,6 +17,9 @@ from starlette.types import Receive, Scope, Send
 
 from casstore.server._admission import Ticket
 
+ABORT_EXTENSION = "casstore.abort"
+"""Set by ``casstore serve``'s protocol: ``{"abort": callable}`` drops the connection."""
+
 logger = logging.getLogger("casstore.server")
 CHUNK_BYTES = 256 * 1024
 
@@ -63,6 +66,9 @@ class TicketedResponse(Response):
             async with asyncio.timeout(self._send_timeout):
                 await send(message)
         except TimeoutError as exc:
+            abort = scope.get("extensions", {}).get(ABORT_EXTENSION, {}).get("abort")
+            if abort is not None:
+                abort()  # else the server closes it, once what it buffered is read
             logger.info(
                 "%s %s: the client took no response data for %.0f s; connection dropped",
                 scope.get("method"),
