@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar, Unpack
 
 from starlette.applications import Starlette
@@ -44,6 +45,9 @@ DEFAULT_BODY_TIMEOUT = 60.0
 DEFAULT_SEND_TIMEOUT = 30.0
 _OFFLOAD_BYTES = 256 * 1024
 """Bodies at least this large are parsed and serialized in a worker thread."""
+_SERIALIZER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="casstore-server-json")
+"""Threads of their own, so large bodies' JSON work never queues ahead of the
+default executor's jobs: small requests' file reads and verification."""
 _MAX_NAMESPACE_LENGTH = 1000
 
 
@@ -341,7 +345,8 @@ class _Handler:
 
 async def _off_loop_if_large(size: int, func: Callable[[_A], _T], arg: _A) -> _T:
     if size >= _OFFLOAD_BYTES:
-        return await asyncio.to_thread(func, arg)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_SERIALIZER, func, arg)
     return func(arg)
 
 
