@@ -116,3 +116,20 @@ def test_serve_refuses_limits_that_are_not_positive(
     err = capsys.readouterr().err
     assert flag in err
     assert message in err
+
+
+async def test_a_response_being_sent_holds_its_bytes_but_not_its_slot() -> None:
+    admission = Admission(max_bytes_in_flight=40 * MiB, max_concurrent_requests=1)
+    sending = await admission.admit(20 * MiB)
+    second = asyncio.create_task(admission.admit(10 * MiB))
+    await asyncio.sleep(0.01)
+    assert not second.done()  # one large request processed at a time
+    sending.done_processing()  # its response is built; it is only being sent
+    processing = await asyncio.wait_for(second, 1)
+    processing.done_processing()
+    third = asyncio.create_task(admission.admit(10 * MiB))  # 20 + 10 + 10 > 35 MiB
+    await asyncio.sleep(0.01)
+    assert not third.done()
+    sending.release()
+    (await asyncio.wait_for(third, 1)).release()
+    processing.release()

@@ -150,6 +150,7 @@ async def test_encode_still_takes_a_valid_reference(
 # A malformed SDK S3 claim is the caller's error (400), not a driver failure (502).
 
 
+@pytest.mark.integration
 async def test_a_malformed_sdk_s3_claim_gets_400(moto_s3: S3Target) -> None:
     async with s3_place(moto_s3) as place:
         s3_driver = S3StorageDriver(client=new_aioboto3_client(place.raw), bucket=place.bucket)

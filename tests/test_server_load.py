@@ -32,6 +32,7 @@ from testrig import CodecServerProcess
 from tests import server_load as load
 from tests.test_server_protocol import body, stored
 
+pytestmark = pytest.mark.integration
 FULL = os.environ.get("CASSTORE_LOAD_SCALE") == "full"
 BIG_BYTES = 10 * 1024 * 1024
 BIG_CLIENTS = 200 if FULL else 60

@@ -1,9 +1,11 @@
 """Admission: how many requests run at once and how many bytes they hold, in two lanes.
 
 A request is admitted after its body is parsed, at a cost in bytes: its body
-plus the stored sizes of the payloads it will resolve (casstore claims carry
-the size; other references their ``externalPayloads`` size). It holds its
-ticket until the last byte of its response has been handed to the socket, so
+plus, for the payloads it will resolve, their stored sizes (casstore claims
+carry the size; other references their ``externalPayloads`` size) times 7/3,
+the payload and its base64 in the JSON response. It holds a
+processing slot until its response is built, and its bytes until the last
+byte of the response has been handed to the socket, so
 a client that does not read its response keeps its bytes counted, and the
 total stays bounded however slowly clients read.
 
@@ -25,17 +27,33 @@ SMALL_LANE_SHARE = 8
 """The small lane has 1/8 of the byte budget (the large lane the rest)."""
 
 
+def request_cost(body_bytes: int, payload_bytes: int) -> int:
+    """What a request holds: its body, and each resolved payload with its base64 (7/3)."""
+    return body_bytes + payload_bytes * 7 // 3
+
+
 class Ticket:
-    """An admitted request's hold on its lane; release it once (later calls do nothing)."""
+    """An admitted request's hold on its lane: a processing slot and its bytes.
+
+    ``done_processing`` gives the slot back once the response is built (the
+    CPU work is over; sending takes none), ``release`` gives back the rest.
+    Each is idempotent.
+    """
 
     def __init__(self, lane: _Lane, cost: int) -> None:
         self._lane: _Lane | None = lane
         self._cost = cost
+        self._holds_slot = True
+
+    def done_processing(self) -> None:
+        if self._lane is not None and self._holds_slot:
+            self._holds_slot = False
+            self._lane.release(0, slot=True)
 
     def release(self) -> None:
         lane, self._lane = self._lane, None
         if lane is not None:
-            lane.release(self._cost)
+            lane.release(self._cost, slot=self._holds_slot)
 
 
 class _Lane:
@@ -63,7 +81,7 @@ class _Lane:
             await future
         except BaseException:
             if future.done() and not future.cancelled():
-                self.release(cost)  # admitted just as it was cancelled: give it back
+                self.release(cost, slot=True)  # admitted just as it was cancelled
             else:
                 self._waiters.remove(entry)
                 self._wake()
@@ -74,9 +92,9 @@ class _Lane:
         self._used += cost
         self._holders += 1
 
-    def release(self, cost: int) -> None:
+    def release(self, cost: int, *, slot: bool) -> None:
         self._used -= cost
-        self._holders -= 1
+        self._holders -= slot
         self._wake()
 
     def _wake(self) -> None:

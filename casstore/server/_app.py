@@ -23,7 +23,7 @@ from casstore._url import open_backend
 from casstore.backends._base import Backend
 from casstore.errors import ConfigurationError
 from casstore.plugin import DEFAULT_PAYLOAD_SIZE_THRESHOLD, DriverOptions
-from casstore.server._admission import Admission
+from casstore.server._admission import Admission, request_cost
 from casstore.server._auth import Authorizer
 from casstore.server._cors import CorsMiddleware, normalize_origin
 from casstore.server._namespaces import ClaimNamespace
@@ -324,8 +324,8 @@ class _Handler:
         payloads = await _off_loop_if_large(len(body), parse_payloads, body)
         preserve = request.query_params.get("preserveStorageRefs", "").lower() == "true"
         preserve = preserve and operation == "decode"
-        cost = len(body) + self._service.cost(payloads, operation, preserve=preserve)
-        ticket = await self._admission.admit(cost)
+        resolved = self._service.cost(payloads, operation, preserve=preserve)
+        ticket = await self._admission.admit(request_cost(len(body), resolved))
         try:
             if operation == "decode":
                 result = await self._service.decode(

@@ -37,6 +37,7 @@ class TicketedResponse(Response):
         self._send_timeout = send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._ticket.done_processing()  # sending takes no CPU slot, only the bytes
         try:
             await self._send_in_chunks(scope, send)
         finally:
