@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.aws.s3driver import S3StorageDriver
 from temporalio.contrib.aws.s3driver.aioboto3 import new_aioboto3_client
+from temporalio.converter import StorageDriver, StorageDriverClaim
 
 from casstore import CasStorageDriver
 from casstore.backends import MemoryBackend
@@ -224,3 +226,32 @@ async def test_refused_requests_are_logged(
         lines = [r.getMessage() for r in caplog.records if r.name == "casstore.server"]
         assert lines == [f"{method} {path} -> {status}: {response.json()['message']}"], lines
         assert all(r.levelno == logging.INFO for r in caplog.records)
+
+
+async def test_a_claim_the_claim_namespace_callback_cannot_read_gets_400(
+    driver: CasStorageDriver,
+) -> None:
+    class Foreign(StorageDriver):
+        def name(self) -> str:
+            return "foreign"
+
+        async def store(self, context: Any, payloads: Any) -> Any:
+            return [StorageDriverClaim(claim_data={"id": str(i)}) for i, _ in enumerate(payloads)]
+
+        async def retrieve(self, context: Any, claims: Any) -> Any:
+            raise AssertionError("a claim that cannot be read is never retrieved")
+
+    foreign = Foreign()
+    [reference] = await stored(foreign, ORDER)
+    app = create_app(
+        driver, extra_drivers=[foreign], claim_namespace=lambda name, claim: claim["ns"]
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://codec.test"
+    ) as client:
+        response = await post(client, "/decode", body([reference]))
+    assert response.status_code == 400, response.text
+    assert (
+        "the claim of driver 'foreign' cannot be read (claim_namespace raised KeyError"
+        in (response.json()["message"])
+    )
