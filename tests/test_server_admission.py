@@ -15,7 +15,7 @@ from casstore.backends import MemoryBackend
 from casstore.server import create_app
 from casstore.server._admission import SMALL_COST, Admission
 from casstore.server._sending import SlowClientError, TicketedResponse
-from tests.test_server_protocol import JSON, ORDER, body, stored, values_of
+from tests.support.server_http import JSON, ORDER, body, stored, values_of
 
 MiB = 1024 * 1024
 

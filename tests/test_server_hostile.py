@@ -24,7 +24,7 @@ from casstore import CasStorageDriver
 from casstore.backends import MemoryBackend
 from casstore.server import bearer_token_authorizer, create_app
 from tests.support.s3 import S3Target, s3_place
-from tests.test_server_protocol import ORDER, body, post, still_serving, stored, values_of
+from tests.support.server_http import ORDER, body, post, still_serving, stored, values_of
 
 DEPTH = 100_000
 

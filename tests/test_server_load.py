@@ -1,6 +1,6 @@
 """``casstore serve`` under load on loopback: no request or client can starve the others.
 
-A real server process and raw socket clients (tests/server_load.py). Each test
+A real server process and raw socket clients (tests/support/load.py). Each test
 asserts what a user sees (every answer right, the small request answered
 while the large ones are still running, memory and descriptors bounded, a
 prompt exit on SIGTERM), never a timing; the figures are printed and written
@@ -29,8 +29,8 @@ from temporalio.api.common.v1 import Payload
 from casstore import CasStorageDriver
 from casstore._url import open_backend
 from testrig import CodecServerProcess
-from tests import server_load as load
-from tests.test_server_protocol import body, stored
+from tests.support import load
+from tests.support.server_http import body, stored
 
 pytestmark = pytest.mark.integration
 FULL = os.environ.get("CASSTORE_LOAD_SCALE") == "full"
