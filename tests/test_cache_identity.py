@@ -27,9 +27,9 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver, KeyRing
-from casstore._claim import Claim, make_claim_data, make_claim_data_v2, parse_claim_data
-from casstore._codec import Codec
-from casstore._crypto import ObjectCipher
+from casstore._format.claims import Claim, make_claim_data, make_claim_data_v2, parse_claim_data
+from casstore._format.encrypted import ObjectCipher
+from casstore._format.header import Codec
 from casstore.backends import MemoryBackend
 from casstore.errors import CasstoreError
 from casstore.server import create_app

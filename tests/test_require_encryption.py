@@ -20,14 +20,14 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver, KeyRing
-from casstore._claim import make_claim_data_v2, parse_claim_data
-from casstore._codec import encode_object
+from casstore._format.claims import make_claim_data_v2, parse_claim_data
+from casstore._format.compression import encode_object
 from casstore.backends import MemoryBackend
 from casstore.errors import ConfigurationError, IntegrityError
 from casstore.plugin import CasStorePlugin
 from casstore.server import create_app
 from casstore.server._references import make_reference
-from tests.cli_helpers import assert_one_line_error, cli
+from tests.support.cli import assert_one_line_error, cli
 
 RING = KeyRing.from_bytes(bytes(range(32)), key_id="k1")
 CONTEXT = StorageDriverStoreContext(

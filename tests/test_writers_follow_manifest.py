@@ -20,14 +20,14 @@ from temporalio.api.common.v1 import Payloads
 from temporalio.converter import DataConverter
 
 from casstore import CasStorageDriver
-from casstore._lifecycle import MANIFEST_KEY, LifecyclePolicy
+from casstore._format.manifest import MANIFEST_KEY, LifecyclePolicy
 from casstore._url import open_backend
 from casstore.backends import Backend, LocalBackend
 from casstore.errors import ObjectNotFoundError
 from casstore.plugin import CasStorePlugin
 from casstore.server import create_app
-from tests.cli_helpers import cli
-from tests.helpers import in_workflow, make_converter
+from tests.support.cli import cli
+from tests.support.sdk import in_workflow, make_converter
 
 SHORT = LifecyclePolicy(refresh_after=timedelta(seconds=1), claim_delay=timedelta(seconds=1))
 """gc then accepts --older-than 3s: max(2 x 1s, 1s + 2 x 1s)."""
