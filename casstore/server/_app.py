@@ -134,6 +134,8 @@ def create_app(
     else:
         backend = store if isinstance(store, Backend) else open_backend(store)
         owned = None if isinstance(store, Backend) else backend
+        if owned is not None:  # a shared store, as the plugin treats one: record its policy
+            driver_options.setdefault("lifecycle_manifest", True)
         driver = CasStorageDriver(backend, **driver_options)
     drivers: list[StorageDriver] = [driver, *extra_drivers]
     names = [d.name() if isinstance(d, StorageDriver) else None for d in drivers]

@@ -59,6 +59,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "CASSTORE_KEYRING) or file:PATH (see docs/encryption.md)",
     )
     parser.add_argument(
+        "--require-encryption",
+        action="store_true",
+        help="refuse plain (unencrypted) references and objects; needs --keyring",
+    )
+    parser.add_argument(
         "--auth-token-env",
         metavar="VAR",
         help="require Authorization: Bearer <token>, the token read from this environment variable",
@@ -186,6 +191,8 @@ def _build_app(args: argparse.Namespace) -> Any:
             raise ServeError(f"environment variable {args.auth_token_env} is not set or empty")
         authorize = bearer_token_authorizer(token)
     keyring = None
+    if args.require_encryption and not args.keyring:
+        raise ServeError("--require-encryption needs --keyring (the workers' keyring)")
     if args.keyring:
         try:
             keyring = KeyRing.open(args.keyring)
@@ -207,6 +214,7 @@ def _build_app(args: argparse.Namespace) -> Any:
         send_timeout=args.send_timeout,
         name=args.driver_name,
         keyring=keyring,
+        require_encryption=args.require_encryption,
     )
 
 
