@@ -33,8 +33,9 @@ from casstore.backends._base import Backend
 from casstore.errors import IntegrityError, ObjectNotFoundError
 
 _Frame = tuple[bytes | None, int, int]  # source digest (None: this object), offset, size
-ChunkCacheKey = tuple[str | None, bytes]
-"""(key id, chunk digest): a verified chunk is the same bytes wherever it was read."""
+ChunkCacheKey = tuple[str, str | None, bytes]
+"""(key of the object the chunk was read from, key id, chunk digest): a warm read
+accepts a chunk only where a cold read would have read and verified it."""
 
 
 def _digest(data: bytes | memoryview, cipher: ObjectCipher | None) -> bytes:
@@ -109,7 +110,7 @@ class ChunkReader:
         backend: Where objects are.
         run: The driver's request and CPU runner.
         stats: The driver's counters.
-        cache: Verified chunks by (key id, digest).
+        cache: Verified chunks by (object read from, key id, digest).
         learn: Called with ``(location, key_id, chunks)`` for every chunk
             verified, so the writer may reference it.
     """
@@ -154,8 +155,12 @@ class ChunkReader:
         key_id = manifest.key_id
         pieces: list[bytes | None] = [None] * len(manifest.chunks)
         frames: dict[_Frame, list[tuple[int, bytes, Location]]] = {}
+
+        def held_by(where: Location) -> str:
+            return key if where.source is None else object_key(location, where.source)
+
         for position, (chunk_digest, where) in enumerate(manifest.chunks):
-            cached = self._cache.get((key_id, chunk_digest))
+            cached = self._cache.get((held_by(where), key_id, chunk_digest))
             if cached is not None and len(cached) == where.length:
                 pieces[position] = cached
                 continue
@@ -180,7 +185,7 @@ class ChunkReader:
             for position, piece in found:
                 pieces[position] = piece
                 chunk_digest, where = manifest.chunks[position]
-                self._cache.put((key_id, chunk_digest), piece)
+                self._cache.put((held_by(where), key_id, chunk_digest), piece)
                 source = digest if where.source is None else where.source
                 learned.append((chunk_digest, replace(where, source=source)))
         if learned:

@@ -28,7 +28,8 @@ from casstore._format.digest import content_digest as plain_digest
 from casstore._format.keys import object_key
 from casstore.backends import Backend, CountingBackend, MemoryBackend
 from casstore.errors import ConfigurationError, IntegrityError, ObjectNotFoundError
-from tests.helpers import agent_turns, big_json, in_workflow, make_converter
+from tests.support.agents import agent_turns
+from tests.support.sdk import big_json, in_workflow, make_converter
 
 LOCATION = "default/agent-1"
 CONTEXT = StorageDriverStoreContext(
