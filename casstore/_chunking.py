@@ -26,7 +26,7 @@ from casstore._format.keys import object_key
 from casstore._requests import Requests
 from casstore.backends._aio import gather_cancel_on_error
 
-MAX_SOURCES = 16
+MAX_SOURCES = 32
 """Most earlier objects one payload reads chunks from. A cold reader fetches one
 range per source, so a long conversation whose every turn added a little would
 otherwise make its reader wait for one request per turn; the chunks of the
