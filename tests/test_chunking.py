@@ -9,6 +9,8 @@ import threading
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     DataConverter,
@@ -27,7 +29,7 @@ from casstore._format.claims import parse_claim_data
 from casstore._format.digest import content_digest as plain_digest
 from casstore._format.keys import object_key
 from casstore.backends import Backend, CountingBackend, MemoryBackend
-from casstore.errors import ConfigurationError, IntegrityError, ObjectNotFoundError
+from casstore.errors import CasstoreError, ConfigurationError, IntegrityError, ObjectNotFoundError
 from tests.support.agents import agent_turns
 from tests.support.sdk import big_json, in_workflow, make_converter
 
@@ -384,3 +386,39 @@ def test_build_rejects_nothing_it_writes() -> None:
     assert [d for d, _ in manifest.chunks] == [c.digest for c in cuts]
     assert {d for d, _ in learned} == {c.digest for c in cuts}
     assert all(where.source == digest for _, where in learned)
+
+
+# Fuzzing: a damaged chunked object, or a damaged object it references.
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_damage_to_chunked_objects_is_an_error_never_a_wrong_payload(
+    data: st.DataObject,
+) -> None:
+    backend = MemoryBackend()
+    claims = asyncio.run(store_all(CasStorageDriver(backend), TURNS[:4]))
+    keys = [key_of(claim) for claim in claims]
+    victim = data.draw(st.sampled_from(keys))
+    obj = bytearray(backend._objects[victim][0])
+    how = data.draw(st.sampled_from(["flip", "truncate", "extend", "zero-range"]))
+    at = data.draw(st.integers(0, len(obj) - 1))
+    if how == "flip":
+        obj[at] ^= 1 << data.draw(st.integers(0, 7))
+    elif how == "truncate":
+        del obj[at:]
+    elif how == "extend":
+        obj += data.draw(st.binary(min_size=1, max_size=64))
+    else:
+        obj[at : at + 64] = bytes(len(obj[at : at + 64]))
+    backend._objects[victim] = (bytes(obj), backend._objects[victim][1])
+    reader = CasStorageDriver(backend, retrieval_cache_bytes=0)
+    error: CasstoreError | None = None
+    try:
+        got = asyncio.run(retrieve(reader, claims[-1:]))
+    except (IntegrityError, ObjectNotFoundError) as exc:
+        error = exc
+    if error is None:
+        assert got == TURNS[3:4]  # only an intact (or equivalent) read may pass
+    else:
+        assert key_of(claims[-1]) in str(error)  # named, whichever object was damaged
