@@ -730,7 +730,8 @@ async def test_decode_and_download_read_chunked_payloads_of_a_conversation(
     worker = CasStorageDriver(backend)
     history = [(await stored(worker, turn))[0] for turn in turns]
     newest = await backend.get(key_of(history[-1]))
-    assert newest[:4] == b"CAS\x03" and newest[6:8] != b"\x00\x00"  # chunked, with references
+    assert newest[:4] == b"CAS\x03"  # chunked
+    assert newest[6:8] != b"\x00\x00"  # with references
     client = make_client(CasStorageDriver(backend))
     assert values_of(await post(client, "/decode", body(history[-1:]))) == turns[-1:]
     response = await post(client, "/download?preserveStorageRefs=true", body(history[-1:]))
