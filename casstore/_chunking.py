@@ -15,12 +15,14 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from temporalio.api.common.v1 import Payload
+
 from casstore._cache import KnownObjects
 from casstore._chunk_write import ChunkIndex, build_chunked
-from casstore._chunker import Split, cut
+from casstore._chunker import Split, cut, split_payload
 from casstore._deadline import Deadline
 from casstore._format.chunked import Location
-from casstore._format.encrypted import ObjectCipher
+from casstore._format.encrypted import ObjectCipher, encode_stored
 from casstore._format.header import Codec
 from casstore._format.keys import object_key
 from casstore._requests import Requests
@@ -45,7 +47,8 @@ class ChunkWriter:
         known: The driver's known-object cache (what it may vouch for).
         vouch: Checks (and refreshes if needed) an object of unknown age;
             False if it is gone.
-        level: zstd level for frames, or None for raw.
+        level: zstd level for frames (and whole objects), or None for raw.
+        threshold: The smallest payload chunked; None: chunking is off.
     """
 
     def __init__(
@@ -55,12 +58,52 @@ class ChunkWriter:
         known: KnownObjects[Codec],
         vouch: Vouch,
         level: int | None,
+        *,
+        threshold: int | None,
     ) -> None:
         self._run = run
         self.index = index
         self._known = known
         self._vouch = vouch
         self._level = level
+        self._threshold = threshold
+
+    async def encode_new(
+        self,
+        *,
+        location: str,
+        key: str,
+        digest: bytes,
+        data: bytes,
+        payload: Payload,
+        cipher: ObjectCipher | None,
+        deadline: Deadline,
+    ) -> tuple[Codec, bytes, list[tuple[bytes, Location]]]:
+        """Encode a new payload: chunked (format 3) when large enough, else whole (1 or 2).
+
+        Returns:
+            The codec to record in the claim, the object, and where its new
+            chunks are (for the index, once the object is written).
+        """
+        threshold = self._threshold
+        split = None if threshold is None or len(data) < threshold else split_payload(payload, data)
+        if split is None:
+            codec, obj = await self._run.cpu(
+                len(data), encode_stored, data, self._level, cipher, digest, key
+            )
+            return codec, obj, []
+        obj, learned = await self.encode(
+            location=location,
+            key=key,
+            digest=digest,
+            data=data,
+            split=split,
+            cipher=cipher,
+            deadline=deadline,
+        )
+        # As for a found object: a claim records what the size says (readers
+        # decode by the object's own header).
+        return (Codec.RAW if len(obj) >= len(data) else Codec.ZSTD), obj, learned
 
     async def encode(
         self,

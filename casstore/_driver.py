@@ -18,7 +18,6 @@ from temporalio.converter import (
 from casstore._cache import ByteLRU, KnownObjects, SingleFlight, VerifiedIdentity, VerifiedPayloads
 from casstore._chunk_read import ChunkCacheKey, ChunkReader
 from casstore._chunk_write import ChunkIndex
-from casstore._chunker import split_payload
 from casstore._chunking import ChunkWriter
 from casstore._crypto import Ciphers, cipher_for
 from casstore._deadline import (
@@ -26,10 +25,10 @@ from casstore._deadline import (
     RetryPolicy,
 )
 from casstore._driver_options import DriverOptions, keyword_signature, resolve_driver_options
-from casstore._format.chunked import Location, is_chunked, max_chunked_object_size
+from casstore._format.chunked import is_chunked, max_chunked_object_size
 from casstore._format.claims import claim_data_for, parse_claim_data
 from casstore._format.digest import content_digest
-from casstore._format.encrypted import ObjectCipher, encode_stored
+from casstore._format.encrypted import ObjectCipher
 from casstore._format.header import HEADER_SIZE, Codec
 from casstore._format.keys import Scope, location_for_target, object_key
 from casstore._format.manifest import MANIFEST_KEY
@@ -148,10 +147,14 @@ class CasStorageDriver(StorageDriver):
         """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
         self._metrics: DriverMetrics | None = None
         self._run = Requests(backend, self.stats, o["max_concurrency"], o["offload_threshold"])
-        self._chunking_threshold = o["chunking_threshold"] if o["chunking"] else None
         index = ChunkIndex()
         self._chunk_writer = ChunkWriter(
-            self._run, index, self._known, self._vouch, self._compression_level
+            self._run,
+            index,
+            self._known,
+            self._vouch,
+            self._compression_level,
+            threshold=o["chunking_threshold"] if o["chunking"] else None,
         )
         # Verified chunks get a quarter of the retrieval budget, on top of it.
         chunk_cache: ByteLRU[ChunkCacheKey] = ByteLRU(o["retrieval_cache_bytes"] // 4)
@@ -269,8 +272,14 @@ class CasStorageDriver(StorageDriver):
                 self._verified.put(verified, data)
                 return codec
 
-            codec, obj, learned = await self._encode(
-                key, digest, data, cipher, location, payload, deadline
+            codec, obj, learned = await self._chunk_writer.encode_new(
+                location=location,
+                key=key,
+                digest=digest,
+                data=data,
+                payload=payload,
+                cipher=cipher,
+                deadline=deadline,
             )
             written_at = time.time()
             # A put retried after a lost answer finds its own object: a success too.
@@ -299,37 +308,6 @@ class CasStorageDriver(StorageDriver):
         where = f"[key={key}{describe_suffix(self._backend)}]"
         message = f"object vanished {_STORE_ATTEMPTS} times while being stored {where}"
         raise BackendError(message, key=key, backend=describe_backend(self._backend))
-
-    async def _encode(
-        self,
-        key: str,
-        digest: bytes,
-        data: bytes,
-        cipher: ObjectCipher | None,
-        location: str,
-        payload: Payload,
-        deadline: Deadline,
-    ) -> tuple[Codec, bytes, list[tuple[bytes, Location]]]:
-        """Encode a new payload: chunked (format 3) when large enough, else whole."""
-        threshold = self._chunking_threshold
-        split = None if threshold is None or len(data) < threshold else split_payload(payload, data)
-        if split is not None:
-            obj, learned = await self._chunk_writer.encode(
-                location=location,
-                key=key,
-                digest=digest,
-                data=data,
-                split=split,
-                cipher=cipher,
-                deadline=deadline,
-            )
-            # As for a found object: claims record what the size says (readers
-            # decode by the object's own header).
-            return (Codec.RAW if len(obj) >= len(data) else Codec.ZSTD), obj, learned
-        codec, obj = await self._run.cpu(
-            len(data), encode_stored, data, self._compression_level, cipher, digest, key
-        )
-        return codec, obj, []
 
     async def _vouch(self, key: str, deadline: Deadline) -> bool:
         """Check an object of unknown age before a manifest vouches for it (refresh if old)."""
