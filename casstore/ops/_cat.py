@@ -16,19 +16,14 @@ from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContex
 from casstore._claim import parse_claim_data
 from casstore._driver import CasStorageDriver
 from casstore.errors import BackendPermissionError, BackendUnavailableError, CasstoreError
-from casstore.ops._common import (
-    EXIT_OK,
-    EXIT_PROBLEMS,
-    CommandError,
+from casstore.ops._args import (
     add_json_argument,
     add_keyring_argument,
     add_store_argument,
     open_keyring,
-    open_store,
     positive_int,
-    run_command,
-    write_json,
 )
+from casstore.ops._output import write_json
 from casstore.ops._refs import (
     FoundReference,
     InputError,
@@ -36,6 +31,8 @@ from casstore.ops._refs import (
     looks_like_text_claim,
     parse_input,
 )
+from casstore.ops._run import EXIT_OK, EXIT_PROBLEMS, CommandError, run_command
+from casstore.ops._store import open_store
 
 DEFAULT_MAX_PAYLOAD_SIZE = 50 * 1024 * 1024
 _JSON_ENCODINGS = ("json/plain", "json/protobuf")

@@ -32,21 +32,14 @@ from casstore._lifecycle import (
 )
 from casstore.backends._base import Backend, describe_suffix
 from casstore.errors import ConfigurationError
-from casstore.ops._common import (
-    EXIT_OK,
-    CommandError,
-    Progress,
-    add_json_argument,
-    add_store_argument,
-    format_bytes,
-    open_store,
-    parse_duration,
-    positive_int,
-    run_command,
-    write_json,
-)
+from casstore.ops._args import add_json_argument, add_store_argument, positive_int
+from casstore.ops._durations import parse_duration
 from casstore.ops._gc_mark import DEFAULT_CONCURRENCY, Marked, mark_namespace
 from casstore.ops._gc_sweep import Applied, Plan, apply_plan, gc_lock, plan_sweep
+from casstore.ops._output import format_bytes, write_json
+from casstore.ops._progress import Progress
+from casstore.ops._run import EXIT_OK, CommandError, run_command
+from casstore.ops._store import open_store
 
 DEFAULT_GRACE = timedelta(days=3)
 _LISTED = 20  # keys listed per action in text output; --json lists them all

@@ -13,28 +13,25 @@ from casstore._codec import Codec
 from casstore._crypto import Ciphers
 from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
-from casstore.ops._check import NeedsKey, ObjectFacts, ObjectProblem, check_object
-from casstore.ops._common import (
-    EXIT_OK,
-    EXIT_PROBLEMS,
-    Progress,
+from casstore.ops._args import (
     add_json_argument,
     add_keyring_argument,
     add_store_argument,
-    format_bytes,
     open_keyring,
-    open_store,
     positive_int,
-    run_command,
-    write_json,
 )
+from casstore.ops._check import NeedsKey, ObjectFacts, ObjectProblem, check_object
 from casstore.ops._layout import (
     HOUSEKEEPING_PREFIX,
     BadKeyError,
     is_casstore_key,
     parse_object_key,
 )
+from casstore.ops._output import format_bytes, write_json
+from casstore.ops._progress import Progress
 from casstore.ops._reader import DEFAULT_CONCURRENCY, DEFAULT_MEMORY_BUDGET, Outcome, read_each
+from casstore.ops._run import EXIT_OK, EXIT_PROBLEMS, run_command
+from casstore.ops._store import open_store
 
 DEFAULT_MAX_PAYLOAD_SIZE = 50 * 1024 * 1024
 _MAX_OBJECT_OVERHEAD = 64
