@@ -9,12 +9,14 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import StorageDriverStoreContext, StorageDriverWorkflowInfo
 
 from casstore import CasStorageDriver
 from casstore._lifecycle import LifecyclePolicy, ensure_policy
 from casstore.backends import LocalBackend
+from tests.cli_helpers import cli
 
 REPO = Path(__file__).resolve().parent.parent
 OPS = REPO / "casstore" / "ops"
@@ -33,7 +35,7 @@ async def a_store(root: Path) -> str:
 def test_command_plumbing_lives_in_one_module_per_job() -> None:
     jobs = {
         "_run": ("run_command", "CommandError", "EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE"),
-        "_args": ("add_store_argument", "open_keyring", "positive_int"),
+        "_args": ("add_store_argument", "resolve_store", "open_keyring", "positive_int"),
         "_durations": ("parse_duration",),
         "_store": ("open_store", "require_local_store"),
         "_progress": ("Progress",),
@@ -46,3 +48,58 @@ def test_command_plumbing_lives_in_one_module_per_job() -> None:
     assert not (OPS / "_common.py").exists()  # no catch-all module left behind
     for path in OPS.glob("*.py"):
         assert len(path.read_text().splitlines()) <= 400, path.name
+
+
+# The store argument: --store URL everywhere, the first positional as an alias.
+
+
+async def test_every_command_takes_the_store_either_way(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = await a_store(tmp_path / "store")
+    for argv in (["verify", "--store", root], ["verify", root]):
+        result = await cli(capsys, *argv)
+        assert result.code == 0, result
+        assert "1 good, 0 bad" in result.out
+    for argv in (["stats", "--store", root, "--json"], ["stats", root, "--json"]):
+        result = await cli(capsys, *argv)
+        assert result.code == 0, result
+        assert result.json()["objects"] == 1
+    gc = ["--namespace", "default", "--older-than", "60d"]
+    for argv in (["gc", "--store", root, *gc], ["gc", root, *gc]):
+        result = await cli(capsys, *argv)
+        assert result.code == 0, result
+
+    claim = '"2,default/wf-1,00,1"'  # a claim of an object not in the store
+    for argv in (
+        ["cat", "--store", root, claim],
+        ["cat", root, claim],
+        ["cat", claim, "--store", root],
+    ):
+        result = await cli(capsys, *argv)
+        assert result.code == 1, result  # read the store, found no such object
+        assert "Traceback" not in result.err
+
+
+async def test_the_store_given_twice_or_not_at_all_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = await a_store(tmp_path / "store")
+    for command in ("stats", "verify", "serve"):
+        twice = await cli(capsys, command, root, "--store", root)
+        assert twice.code == 2, twice
+        assert "given twice" in twice.err
+        assert "--store URL" in twice.err
+        neither = await cli(capsys, command)
+        assert neither.code == 2, neither
+        assert "no store given" in neither.err
+        assert "--store URL" in neither.err
+    neither = await cli(capsys, "gc", "--namespace", "default", "--older-than", "60d")
+    assert "no store given" in neither.err
+    for argv in (["cat", "{}"], ["cat"]):
+        neither = await cli(capsys, *argv)
+        assert neither.code == 2, neither
+        assert "no store given: pass --store URL (or STORE_URL before REF)" in neither.err
+    twice = await cli(capsys, "cat", root, "{}", "--store", root)
+    assert twice.code == 2
+    assert "given twice" in twice.err

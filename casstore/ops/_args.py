@@ -14,12 +14,61 @@ STORE_HELP = (
 )
 
 
-def add_store_argument(parser: argparse.ArgumentParser, *, option: bool = False) -> None:
-    """Add the store URL: positional ``STORE_URL``, or ``--store URL`` when ``option``."""
-    if option:
-        parser.add_argument("--store", required=True, metavar="URL", help=STORE_HELP)
-    else:
-        parser.add_argument("store", metavar="STORE_URL", help=STORE_HELP)
+def add_store_argument(
+    parser: argparse.ArgumentParser, *, help: str = STORE_HELP, then: str | None = None
+) -> None:
+    """Add the store URL: ``--store URL``, or the same as the first positional argument.
+
+    Every command takes the store both ways, so a script need not remember
+    which command wants which; ``--store`` is the documented form. Call
+    :func:`resolve_store` after parsing (the ``casstore`` dispatcher does).
+
+    Args:
+        parser: The command's parser.
+        help: What the store is, for ``--help``.
+        then: The name of a positional argument the command adds after this
+            one (``cat``'s ``REF``): with ``--store`` given, a lone positional
+            is that argument, not the store.
+    """
+    parser.add_argument("--store", metavar="URL", help=help)
+    parser.add_argument(
+        "store_positional",
+        nargs="?",
+        metavar="STORE_URL",
+        help="the store, as --store (give it one way, not both)",
+    )
+    parser.set_defaults(store_parser=parser, store_then=then)
+
+
+def resolve_store(args: argparse.Namespace) -> None:
+    """Set ``args.store`` from ``--store`` or the positional form, or exit with a usage error.
+
+    Giving both, or neither, ends the command (exit status 2) with a message
+    that says which forms exist.
+    """
+    parser: argparse.ArgumentParser | None = getattr(args, "store_parser", None)
+    if parser is None:
+        return  # a command without a store
+    option, positional = args.store, args.store_positional
+    then: str | None = args.store_then
+    if option is not None and positional is not None:
+        if then is not None and getattr(args, then) is None:
+            setattr(args, then, positional)  # casstore cat --store URL REF
+            positional = None
+        else:
+            parser.error(
+                f"the store was given twice ({positional!r} and --store {option!r}): "
+                "give it once, as --store URL (or as the first argument)"
+            )
+    if option is None and then is not None and getattr(args, then) is None:
+        positional = None  # casstore cat REF: a lone positional is the reference
+    store = option if option is not None else positional
+    if not store:
+        also = f"or STORE_URL before {then.upper()}" if then else "or as the first argument"
+        parser.error(
+            f"no store given: pass --store URL ({also}); a folder, file:///path or s3://..."
+        )
+    args.store = store
 
 
 def add_json_argument(parser: argparse.ArgumentParser) -> None:

@@ -112,13 +112,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "or store."
         ),
     )
+    add_store_argument(parser, then="ref")
     parser.add_argument(
         "ref",
         nargs="?",
         metavar="REF",
         help="the reference JSON, or a file holding it (default: standard input)",
     )
-    add_store_argument(parser, option=True)
     add_keyring_argument(parser)
     parser.add_argument(
         "--max-payload-size",

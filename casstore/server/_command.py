@@ -14,6 +14,8 @@ import sys
 from types import FrameType
 from typing import Any, TextIO
 
+from casstore.ops._args import add_store_argument
+
 DEFAULT_PORT = 8081
 _EXIT_USAGE = 2
 
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "Ctrl-C or SIGTERM. See docs/codec-server.md."
         ),
     )
-    parser.add_argument("--store", required=True, metavar="URL", help="the workers' store URL")
+    add_store_argument(parser, help="the workers' store URL")
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
     )
