@@ -14,6 +14,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import StorageDriverStoreContext, StorageDriverWorkflowInfo
 
 from casstore import CasStorageDriver
+from casstore._cli import main
 from casstore._lifecycle import LifecyclePolicy, ensure_policy
 from casstore.backends import LocalBackend
 from tests.cli_helpers import cli
@@ -103,3 +104,19 @@ async def test_the_store_given_twice_or_not_at_all_is_a_usage_error(
     twice = await cli(capsys, "cat", root, "{}", "--store", root)
     assert twice.code == 2
     assert "given twice" in twice.err
+
+
+# Refusing what is not a store.
+
+
+def test_serve_refuses_a_store_folder_that_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "typo"
+    assert main(["serve", "--store", str(missing), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("casstore serve: error: store does not exist: ")
+    assert str(missing) in err
+    assert not missing.exists()  # not created either
+    assert main(["serve", "--store", f"file://{missing}", "--port", "0"]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -15,6 +15,8 @@ from types import FrameType
 from typing import Any, TextIO
 
 from casstore.ops._args import add_store_argument
+from casstore.ops._run import CommandError
+from casstore.ops._store import require_local_store
 
 DEFAULT_PORT = 8081
 _EXIT_USAGE = 2
@@ -129,18 +131,25 @@ def _build_app(args: argparse.Namespace) -> Any:
     from casstore.errors import CasstoreError
     from casstore.server import bearer_token_authorizer, create_app
 
-    authorize = None
-    if args.auth_token_env:
-        token = os.environ.get(args.auth_token_env, "")
-        if not token:
-            raise ServeError(f"environment variable {args.auth_token_env} is not set or empty")
-        authorize = bearer_token_authorizer(token)
+    try:
+        # A driver creates a missing folder on first write; a server that only
+        # reads would create it and answer 404 forever: a typo must fail here.
+        require_local_store(args.store)
+    except CommandError as exc:
+        raise ServeError(str(exc)) from exc
     keyring = None
     if args.keyring:
         try:
             keyring = KeyRing.open(args.keyring)
         except CasstoreError as exc:
             raise ServeError(f"bad keyring: {exc}") from exc
+
+    authorize = None
+    if args.auth_token_env:
+        token = os.environ.get(args.auth_token_env, "")
+        if not token:
+            raise ServeError(f"environment variable {args.auth_token_env} is not set or empty")
+        authorize = bearer_token_authorizer(token)
     return create_app(
         args.store,
         codec=load_codec(args.codec) if args.codec else None,
