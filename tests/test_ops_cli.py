@@ -17,7 +17,7 @@ from casstore import CasStorageDriver
 from casstore._cli import main
 from casstore._lifecycle import LifecyclePolicy, ensure_policy
 from casstore.backends import LocalBackend
-from tests.cli_helpers import cli
+from tests.cli_helpers import assert_one_line_error, cli
 
 REPO = Path(__file__).resolve().parent.parent
 OPS = REPO / "casstore" / "ops"
@@ -120,3 +120,15 @@ def test_serve_refuses_a_store_folder_that_does_not_exist(
     assert not missing.exists()  # not created either
     assert main(["serve", "--store", f"file://{missing}", "--port", "0"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+async def test_a_bare_keyring_value_names_the_forms_it_could_be(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = await a_store(tmp_path / "store")
+    result = await cli(capsys, "verify", root, "--keyring", "MY_KEYS")
+    assert_one_line_error(result, "'MY_KEYS'", "env:VAR", "file:PATH", "CASSTORE_KEYRING")
+    assert main(["serve", "--store", root, "--keyring", "MY_KEYS"]) == 2
+    err = capsys.readouterr().err
+    assert "env:VAR" in err
+    assert "file:PATH" in err

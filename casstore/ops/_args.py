@@ -102,7 +102,14 @@ def open_keyring(spec: str | None) -> KeyRing | None:
     try:
         return KeyRing.open(spec)
     except ConfigurationError as exc:
-        raise CommandError(f"bad keyring: {exc}") from exc
+        if spec.startswith(("env:", "file:")):
+            raise CommandError(f"bad keyring: {exc}") from exc
+        # A bare value is read as a path; it may have been meant as a variable.
+        raise CommandError(
+            f"bad keyring {spec!r}: {exc}; --keyring takes env:VAR (a variable holding the "
+            "keyring; env: alone reads CASSTORE_KEYRING) or file:PATH (a bare value is read "
+            "as a file path)"
+        ) from exc
 
 
 def positive_int(text: str) -> int:

@@ -14,7 +14,7 @@ import sys
 from types import FrameType
 from typing import Any, TextIO
 
-from casstore.ops._args import add_store_argument
+from casstore.ops._args import add_store_argument, open_keyring
 from casstore.ops._run import CommandError
 from casstore.ops._store import require_local_store
 
@@ -127,22 +127,15 @@ def _log_requests_to_stderr() -> None:
 
 
 def _build_app(args: argparse.Namespace) -> Any:
-    from casstore import KeyRing
-    from casstore.errors import CasstoreError
     from casstore.server import bearer_token_authorizer, create_app
 
     try:
         # A driver creates a missing folder on first write; a server that only
         # reads would create it and answer 404 forever: a typo must fail here.
         require_local_store(args.store)
+        keyring = open_keyring(args.keyring)
     except CommandError as exc:
         raise ServeError(str(exc)) from exc
-    keyring = None
-    if args.keyring:
-        try:
-            keyring = KeyRing.open(args.keyring)
-        except CasstoreError as exc:
-            raise ServeError(f"bad keyring: {exc}") from exc
 
     authorize = None
     if args.auth_token_env:
