@@ -16,7 +16,9 @@ from temporalio.converter import StorageDriverStoreContext, StorageDriverWorkflo
 from casstore import CasStorageDriver
 from casstore._cli import main
 from casstore._lifecycle import LifecyclePolicy, ensure_policy
+from casstore._url import open_backend
 from casstore.backends import LocalBackend
+from casstore.errors import ConfigurationError
 from tests.cli_helpers import assert_one_line_error, cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,3 +134,19 @@ async def test_a_bare_keyring_value_names_the_forms_it_could_be(
     err = capsys.readouterr().err
     assert "env:VAR" in err
     assert "file:PATH" in err
+
+
+async def test_a_file_url_with_a_host_is_refused_naming_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = await a_store(tmp_path / "store")
+    two_slashes = "file://" + root.lstrip("/")  # file://tmp/... : host "tmp"
+    fix = "file:///" + root.lstrip("/")
+    with pytest.raises(ConfigurationError, match="names a host") as raised:
+        open_backend(two_slashes)
+    assert fix in str(raised.value)
+    for command in ("stats", "verify"):
+        assert_one_line_error(await cli(capsys, command, two_slashes), "names a host", fix)
+    assert main(["serve", "--store", two_slashes, "--port", "0"]) == 2
+    assert fix in capsys.readouterr().err
+    assert (await cli(capsys, "verify", fix)).code == 0

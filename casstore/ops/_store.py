@@ -94,6 +94,6 @@ def _local_root(url: str) -> Path | None:
     scheme = parts.scheme.lower()
     if scheme == "" or (len(scheme) == 1 and os.name == "nt"):
         return Path(url).expanduser()
-    if scheme == "file":
-        return Path(unquote(parts.path))
+    if scheme == "file" and parts.netloc in ("", "localhost"):
+        return Path(unquote(parts.path))  # with a host, open_backend refuses the URL
     return None
