@@ -15,7 +15,7 @@ from temporalio.converter import StorageDriverStoreContext, StorageDriverWorkflo
 
 from casstore import CasStorageDriver
 from casstore._cli import main
-from casstore._lifecycle import LifecyclePolicy, ensure_policy
+from casstore._lifecycle import MANIFEST_KEY, LifecyclePolicy, ensure_policy
 from casstore._url import open_backend
 from casstore.backends import LocalBackend
 from casstore.errors import ConfigurationError
@@ -40,7 +40,7 @@ def test_command_plumbing_lives_in_one_module_per_job() -> None:
         "_run": ("run_command", "CommandError", "EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE"),
         "_args": ("add_store_argument", "resolve_store", "open_keyring", "positive_int"),
         "_durations": ("parse_duration",),
-        "_store": ("open_store", "require_local_store"),
+        "_store": ("open_store", "require_local_store", "require_casstore_store"),
         "_progress": ("Progress",),
         "_output": ("write_json", "format_bytes"),
     }
@@ -109,6 +109,24 @@ async def test_the_store_given_twice_or_not_at_all_is_a_usage_error(
 
 
 # Refusing what is not a store.
+
+
+async def test_verify_refuses_a_folder_that_holds_no_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    (empty / "photos").mkdir(parents=True)
+    (empty / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+    result = await cli(capsys, "verify", str(empty))
+    assert_one_line_error(result, "not a casstore store", MANIFEST_KEY, "v1/")
+    gc = await cli(capsys, "gc", str(empty), "--namespace", "default", "--older-than", "60d")
+    assert_one_line_error(gc, "not a casstore store")
+
+    # An empty store a writer set up (it has a manifest) is a store with nothing in it.
+    await ensure_policy(LocalBackend(empty), LifecyclePolicy())
+    result = await cli(capsys, "verify", str(empty))
+    assert result.code == 0, result
+    assert "checked 0 objects" in result.out
 
 
 def test_serve_refuses_a_store_folder_that_does_not_exist(

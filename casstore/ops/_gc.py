@@ -39,7 +39,7 @@ from casstore.ops._gc_sweep import Applied, Plan, apply_plan, gc_lock, plan_swee
 from casstore.ops._output import format_bytes, write_json
 from casstore.ops._progress import Progress
 from casstore.ops._run import EXIT_OK, CommandError, run_command
-from casstore.ops._store import open_store
+from casstore.ops._store import NOT_A_STORE, open_store
 
 DEFAULT_GRACE = timedelta(days=3)
 _LISTED = 20  # keys listed per action in text output; --json lists them all
@@ -87,9 +87,8 @@ async def collect_garbage(
     policy = await read_policy(backend)
     if policy is None:
         raise CommandError(
-            f"no lifecycle manifest [key={MANIFEST_KEY}{describe_suffix(backend)}]: this is not "
-            "a casstore store, or no casstore worker has stored anything in it yet; gc needs "
-            "the writers' refresh_after (docs/operations.md)"
+            f"no lifecycle manifest [key={MANIFEST_KEY}{describe_suffix(backend)}]: "
+            f"{NOT_A_STORE}; gc needs the writers' refresh_after (docs/operations.md)"
         )
     try:
         if options.older_than is not None:

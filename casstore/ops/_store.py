@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from casstore._keys import KEY_LAYOUT_VERSION
+from casstore._lifecycle import MANIFEST_KEY
 from casstore._url import open_backend
-from casstore.backends._base import Backend
+from casstore.backends._base import Backend, describe_suffix
 from casstore.errors import BackendPermissionError, BackendUnavailableError, ConfigurationError
 from casstore.ops._run import CommandError
 
@@ -45,6 +47,35 @@ async def open_store(url: str, **options: Any) -> AsyncIterator[Backend]:
         yield backend
     finally:
         await backend.aclose()
+
+
+NOT_A_STORE = "this is not a casstore store, or no casstore worker has stored anything in it yet"
+
+
+async def require_casstore_store(backend: Backend) -> None:
+    """Refuse a store with neither a lifecycle manifest nor any key under ``v1/``.
+
+    Checking an empty folder or a wrong S3 prefix would otherwise report "0
+    objects, all good": a wrong URL must not pass for a healthy store. An
+    empty store that has a manifest (a writer set it up) is a store.
+
+    Raises:
+        CommandError: Naming the manifest key and the store.
+    """
+    if await backend.stat(MANIFEST_KEY) is not None:
+        return  # whether it parses is gc's concern; verify checks objects
+    listing = backend.scan(KEY_LAYOUT_VERSION + "/")
+    try:
+        async for _ in listing:
+            return
+    finally:
+        close = getattr(listing, "aclose", None)
+        if close is not None:
+            await close()
+    raise CommandError(
+        f"no lifecycle manifest [key={MANIFEST_KEY}{describe_suffix(backend)}] and no keys "
+        f"under {KEY_LAYOUT_VERSION}/: {NOT_A_STORE}"
+    )
 
 
 def require_local_store(url: str) -> Path | None:

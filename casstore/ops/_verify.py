@@ -31,7 +31,7 @@ from casstore.ops._output import format_bytes, write_json
 from casstore.ops._progress import Progress
 from casstore.ops._reader import DEFAULT_CONCURRENCY, DEFAULT_MEMORY_BUDGET, Outcome, read_each
 from casstore.ops._run import EXIT_OK, EXIT_PROBLEMS, run_command
-from casstore.ops._store import open_store
+from casstore.ops._store import open_store, require_casstore_store
 
 DEFAULT_MAX_PAYLOAD_SIZE = 50 * 1024 * 1024
 _MAX_OBJECT_OVERHEAD = 64
@@ -290,6 +290,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 async def _verify(args: argparse.Namespace, out: TextIO) -> int:
     keyring = open_keyring(args.keyring)
     async with open_store(args.store) as backend:
+        await require_casstore_store(backend)
         with Progress("verifying") as progress:
 
             def on_bad(bad: BadObject) -> None:
