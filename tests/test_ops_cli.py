@@ -7,6 +7,10 @@ that read a real standard input (a pipe from ``/dev/zero``) run as a process.
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,3 +172,56 @@ async def test_a_file_url_with_a_host_is_refused_naming_the_fix(
     assert main(["serve", "--store", two_slashes, "--port", "0"]) == 2
     assert fix in capsys.readouterr().err
     assert (await cli(capsys, "verify", fix)).code == 0
+
+
+# cat's input: bounded, regular files only, any nesting.
+
+
+async def test_cat_refuses_input_past_its_limit_and_what_is_not_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = await a_store(tmp_path / "store")
+    big = json.dumps({"events": [{"pad": "x" * 3_000}]})
+    result = await cli(capsys, "cat", "--store", root, "--max-input-size", "2000", stdin=big)
+    assert_one_line_error(result, "standard input is larger than 2,000 bytes", "--max-input-size")
+    history = tmp_path / "history.json"
+    history.write_text(big)
+    result = await cli(capsys, "cat", "--store", root, str(history), "--max-input-size", "2000")
+    assert_one_line_error(result, f"file {history} is larger than 2,000 bytes")
+    result = await cli(capsys, "cat", "--store", root, "/dev/zero")
+    assert_one_line_error(result, "/dev/zero is a character device, not a regular file")
+    result = await cli(capsys, "cat", "--store", root, str(tmp_path))
+    assert_one_line_error(result, "is a directory, not a regular file")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = await cli(capsys, "cat", "--store", root, str(fifo))  # never opened: would block
+    assert_one_line_error(result, "is a FIFO, not a regular file")
+
+
+def test_cat_stops_reading_an_endless_standard_input_at_the_limit(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    root.mkdir()
+    with open("/dev/zero", "rb") as zeros:
+        done = subprocess.run(
+            [sys.executable, "-m", "casstore", "cat", "--store", str(root)],
+            stdin=zeros,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 2, done
+    assert done.stderr.strip() == (
+        "casstore cat: error: standard input is larger than 268,435,456 bytes "
+        "(--max-input-size); a history or reference is far smaller"
+    )
+
+
+@pytest.mark.parametrize("depth", [100_000, 5_000])
+async def test_cat_reports_deeply_nested_input_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], depth: int
+) -> None:
+    root = await a_store(tmp_path / "store")
+    for nested in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
+        result = await cli(capsys, "cat", "--store", root, stdin=nested)
+        assert_one_line_error(result, "standard input is nested too deeply")
