@@ -22,7 +22,8 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver
-from casstore.backends import Backend, LocalBackend, MemoryBackend
+from casstore.backends import Backend, CountingBackend, LocalBackend, MemoryBackend
+from casstore.backends._wrappers import FailingBackend, LatencyBackend
 from casstore.errors import (
     BackendError,
     ClaimError,
@@ -31,7 +32,6 @@ from casstore.errors import (
     ObjectNotFoundError,
     PayloadTooLargeError,
 )
-from casstore.testing import CountingBackend, FailingBackend, LatencyBackend
 from tests.helpers import big_json, in_workflow, make_converter, reference_of
 
 
@@ -492,7 +492,7 @@ async def test_refresh_after_bounds_how_long_the_cache_vouches(monkeypatch: Any)
     clock = [time_module.time()]
     monkeypatch.setattr("casstore._cache.time.time", lambda: clock[0])
     monkeypatch.setattr("casstore._driver.time.time", lambda: clock[0])
-    monkeypatch.setattr("casstore._lifecycle.time.time", lambda: clock[0])
+    monkeypatch.setattr("casstore._freshness.time.time", lambda: clock[0])
     backend = counted()
     converter = in_workflow(
         make_converter(CasStorageDriver(backend, refresh_after=timedelta(days=7)))

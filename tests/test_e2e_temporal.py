@@ -36,7 +36,7 @@ from temporalio.worker import Replayer, Worker
 
 import casstore
 from casstore._cli import main as cli_main
-from casstore._codec import encode_object
+from casstore._format.compression import encode_object
 from casstore.backends import Backend
 from casstore.demo import FanOutChild, FanOutParent, analyze_shard, make_document
 from casstore.history import (

@@ -24,10 +24,9 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver, KeyRing
-from casstore.backends import Backend, LocalBackend, MemoryBackend
+from casstore.backends import Backend, CountingBackend, LocalBackend, MemoryBackend
 from casstore.errors import ClaimError, IntegrityError, MissingKeyError
 from casstore.plugin import CasStorePlugin
-from casstore.testing import CountingBackend
 from tests.helpers import big_json, in_workflow, make_converter, reference_of
 
 K1 = bytes(range(32))

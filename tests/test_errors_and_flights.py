@@ -20,8 +20,8 @@ from temporalio.converter import (
 import casstore
 from casstore import CasStorageDriver
 from casstore._cache import SingleFlight
-from casstore._claim import Claim, make_claim_data, parse_claim_data
-from casstore._codec import Codec
+from casstore._format.claims import Claim, make_claim_data, parse_claim_data
+from casstore._format.header import Codec
 from casstore.backends import MemoryBackend
 from casstore.errors import (
     BackendError,

@@ -36,10 +36,11 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import StorageDriverStoreContext, StorageDriverWorkflowInfo
 
 from casstore import CasStorageDriver
-from casstore._claim import parse_claim_data
-from casstore._lifecycle import LifecyclePolicy, ensure_policy, trash_key
+from casstore._format.claims import parse_claim_data
+from casstore._format.manifest import LifecyclePolicy
+from casstore._format.trash import journal_prefix, trash_key
+from casstore._freshness import ensure_policy
 from casstore.backends import Backend, LocalBackend
-from casstore.ops._gc_journal import journal_prefix
 from casstore.ops._gc_sweep import apply_plan, plan_sweep
 from tests.s3_fixtures import S3Target, s3_place
 

@@ -29,12 +29,14 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver
-from casstore._claim import parse_claim_data
-from casstore._lifecycle import LifecyclePolicy, ensure_policy, read_policy, trash_key
+from casstore._format.claims import parse_claim_data
+from casstore._format.manifest import LifecyclePolicy
+from casstore._format.trash import trash_key
+from casstore._freshness import ensure_policy, read_policy
 from casstore.backends import Backend, LocalBackend, MemoryBackend
+from casstore.backends._wrappers import LatencyBackend
 from casstore.errors import ObjectNotFoundError
 from casstore.ops._gc_sweep import LockHeldError, Plan, apply_plan, gc_lock, plan_sweep
-from casstore.testing import LatencyBackend
 from tests.s3_fixtures import S3Target, s3_place
 
 NS = "default"

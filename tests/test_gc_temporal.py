@@ -37,7 +37,9 @@ from temporalio.worker import Worker
 
 from casstore import CasStorageDriver, open_backend
 from casstore._cli import main as cli_main
-from casstore._lifecycle import MANIFEST_KEY, LifecyclePolicy, ensure_policy, trash_key
+from casstore._format.manifest import MANIFEST_KEY, LifecyclePolicy
+from casstore._format.trash import trash_key
+from casstore._freshness import ensure_policy
 from casstore.backends import Backend
 from casstore.history import history_references
 from casstore.ops._gc_mark import is_open_status, mark_namespace

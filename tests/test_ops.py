@@ -32,12 +32,12 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver, KeyRing
-from casstore._claim import parse_claim_data
-from casstore._keys import location_for, object_key
-from casstore._lifecycle import LifecyclePolicy, ensure_policy
+from casstore._format.claims import parse_claim_data
+from casstore._format.keys import BadKeyError, location_for, object_key, parse_object_key
+from casstore._format.manifest import LifecyclePolicy
+from casstore._freshness import ensure_policy
 from casstore.backends import Backend, LocalBackend
 from casstore.ops import store_stats, verify_store
-from casstore.ops._layout import BadKeyError, parse_object_key
 from tests.cli_helpers import assert_one_line_error, cli, s3_url
 from tests.cli_helpers import aws_env as aws_env
 from tests.helpers import big_json, in_workflow, make_converter

@@ -19,7 +19,8 @@ from temporalio.converter import StorageDriverStoreContext, StorageDriverWorkflo
 
 from casstore import CasStorageDriver
 from casstore._cli import main
-from casstore._lifecycle import MANIFEST_KEY, LifecyclePolicy, ensure_policy
+from casstore._format.manifest import MANIFEST_KEY, LifecyclePolicy
+from casstore._freshness import ensure_policy
 from casstore._url import open_backend
 from casstore.backends import LocalBackend
 from casstore.errors import ConfigurationError

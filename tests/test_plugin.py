@@ -21,11 +21,10 @@ from temporalio.converter import (
 from temporalio.worker import Replayer, ReplayerConfig, Worker
 
 from casstore import CasStorageDriver
-from casstore.backends import Backend, LocalBackend, MemoryBackend
+from casstore.backends import Backend, CountingBackend, LocalBackend, MemoryBackend
 from casstore.demo import FanOutChild
 from casstore.errors import ConfigurationError
 from casstore.plugin import CasStorePlugin, DriverOptions
-from casstore.testing import CountingBackend
 from tests.helpers import OpenCloseBackend, big_json, in_workflow, make_converter, reference_of
 
 

@@ -27,7 +27,7 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver, KeyRing
-from casstore._claim import parse_claim_data
+from casstore._format.claims import parse_claim_data
 from casstore.backends import MemoryBackend
 from casstore.server import bearer_token_authorizer, create_app
 from tests.helpers import OpenCloseBackend

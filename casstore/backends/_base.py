@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from casstore.errors import ObjectNotFoundError
 
@@ -36,7 +35,7 @@ class Backend(ABC):
     * **Keys.** ``/``-separated segments of ``[A-Za-z0-9._%-]``, none empty or
       starting with a dot, at most 1,024 bytes. Every method passes each key
       through :func:`casstore.backends.check_key` before any I/O, which raises
-      ``ValueError`` for anything else, so no key can reach outside the
+      :class:`~casstore.errors.InvalidKeyError` for anything else, so no key can reach outside the
       backend's root.
     * **Atomicity.** Objects are immutable: :meth:`put` creates an object only
       if the key is absent, and no reader ever sees a partial object.
@@ -59,27 +58,6 @@ class Backend(ABC):
     write double as the existence check. Set it False for stores that cannot
     tell (e.g. S3-compatible servers that ignore ``If-None-Match``); writing
     identical bytes to a content-addressed key twice is harmless either way."""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # Backends written before the rename set the class attribute
-        # ``exact_create``; honour it under the new name.
-        legacy = cls.__dict__.get("exact_create")
-        if isinstance(legacy, bool):
-            _warn_exact_create(stacklevel=3)
-            cls.conditional_writes = legacy
-            delattr(cls, "exact_create")
-
-    @property
-    def exact_create(self) -> bool:
-        """Deprecated alias of :attr:`conditional_writes`."""
-        _warn_exact_create()
-        return self.conditional_writes
-
-    @exact_create.setter
-    def exact_create(self, value: bool) -> None:
-        _warn_exact_create()
-        self.conditional_writes = value
 
     @abstractmethod
     async def stat(self, key: str) -> ObjectStat | None:
@@ -202,7 +180,7 @@ class Backend(ABC):
 
         Requests work without it; it moves the one-off set-up cost out of the
         first request's deadline. ``async with backend:`` and a worker running
-        :class:`~casstore.CasStorePlugin` call it before any request.
+        :class:`~casstore.plugin.CasStorePlugin` call it before any request.
         """
 
     async def aclose(self) -> None:  # noqa: B027 - most backends hold nothing to close
@@ -223,14 +201,6 @@ class Backend(ABC):
     def __repr__(self) -> str:
         facts = ", ".join(f"{k}={v}" for k, v in self.describe().items())
         return f"{type(self).__name__}({facts})"
-
-
-def _warn_exact_create(stacklevel: int = 3) -> None:
-    warnings.warn(
-        "Backend.exact_create is deprecated; use Backend.conditional_writes",
-        DeprecationWarning,
-        stacklevel=stacklevel,
-    )
 
 
 def describe_backend(backend: Backend) -> str:

@@ -1,4 +1,4 @@
-"""Durations as the operator commands take them (``90s``, ``36h``, ``1d12h``)."""
+"""Durations as the operator commands read and write them (``90s``, ``36h``, ``1d12h``)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,12 @@ def parse_duration(text: str) -> timedelta:
             f"expected a duration like 90s, 36h, 30d or 1d12h, got {text!r}"
         )
     return sum((float(p.group(1)) * _DURATION_UNITS[p.group(2)] for p in parts), timedelta())
+
+
+def format_duration(value: timedelta) -> str:
+    """Format a duration the way the CLI takes it (``26h``, ``3d``, ``1.5s``)."""
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g}{unit}"
+    return f"{seconds:g}s"

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from casstore._keys import escape_id
+from casstore._format.trash import journal_prefix
 from casstore.backends._base import Backend, describe_suffix
 from casstore.errors import CasstoreError, ObjectNotFoundError
 
@@ -36,11 +36,6 @@ _MAX_JOURNAL_SIZE = 4 * 1024 * 1024  # 1,000 trash keys of at most 1,024 bytes, 
 
 class JournalError(CasstoreError):
     """A leftover move journal gc cannot read: it cannot tell which copies to keep."""
-
-
-def journal_prefix(namespace: str) -> str:
-    """Where the move journals of ``namespace`` live."""
-    return f"_casstore/gc/{escape_id(namespace, kind=b'n')}.moving/"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from casstore._crypto import Ciphers
+from casstore._format.keys import (
+    HOUSEKEEPING_PREFIX,
+    BadKeyError,
+    ObjectName,
+    is_casstore_key,
+    parse_object_key,
+)
 from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
 from casstore.ops._args import (
@@ -21,13 +28,6 @@ from casstore.ops._args import (
     positive_int,
 )
 from casstore.ops._check import ObjectFacts, ObjectProblem, declared_facts
-from casstore.ops._layout import (
-    HOUSEKEEPING_PREFIX,
-    BadKeyError,
-    ObjectName,
-    is_casstore_key,
-    parse_object_key,
-)
 from casstore.ops._output import format_bytes, write_json
 from casstore.ops._progress import Progress
 from casstore.ops._reader import DEFAULT_CONCURRENCY, Outcome, read_each

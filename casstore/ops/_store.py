@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from casstore._keys import KEY_LAYOUT_VERSION
-from casstore._lifecycle import MANIFEST_KEY
+from casstore._format.keys import KEY_LAYOUT_VERSION
+from casstore._format.manifest import MANIFEST_KEY
 from casstore._url import open_backend
 from casstore.backends._base import Backend, describe_suffix
 from casstore.errors import BackendPermissionError, BackendUnavailableError, ConfigurationError

@@ -9,8 +9,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from casstore._codec import Codec
 from casstore._crypto import Ciphers
+from casstore._format.header import Codec
+from casstore._format.keys import (
+    HOUSEKEEPING_PREFIX,
+    BadKeyError,
+    is_casstore_key,
+    parse_object_key,
+)
 from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
 from casstore.ops._args import (
@@ -21,12 +27,6 @@ from casstore.ops._args import (
     positive_int,
 )
 from casstore.ops._check import NeedsKey, ObjectFacts, ObjectProblem, check_object
-from casstore.ops._layout import (
-    HOUSEKEEPING_PREFIX,
-    BadKeyError,
-    is_casstore_key,
-    parse_object_key,
-)
 from casstore.ops._output import format_bytes, write_json
 from casstore.ops._progress import Progress
 from casstore.ops._reader import DEFAULT_CONCURRENCY, DEFAULT_MEMORY_BUDGET, Outcome, read_each
