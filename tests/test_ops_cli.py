@@ -9,8 +9,11 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import stat
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from temporalio.converter import StorageDriverStoreContext, StorageDriverWorkflo
 
 from casstore import CasStorageDriver
 from casstore._cli import main
+from casstore._format.claims import parse_claim_data
 from casstore._format.manifest import MANIFEST_KEY, LifecyclePolicy
 from casstore._freshness import ensure_policy
 from casstore._url import open_backend
@@ -226,3 +230,62 @@ async def test_cat_reports_deeply_nested_input_in_one_line(
     for nested in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
         result = await cli(capsys, "cat", "--store", root, stdin=nested)
         assert_one_line_error(result, "standard input is nested too deeply")
+
+
+# Every entry of a local store is seen: damage is reported, strays are listed.
+
+
+async def test_links_fifos_and_stray_files_in_a_local_store_are_reported_never_collected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "store"
+    backend = LocalBackend(root, fsync=False)
+    await ensure_policy(backend, LifecyclePolicy(timedelta(seconds=1), timedelta(seconds=1)))
+    target = StorageDriverWorkflowInfo(namespace="default", id="wf-1", run_id=None, type=None)
+    payloads = [Payload(data=f"payload {i}".encode()) for i in range(4)]
+    claims = await CasStorageDriver(backend).store(
+        StorageDriverStoreContext(target=target), payloads
+    )
+    good, *damaged = [
+        backend.path_for(parse_claim_data(c.claim_data, max_size=1 << 20).key) for c in claims
+    ]
+    for path in damaged:
+        path.unlink()
+    damaged[0].symlink_to("/etc/passwd")
+    damaged[1].symlink_to("/dev/zero")
+    os.mkfifo(damaged[2])
+    stray = good.parent / "copy 1"
+    stray_bytes = good.read_bytes()
+    stray.write_bytes(stray_bytes)
+    day_ago = time.time() - 86_400
+    for path in (good, *damaged, stray):
+        os.utime(path, (day_ago, day_ago), follow_symlinks=False)
+
+    result = await cli(capsys, "verify", "--store", str(root), "--json")
+    assert result.code == 1, result
+    report = result.json()
+    assert (report["checked"], report["good"]) == (4, 1)
+    reasons = {bad["key"].rsplit("/", 1)[1]: bad["reason"] for bad in report["bad"]}
+    assert set(reasons) == {path.name for path in damaged}
+    assert "link or special file" in reasons[damaged[0].name]
+    assert "a FIFO" in reasons[damaged[2].name]
+    assert report["other_keys"] == ["v1/default/wf-1/copy 1"]
+    text = await cli(capsys, "verify", str(root))
+    assert "checked 4 objects" in text.out
+    assert "1 good, 3 bad" in text.out
+    assert "v1/default/wf-1/copy 1" in text.out
+
+    stats = await cli(capsys, "stats", "--store", str(root), "--json")
+    assert stats.code == 0, stats
+    assert stats.json()["objects"] == 4
+    assert stats.json()["other_keys"]["objects"] == 1
+
+    gc = ["gc", "--store", str(root), "--namespace", "default", "--older-than", "3s", "--delete"]
+    for _ in range(2):
+        result = await cli(capsys, *gc)
+        assert result.code == 0, result
+    assert stray.read_bytes() == stray_bytes  # never moved or deleted
+    assert damaged[0].is_symlink()
+    assert damaged[1].is_symlink()
+    assert stat.S_ISFIFO(os.lstat(damaged[2]).st_mode)
+    assert not good.exists()  # the one real object went to the trash as usual
