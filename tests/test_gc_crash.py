@@ -42,9 +42,7 @@ from casstore._format.trash import journal_prefix, trash_key
 from casstore._freshness import ensure_policy
 from casstore.backends import Backend, LocalBackend
 from casstore.ops._gc_sweep import apply_plan, plan_sweep
-from tests.s3_fixtures import S3Target, s3_place
-
-pytestmark = pytest.mark.integration
+from tests.support.s3 import S3Target, s3_place
 
 POLICY = LifecyclePolicy(refresh_after=timedelta(seconds=0.5), claim_delay=timedelta(seconds=1))
 RERUN_GRACE = timedelta(seconds=30)  # the rerun only recovers and moves; nothing is old enough
@@ -223,7 +221,7 @@ async def _check_after_rerun(
     assert not [k async for k, _ in backend.scan(journal_prefix(namespace))]
 
 
-@pytest.fixture(params=["local", "moto"])
+@pytest.fixture(params=["local", pytest.param("moto", marks=pytest.mark.integration)])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[str, Callable[[], Backend]]]:

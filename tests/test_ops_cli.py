@@ -28,7 +28,7 @@ from casstore._freshness import ensure_policy
 from casstore._url import open_backend
 from casstore.backends import LocalBackend
 from casstore.errors import ConfigurationError
-from tests.cli_helpers import assert_one_line_error, cli
+from tests.support.cli import assert_one_line_error, cli
 
 REPO = Path(__file__).resolve().parent.parent
 OPS = REPO / "casstore" / "ops"
