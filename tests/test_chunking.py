@@ -30,6 +30,7 @@ from casstore._format.digest import content_digest as plain_digest
 from casstore._format.keys import object_key
 from casstore.backends import Backend, CountingBackend, MemoryBackend
 from casstore.errors import CasstoreError, ConfigurationError, IntegrityError, ObjectNotFoundError
+from casstore.ops import store_stats, verify_store
 from tests.support.agents import agent_turns
 from tests.support.sdk import big_json, in_workflow, make_converter
 
@@ -422,3 +423,61 @@ def test_any_damage_to_chunked_objects_is_an_error_never_a_wrong_payload(
         assert got == TURNS[3:4]  # only an intact (or equivalent) read may pass
     else:
         assert key_of(claims[-1]) in str(error)  # named, whichever object was damaged
+
+
+# Operator commands on a chunked store.
+
+
+def chunked_count(payloads: list[Payload]) -> int:
+    """How many of ``payloads`` are large enough to be chunked (the first turn is not)."""
+    return sum(p.ByteSize() >= 32 * 1024 for p in payloads)
+
+
+async def test_verify_reads_every_chunk_and_names_what_a_damaged_reference_breaks() -> None:
+    backend = MemoryBackend()
+    claims = await store_all(CasStorageDriver(backend, compression_level=None), TURNS[:8])
+    report = await verify_store(backend)
+    assert report.ok, report.bad
+    assert report.good == 8
+    assert report.codecs.get("chunked") == chunked_count(TURNS[:8])
+    # Damage a chunk in an early object: it and every later object reading it go bad.
+    manifest = await manifest_of(backend, claims[-1])
+    source, where = next((w.source, w) for _, w in manifest.chunks if w.source is not None)
+    source_key = object_key(LOCATION, source)
+    obj = bytearray(backend._objects[source_key][0])
+    obj[where.frame_offset + 1 + where.offset] ^= 0xFF
+    backend._objects[source_key] = (bytes(obj), backend._objects[source_key][1])
+    report = await verify_store(backend)
+    bad = {b.key: b.reason for b in report.bad}
+    assert source_key in bad
+    assert key_of(claims[-1]) in bad
+    assert f"referenced={source_key}" in bad[key_of(claims[-1])]
+    # A missing referenced object, likewise.
+    await backend.delete(source_key)
+    report = await verify_store(backend)
+    assert f"referenced={source_key}" in {b.key: b.reason for b in report.bad}[key_of(claims[-1])]
+
+
+async def test_stats_deep_reports_what_chunk_dedup_saved() -> None:
+    backend = MemoryBackend()
+    await store_all(CasStorageDriver(backend), TURNS)
+    stats = await store_stats(backend, deep=True)
+    logical = sum(len(p.SerializeToString(deterministic=True)) for p in TURNS)
+    assert stats.total.logical_bytes == logical
+    assert stats.codecs["chunked"].objects == chunked_count(TURNS)
+    # Nearly everything but each turn's new bytes was read from earlier objects.
+    assert stats.chunk_dedup_bytes > 0.8 * logical
+    assert stats.as_dict()["chunk_dedup_bytes"] == stats.chunk_dedup_bytes
+
+
+async def test_encrypted_chunked_objects_need_the_key_to_verify() -> None:
+    backend = MemoryBackend()
+    await store_all(CasStorageDriver(backend, keyring=RING), TURNS[:5])
+    without = await verify_store(backend)
+    assert without.ok
+    assert len(without.unchecked) == 5
+    assert without.needs_keys == {"k1"}
+    with_key = await verify_store(backend, keyring=RING)
+    assert with_key.ok
+    assert with_key.good == 5
+    assert with_key.encrypted == {"k1": 5}
