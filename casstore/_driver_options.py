@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from casstore._codec import max_object_size
 from casstore.backends._base import Backend
 from casstore.errors import ConfigurationError
 
@@ -47,5 +48,12 @@ def check_driver_options(
     ):
         if value < 0:
             raise ConfigurationError(f"{option} must not be negative, got {value}")
+    limit = backend.max_object_size
+    if limit is not None and max_object_size(max_payload_size) > limit:
+        raise ConfigurationError(
+            f"max_payload_size {max_payload_size} is too large for this backend: its largest "
+            f"object would be {max_object_size(max_payload_size)} bytes, above the store's "
+            f"{limit}-byte limit [backend={backend!r}]"
+        )
     if refresh_after is not None and refresh_after <= timedelta(0):
         raise ConfigurationError(f"refresh_after must be positive, got {refresh_after}")

@@ -6,7 +6,7 @@ import os
 import threading
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from casstore._urlopts import merge_options, option_flag
+from casstore._urlopts import merge_options, option_flag, redacted
 from casstore.backends._base import Backend
 from casstore.backends._local import LocalBackend
 from casstore.backends._memory import MemoryBackend
@@ -36,6 +36,10 @@ def open_backend(url: str, **options: object) -> Backend:
       ``abfss://``, ``adl://``): an
       :class:`~casstore.backends.objectstore.ObjectStoreBackend` on Azure Blob
       Storage (needs ``pip install casstore[objectstore]``).
+
+    * ``redis://host:port/db?...`` (``rediss://`` for TLS): a
+      :class:`~casstore.backends.redis.RedisBackend` (needs
+      ``pip install casstore[redis]``).
 
     See docs/backends.md for each backend's options.
 
@@ -80,9 +84,14 @@ def open_backend(url: str, **options: object) -> Backend:
             query = urlencode([(name, value) for name, value in pairs if name != "client"])
             url = parts._replace(query=query).geturl()
         return S3Backend.from_url(url, **options)
+    if scheme in ("redis", "rediss"):
+        from casstore.backends.redis import RedisBackend  # optional dependency
+
+        return RedisBackend.from_url(url, **options)
     raise ConfigurationError(
         f"unknown backend URL scheme {parts.scheme!r}; expected file://, memory://, s3://, "
-        f"az:// (or azure://, abfs://, abfss://, adl://) [url={url}]"
+        f"az:// (or azure://, abfs://, abfss://, adl://), redis:// or rediss:// "
+        f"[url={redacted(url)}]"
     )
 
 

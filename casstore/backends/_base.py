@@ -60,6 +60,13 @@ class Backend(ABC):
     tell (e.g. S3-compatible servers that ignore ``If-None-Match``); writing
     identical bytes to a content-addressed key twice is harmless either way."""
 
+    max_object_size: int | None = None
+    """The largest object the store can hold, in bytes (None: no limit worth checking).
+
+    ``CasStorageDriver`` refuses a ``max_payload_size`` whose largest object
+    would not fit, when it is built rather than on the first large payload
+    (Redis strings, for one, hold at most 512 MiB)."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # Backends written before the rename set the class attribute
