@@ -3,12 +3,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-ops fuzz reliability clean browser
+.PHONY: demo test lint bench bench-ops fuzz reliability clean browser redis
 
 # The Web UI test drives Debian's chromium through Playwright (Playwright's own
 # browser download needs the internet). Idempotent; a failed install fails `make test`.
 browser:
 	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+# The Redis backend's tests run Debian's redis-server (started per test session on a
+# free loopback port). Idempotent; a failed install fails `make test`.
+redis:
+	command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +35,7 @@ AZURITE := .node/node_modules/.bin/azurite-blob
 $(AZURITE):
 	npm install --prefix .node --no-audit --no-fund azurite@3
 
-test: lint browser $(AZURITE)
+test: lint browser redis $(AZURITE)
 	$(BIN)/pytest
 
 # Faults injected in front of real S3 servers, payloads lost, worst stall, peak memory

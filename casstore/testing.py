@@ -219,6 +219,7 @@ class BackendTests:
         await self.raw_put(backend, other, b"x")
         found = {key: stat async for key, stat in backend.scan_stat("v1/default/")}
         assert list(found) == [_KEY]
+        assert [item async for item in backend.scan_stat("v1/nothing-here/")] == []
         assert found[_KEY].size == 5
         age = datetime.now(UTC) - found[_KEY].modified
         assert timedelta(seconds=-5) < age < timedelta(minutes=5)

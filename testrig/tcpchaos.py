@@ -94,14 +94,17 @@ class TcpChaosProxy(ContextManagerMixin):
             ready.set()
             loop.run_forever()
             server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
+            loop.run_until_complete(self._shutdown())
             loop.close()
 
         self._thread = threading.Thread(target=run, name="tcp-fault-proxy", daemon=True)
         self._thread.start()
         ready.wait(timeout=10)
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def stop(self) -> None:
         """Stop listening and drop every open connection."""

@@ -108,6 +108,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "azure":
         url: str = request.getfixturevalue("azure_url")
         return url
+    if request.param == "redis":
+        redis_url: str = request.getfixturevalue("redis_place").url
+        return redis_url
     place: S3Place = request.getfixturevalue("s3_place")
     target = place.target
     return (
@@ -172,8 +175,14 @@ def waiting_after_first_activity(history: WorkflowHistory) -> bool:
 # Dedup and references.
 
 
-@pytest.mark.parametrize("store_url", ["local", "s3", "azure"], indirect=True)
-@pytest.mark.parametrize("width", [1, 6])
+@pytest.mark.parametrize(
+    ("store_url", "width"),
+    [
+        *((store, width) for store in ("local", "s3", "azure") for width in (1, 6)),
+        ("redis", 6),
+    ],
+    indirect=["store_url"],
+)
 async def test_fan_out_writes_each_distinct_payload_once_and_a_rerun_writes_nothing(
     temporal: TemporalDevServer, store_url: str, width: int
 ) -> None:

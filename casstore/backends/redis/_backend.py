@@ -422,7 +422,7 @@ class RedisBackend(Backend):
                         rows = await pipe.execute()
             now_ms = 0
             stamps: list[Any] = [None] * len(keys)
-            if times:
+            if times and keys:
                 seconds, micros = rows[-1]
                 now_ms = int(seconds) * 1000 + int(micros) // 1000
                 stamps = rows[-2]

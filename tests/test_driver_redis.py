@@ -1,0 +1,143 @@
+"""CasStorageDriver on RedisBackend: requests, refresh under a TTL, races, faults on the wire.
+
+Faults come from a real TCP proxy (testrig/tcpchaos.py) in front of the real
+redis-server: connections reset before and after the server acted, requests
+swallowed, delays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import StorageDriverClaim
+
+from casstore import CasStorageDriver
+from casstore.backends import CountingBackend
+from casstore.backends.redis import RedisBackend
+from casstore.errors import BackendUnavailableError, CasstoreError
+from testrig.tcpchaos import TCP_FAULTS, TcpChaosProxy
+from tests.helpers import big_json, in_workflow, make_converter
+from tests.redis_fixtures import RedisPlace
+from tests.test_s3_faults import CONTEXT, RETRIEVE, SLACK
+
+pytestmark = pytest.mark.integration
+
+
+async def test_dedup_costs_one_write_then_one_check_and_reads_one_get(
+    redis_place: RedisPlace,
+) -> None:
+    async with CountingBackend(redis_place.backend()) as backend:
+        value = big_json(100_000)
+        for _ in range(3):
+            [reference] = await in_workflow(make_converter(CasStorageDriver(backend))).encode(
+                [value]
+            )
+        # First process: check, write; the next two: one check each (fresh caches).
+        assert backend.calls == {"stat": 3, "put": 1}
+        backend.calls.clear()
+        reader = make_converter(CasStorageDriver(backend))
+        assert await reader.decode([reference]) == [value]
+        assert backend.calls == {"get": 1}
+    assert len([k for k in await redis_place.raw_keys() if "#modified/" not in k]) == 1
+
+
+async def test_refresh_after_resets_the_ttl_before_a_claim_is_handed_out(
+    redis_place: RedisPlace,
+) -> None:
+    # TTL 6 s, refresh after 2 s: every claim points to an object >= 4 s from expiry.
+    async with CountingBackend(redis_place.backend(ttl=timedelta(seconds=6))) as backend:
+        driver = CasStorageDriver(backend, refresh_after=timedelta(seconds=2))
+        converter = in_workflow(make_converter(driver))
+        value = big_json(10_000)
+        await converter.encode([value])
+        [name] = [k for k in await redis_place.raw_keys() if "#modified/" not in k]
+        await asyncio.sleep(2.3)
+        left = await redis_place.raw.pttl(name)
+        assert left < 4000
+        backend.calls.clear()
+        [reference] = await converter.encode([value])
+        assert backend.calls["touch"] == 1
+        assert driver.stats.objects_refreshed == 1
+        assert await redis_place.raw.pttl(name) > 5000
+        assert await make_converter(CasStorageDriver(backend)).decode([reference]) == [value]
+
+
+async def test_two_drivers_racing_to_create_one_object(redis_place: RedisPlace) -> None:
+    async with redis_place.backend() as backend:
+        drivers = [CasStorageDriver(backend) for _ in range(2)]
+        value = big_json(10_000)
+        results = await asyncio.gather(
+            *(in_workflow(make_converter(d)).encode([value]) for d in drivers)
+        )
+        assert results[0] == results[1]
+        assert sum(d.stats.objects_written for d in drivers) == 1
+
+
+# Faults.
+
+
+@pytest.fixture
+def proxy(redis_place: RedisPlace) -> Iterator[TcpChaosProxy]:
+    with TcpChaosProxy(redis_place.server.address, seed=7, latency=0.3) as chaos:
+        yield chaos
+
+
+def _payload(size: int, seed: int) -> Payload:
+    rng = random.Random(seed)
+    return Payload(metadata={"encoding": b"binary/plain"}, data=rng.randbytes(size))
+
+
+@pytest.mark.parametrize("fault", TCP_FAULTS)
+async def test_each_fault_is_survived_within_the_deadline(
+    redis_place: RedisPlace, proxy: TcpChaosProxy, fault: str
+) -> None:
+    backend = RedisBackend("127.0.0.1", proxy.port, prefix=redis_place.prefix, socket_timeout=1)
+    async with backend:
+        driver = CasStorageDriver(backend, retrieval_cache_bytes=0)
+        proxy.schedule(fault)
+        started = time.monotonic()
+        [claim] = await driver.store(CONTEXT, [payload := _payload(3000, seed=1)])
+        assert time.monotonic() - started < 5.0 + SLACK
+        proxy.schedule(fault)
+        assert await driver.retrieve(RETRIEVE, [claim]) == [payload]
+    assert proxy.injected[fault] == 2
+
+
+async def test_under_20_percent_faults_no_payload_is_lost_or_wrong(
+    redis_place: RedisPlace, proxy: TcpChaosProxy
+) -> None:
+    payloads = [_payload(size, seed) for seed, size in enumerate([10, 3_000, 150_000] * 8)]
+
+    async def timed(work: object) -> tuple[object, float]:
+        started = time.monotonic()
+        try:
+            return await work, time.monotonic() - started  # type: ignore[misc]
+        except CasstoreError as exc:
+            return exc, time.monotonic() - started
+
+    backend = RedisBackend("127.0.0.1", proxy.port, prefix=redis_place.prefix, socket_timeout=1)
+    async with backend:
+        # Connections are made before the faults start, like a worker's.
+        await backend.stat("v1/default/warm/" + "00" * 32)
+        proxy.configure(fault_rate=0.2)
+        writer = CasStorageDriver(backend, retrieval_cache_bytes=0)
+        stores = await asyncio.gather(*(timed(writer.store(CONTEXT, [p])) for p in payloads))
+        claims: list[StorageDriverClaim | None] = []
+        for result, took in stores:
+            assert took < 5.0 + 0.1 + SLACK, (took, result)
+            claims.append(None if isinstance(result, CasstoreError) else result[0])  # type: ignore[index]
+        proxy.configure(fault_rate=0.0)
+        reader = CasStorageDriver(backend, retrieval_cache_bytes=0)
+        for claim, payload in zip(claims, payloads, strict=True):
+            if claim is not None:  # every claim handed out reads back its payload
+                assert await reader.retrieve(RETRIEVE, [claim]) == [payload]
+    failed = [r for r, _ in stores if isinstance(r, BaseException)]
+    assert sum(proxy.injected.values()) >= 5
+    assert all(isinstance(r, BackendUnavailableError) for r in failed), failed
+    assert len(failed) <= len(payloads) // 10, failed
