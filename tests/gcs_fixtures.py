@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +59,7 @@ class GCSPlace:
 
 
 @pytest.fixture
-async def gcs_place(gcs_server: FakeGCSServer) -> AsyncIterator[GCSPlace]:
+async def gcs_place(gcs_server: FakeGCSServer) -> GCSPlace:
     raw = gcs_server.client()
     bucket = f"b-{secrets.token_hex(6)}"
     await asyncio.to_thread(raw.create_bucket, bucket)
