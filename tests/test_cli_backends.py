@@ -33,13 +33,14 @@ POLICY = LifecyclePolicy(refresh_after=timedelta(seconds=0.5), claim_delay=timed
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-@pytest.fixture(params=["redis"])
+@pytest.fixture(params=["redis", "gcs"])
 def store_url(request: pytest.FixtureRequest) -> str:
     """A fresh, empty store as a URL the commands (and a child process) can open."""
     if request.param == "redis":
         url: str = request.getfixturevalue("redis_place").url
         return url
-    raise AssertionError(request.param)
+    gcs_url: str = request.getfixturevalue("gcs_place").url
+    return gcs_url
 
 
 async def test_stats_verify_cat_gc_and_serve_work_by_url(
@@ -96,7 +97,15 @@ async def test_stats_verify_cat_gc_and_serve_work_by_url(
     assert after.json()["objects"] == 1
 
 
-async def test_an_unreachable_store_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("scheme", ["redis", "gcs"])
+async def test_an_unreachable_store_is_one_line(
+    capsys: pytest.CaptureFixture[str], scheme: str
+) -> None:
     port = free_port()
-    result = await cli(capsys, "stats", f"redis://127.0.0.1:{port}/0")
+    url = (
+        f"redis://127.0.0.1:{port}/0"
+        if scheme == "redis"
+        else f"gs://bucket/p?endpoint=http://127.0.0.1:{port}&emulator=true"
+    )
+    result = await cli(capsys, "stats", url)
     assert_one_line_error(result, "could not reach", f"127.0.0.1:{port}")
