@@ -57,8 +57,9 @@ payload's deadline; listings, moves and deletes have no such deadline, and one
 503 must not end an hour-long gc or stats run. ``max_attempts`` in the URL wins."""
 
 STORE_HELP = (
-    "the store: a folder, file:///path, or s3://bucket/prefix?endpoint_url=...&region=... "
-    "(options in docs/backends.md; S3 credentials from the standard AWS chain)"
+    "the store: a folder, file:///path, s3://bucket/prefix?endpoint_url=...&region=..., "
+    "az://container/prefix, gs://bucket/prefix or redis://host:6379/0?prefix=... "
+    "(options and credentials in docs/backends.md)"
 )
 
 
