@@ -218,20 +218,22 @@ class GCSBackend(Backend):
         except Missing:
             raise self._not_found(key, name) from None
 
-    async def get_range(self, key: str, start: int, length: int) -> bytes:
-        """Up to ``length`` bytes from offset ``start`` (``Range``; fewer at the end).
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset`` (``Range``; fewer at the end, none past it).
 
         Raises:
             ObjectNotFoundError: If there is no object at ``key``.
         """
         name = self.object_name(key)
-        if start < 0 or length < 0:
-            raise ValueError(f"range start and length must not be negative [key={key}]")
+        if offset < 0 or length < 0:
+            raise ValueError(
+                f"invalid range: offset {offset}, length {length} (neither may be negative)"
+            )
         if length == 0:
             if await self.stat(key) is None:
                 raise self._not_found(key, name)
             return b""
-        headers = {"Range": f"bytes={start}-{start + length - 1}"}
+        headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
         try:
             return await self._call(
                 "get_range",

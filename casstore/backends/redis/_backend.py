@@ -245,21 +245,23 @@ class RedisBackend(Backend):
             )
         return bytes(found)
 
-    async def get_range(self, key: str, start: int, length: int) -> bytes:
-        """``GETRANGE``: up to ``length`` bytes from offset ``start`` (fewer at the end).
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """``GETRANGE``: up to ``length`` bytes from ``offset`` (fewer at the end, none past it).
 
         Raises:
             ObjectNotFoundError: If there is no object at ``key``.
         """
         name = self.redis_key(key)
-        if start < 0 or length < 0:
-            raise ValueError(f"range start and length must not be negative [key={key}]")
+        if offset < 0 or length < 0:
+            raise ValueError(
+                f"invalid range: offset {offset}, length {length} (neither may be negative)"
+            )
         with self._translate("get_range", name):
             client = await self._redis()
             async with client.pipeline(transaction=True) as pipe:
                 pipe.exists(name)
                 if length:  # GETRANGE's end is inclusive
-                    pipe.getrange(name, start, start + length - 1)
+                    pipe.getrange(name, offset, offset + length - 1)
                 exists, *data = await pipe.execute()
         if not exists:
             raise self._not_found(key, name)
