@@ -22,6 +22,7 @@ from temporalio.api.common.v1 import Payloads
 from casstore import CasStorageDriver, open_backend
 from casstore._lifecycle import LifecyclePolicy, ensure_policy
 from testrig.codec import CodecServerProcess
+from testrig.gcs import FakeGCSServer
 from testrig.processes import free_port
 from tests.cli_helpers import assert_one_line_error, cli
 from tests.helpers import big_json, in_workflow, make_converter
@@ -109,3 +110,11 @@ async def test_an_unreachable_store_is_one_line(
     )
     result = await cli(capsys, "stats", url)
     assert_one_line_error(result, "could not reach", f"127.0.0.1:{port}")
+
+
+async def test_a_missing_bucket_is_one_line(
+    capsys: pytest.CaptureFixture[str], gcs_server: FakeGCSServer
+) -> None:
+    url = f"gs://no-such-bucket/p?endpoint={gcs_server.endpoint}&emulator=true"
+    result = await cli(capsys, "stats", url)
+    assert_one_line_error(result, "bucket 'no-such-bucket' does not exist")
