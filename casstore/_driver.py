@@ -28,7 +28,7 @@ from casstore._deadline import (
     Deadline,
     RetryPolicy,
 )
-from casstore._driver_options import check_driver_options
+from casstore._driver_options import capped_refresh_after, check_driver_options
 from casstore._keyring import KeyRing
 from casstore._keys import Scope, location_for_target, object_key
 from casstore._lifecycle import DEFAULT_REFRESH_AFTER, Freshness, trash_key
@@ -85,6 +85,8 @@ class CasStorageDriver(StorageDriver):
             object longer than this, which is what makes age-based expiry and
             ``casstore gc`` safe (docs/operations.md). ``None`` never refreshes
             (unless the store's lifecycle manifest is followed and has one).
+            Capped at half the backend's
+            :attr:`~casstore.backends.Backend.expires_after` when it has one.
         offload_threshold: Payloads at least this large are hashed, compressed
             and decompressed in a worker thread instead of on the event loop.
         lifecycle_manifest: On the first store, read the store's lifecycle
@@ -138,7 +140,7 @@ class CasStorageDriver(StorageDriver):
         self._scope: Scope = scope
         self._compression_level = compression_level
         self._max_payload_size = max_payload_size
-        self._fresh = Freshness(backend, refresh_after)
+        self._fresh = Freshness(backend, capped_refresh_after(backend, refresh_after))
         self._lifecycle_manifest = lifecycle_manifest
         self._known: KnownObjects[Codec] = KnownObjects(known_objects_cache_size)
         self._verified: ByteLRU[bytes] = ByteLRU(retrieval_cache_bytes)

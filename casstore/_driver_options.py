@@ -57,3 +57,20 @@ def check_driver_options(
         )
     if refresh_after is not None and refresh_after <= timedelta(0):
         raise ConfigurationError(f"refresh_after must be positive, got {refresh_after}")
+
+
+def capped_refresh_after(backend: Backend, refresh_after: timedelta | None) -> timedelta | None:
+    """``refresh_after``, at most half the store's own expiry when it has one.
+
+    A store that deletes objects a ttl after their last write or refresh
+    (Redis with ``ttl``) must see them refreshed well before that, or the
+    driver could vouch for an object about to expire; half the ttl leaves
+    every claim at least half the ttl to live, as the store's lifecycle
+    manifest tightens the value too.
+    """
+    expiry = backend.expires_after
+    if expiry is None:
+        return refresh_after
+    if refresh_after is None or refresh_after > expiry / 2:
+        return expiry / 2
+    return refresh_after

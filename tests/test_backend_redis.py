@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from casstore import CasStorageDriver, open_backend
-from casstore.backends import Backend
+from casstore.backends import Backend, CountingBackend
 from casstore.backends.redis import MAX_STRING_SIZE, RedisBackend
 from casstore.errors import (
     BackendError,
@@ -223,6 +223,15 @@ def test_the_largest_payload_is_checked_against_the_string_limit() -> None:
     with pytest.raises(ConfigurationError, match="above the store's 536870912-byte limit"):
         CasStorageDriver(backend, max_payload_size=MAX_STRING_SIZE)
     CasStorageDriver(backend, max_payload_size=500 * 1024 * 1024)
+    with pytest.raises(ConfigurationError, match="536870912-byte limit"):
+        CasStorageDriver(CountingBackend(backend), max_payload_size=MAX_STRING_SIZE)
+
+
+def test_a_wrapped_backend_keeps_its_capabilities() -> None:
+    backend = CountingBackend(RedisBackend(port=1, ttl=timedelta(hours=1)))
+    assert backend.expires_after == timedelta(hours=1)
+    assert backend.max_object_size == MAX_STRING_SIZE
+    assert RedisBackend(port=1).expires_after is None
 
 
 async def test_a_refused_connection_names_host_key_and_operation() -> None:

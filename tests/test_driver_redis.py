@@ -50,16 +50,17 @@ async def test_dedup_costs_one_write_then_one_check_and_reads_one_get(
 async def test_refresh_after_resets_the_ttl_before_a_claim_is_handed_out(
     redis_place: RedisPlace,
 ) -> None:
-    # TTL 6 s, refresh after 2 s: every claim points to an object >= 4 s from expiry.
+    # TTL 6 s and the default refresh_after (1 day), capped at half the TTL:
+    # every claim points to an object at least 3 s from expiry.
     async with CountingBackend(redis_place.backend(ttl=timedelta(seconds=6))) as backend:
-        driver = CasStorageDriver(backend, refresh_after=timedelta(seconds=2))
+        driver = CasStorageDriver(backend)
         converter = in_workflow(make_converter(driver))
         value = big_json(10_000)
         await converter.encode([value])
         [name] = [k for k in await redis_place.raw_keys() if "#modified/" not in k]
-        await asyncio.sleep(2.3)
+        await asyncio.sleep(3.3)
         left = await redis_place.raw.pttl(name)
-        assert left < 4000
+        assert left < 2800
         backend.calls.clear()
         [reference] = await converter.encode([value])
         assert backend.calls["touch"] == 1

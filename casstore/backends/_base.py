@@ -6,7 +6,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -66,6 +66,18 @@ class Backend(ABC):
     ``CasStorageDriver`` refuses a ``max_payload_size`` whose largest object
     would not fit, when it is built rather than on the first large payload
     (Redis strings, for one, hold at most 512 MiB)."""
+
+    @property
+    def expires_after(self) -> timedelta | None:
+        """How long after a write or refresh the store deletes an object by itself.
+
+        None: it never does, or the backend cannot know (an S3 lifecycle rule is
+        configured on the bucket, out of its sight). A backend that expires
+        objects itself (Redis with a ``ttl``) says so, and ``CasStorageDriver``
+        then refuses a ``refresh_after`` that is not shorter, which would let it
+        vouch for an object that has already expired.
+        """
+        return None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -199,6 +199,11 @@ class RedisBackend(Backend):
         """How long after a write or refresh an object expires (None: never)."""
         return timedelta(milliseconds=self._ttl_ms) if self._ttl_ms else None
 
+    @property
+    def expires_after(self) -> timedelta | None:
+        """The ttl: the driver refuses a ``refresh_after`` that is not shorter."""
+        return self.ttl
+
     def redis_key(self, key: str) -> str:
         """Return the Redis key that holds ``key`` (the key is checked first)."""
         return self._root + check_key(key)
