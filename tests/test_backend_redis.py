@@ -278,3 +278,47 @@ async def test_an_oversized_object_is_refused_before_any_io() -> None:
     backend = RedisBackend(port=free_port())  # nothing listens: any I/O would fail otherwise
     with pytest.raises(BackendError, match="string limit"):
         await backend.put(KEY, Huge(b"x"))
+
+
+# Deleting: every path tried against hostile keys, siblings and faults.
+
+
+async def test_deletes_reach_exactly_their_own_objects(redis_place: RedisPlace) -> None:
+    other = "v1/default/order-43/" + "ab" * 32
+    sibling = f"{redis_place.prefix}-sibling/{KEY}"
+    await redis_place.raw.set(sibling, b"theirs")
+    async with redis_place.backend() as backend:
+        await backend.put(KEY, b"ours")
+        await backend.put(other, b"also ours")
+        for hostile in ("../x/" + KEY, "", "v1/*", "v1/default/order-42/", "/" + KEY):
+            with pytest.raises(ValueError, match="invalid object key"):
+                await backend.delete(hostile)
+            with pytest.raises(ValueError, match="invalid object key"):
+                await backend.delete_many([KEY, hostile])  # checked before any DEL
+        await backend.delete("v1/default")  # a "directory" deletes nothing below it
+        assert await backend.stat(KEY) is not None
+        await backend.delete(KEY)
+        assert [k async for k, _ in backend.scan()] == [other]
+    assert await redis_place.raw.get(sibling) == b"theirs"
+    assert await redis_place.raw.get(f"{redis_place.prefix}#modified/{other}") is not None
+
+
+async def test_a_move_whose_answer_is_lost_leaves_the_object_in_place(
+    redis_place: RedisPlace,
+) -> None:
+    from testrig.tcpchaos import TcpChaosProxy
+
+    trash = "_casstore/trash/" + KEY
+    with TcpChaosProxy(redis_place.server.address) as proxy:
+        backend = RedisBackend("127.0.0.1", proxy.port, prefix=redis_place.prefix)
+        async with backend:
+            await backend.put(KEY, b"payload")
+            assert await backend.move("v1/default/order-42/" + "cd" * 32, trash) is False  # loaded
+            proxy.schedule("reset_after")  # the script runs; its answer is lost
+            with pytest.raises(BackendUnavailableError, match="move"):
+                await backend.move(KEY, trash)
+            proxy.schedule("reset")  # never reaches the server
+            with pytest.raises(BackendUnavailableError, match="move"):
+                await backend.move(trash, KEY)
+    assert await redis_place.raw_get(trash) == b"payload"  # at the destination, never at neither
+    assert await redis_place.raw.exists(f"{redis_place.prefix}/{KEY}") == 0
