@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import blake3
 from temporalio.api.common.v1 import Payload
 from temporalio.api.sdk.v1.external_storage_pb2 import ExternalStorageReference
 from temporalio.converter import (
@@ -40,9 +39,10 @@ from benchmarks._drivers import BENCH_KEYRING
 from benchmarks._s3 import S3Endpoint, bucket_name, delete_bucket
 from benchmarks._workloads import records_json, to_payload
 from casstore import CasStorageDriver, KeyRing
-from casstore._claim import make_claim_data
-from casstore._codec import encode_object
-from casstore._keys import location_for, object_key
+from casstore._format.claims import make_claim_data
+from casstore._format.compression import encode_object
+from casstore._format.digest import content_digest
+from casstore._format.keys import location_for, object_key
 from casstore.backends import MemoryBackend
 
 KiB = 1024
@@ -113,7 +113,7 @@ async def profile_casstore(sizes: tuple[int, ...], budget_s: float) -> list[Prof
 async def _profile_size(size: int, budget_s: float) -> ProfileRow:
     payload = to_payload(records_json(size, seed=3))
     data = payload.SerializeToString(deterministic=True)
-    digest = blake3.blake3(data).digest()
+    digest = content_digest(data)
     codec, obj = encode_object(data, 3)
     location = location_for(scope="workflow", namespace="default", workflow_id="profile")
     key = object_key(location, digest)
@@ -125,7 +125,7 @@ async def _profile_size(size: int, budget_s: float) -> ProfileRow:
         return payload.SerializeToString(deterministic=True)
 
     def hash_() -> object:
-        return blake3.blake3(data).digest()
+        return content_digest(data)
 
     def compress() -> object:
         return encode_object(data, 3)
@@ -139,7 +139,7 @@ async def _profile_size(size: int, budget_s: float) -> ProfileRow:
         )
 
     def floor() -> object:
-        return (blake3.blake3(data).digest(), encode_object(data, 3))
+        return (content_digest(data), encode_object(data, 3))
 
     def backend_put(i: int) -> Awaitable[bool]:
         return backend.put(key, obj)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Coroutine, Sequence
-from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
@@ -16,26 +15,31 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
-from casstore._aio import gather_cancel_on_error
 from casstore._cache import ByteLRU, KnownObjects, SingleFlight
-from casstore._claim import claim_data_for, parse_claim_data
-from casstore._codec import HEADER_SIZE, Codec, encode_stored, max_object_size
-from casstore._crypto import Ciphers, ObjectCipher, cipher_for
+from casstore._crypto import Ciphers, cipher_for
 from casstore._deadline import (
-    DEFAULT_ATTEMPT_TIMEOUT,
-    DEFAULT_MIN_THROUGHPUT,
-    DEFAULT_TIMEOUT,
     Deadline,
     RetryPolicy,
 )
-from casstore._driver_options import capped_refresh_after, check_driver_options
-from casstore._keyring import KeyRing
-from casstore._keys import Scope, location_for_target, object_key
-from casstore._lifecycle import DEFAULT_REFRESH_AFTER, Freshness, trash_key
+from casstore._driver_options import (
+    DriverOptions,
+    capped_refresh_after,
+    keyword_signature,
+    resolve_driver_options,
+)
+from casstore._format.claims import claim_data_for, parse_claim_data
+from casstore._format.compression import max_object_size
+from casstore._format.digest import content_digest
+from casstore._format.encrypted import ObjectCipher, encode_stored
+from casstore._format.header import HEADER_SIZE, Codec
+from casstore._format.keys import Scope, location_for_target, object_key
+from casstore._format.trash import trash_key
+from casstore._freshness import Freshness
 from casstore._metrics import DriverMetrics, MetricMeter, reported
 from casstore._requests import Requests
 from casstore._stats import DriverStats, error_kind
-from casstore._verify import content_digest, decode_and_verify, parse_payload
+from casstore._verify import decode_and_verify, parse_payload
+from casstore.backends._aio import gather_cancel_on_error
 from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
 from casstore.errors import (
     BackendError,
@@ -100,57 +104,31 @@ class CasStorageDriver(StorageDriver):
             keys; see docs/encryption.md. ``None`` stores plain objects.
     """
 
-    def __init__(
-        self,
-        backend: Backend,
-        *,
-        name: str = "casstore",
-        scope: Scope = "workflow",
-        compression_level: int | None = 3,
-        max_payload_size: int = 50 * 1024 * 1024,
-        max_concurrency: int = 32,
-        known_objects_cache_size: int = 65_536,
-        retrieval_cache_bytes: int = 128 * 1024 * 1024,
-        refresh_after: timedelta | None = DEFAULT_REFRESH_AFTER,
-        offload_threshold: int = 64 * 1024,
-        lifecycle_manifest: bool = False,
-        timeout: float = DEFAULT_TIMEOUT,
-        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
-        min_throughput: float = DEFAULT_MIN_THROUGHPUT,
-        keyring: KeyRing | None = None,
-    ) -> None:
-        check_driver_options(
-            backend=backend,
-            name=name,
-            scope=scope,
-            compression_level=compression_level,
-            max_payload_size=max_payload_size,
-            max_concurrency=max_concurrency,
-            known_objects_cache_size=known_objects_cache_size,
-            retrieval_cache_bytes=retrieval_cache_bytes,
-            offload_threshold=offload_threshold,
-            refresh_after=refresh_after,
-        )
+    def __init__(self, backend: Backend, **options: Unpack[DriverOptions]) -> None:
+        o = resolve_driver_options(backend, options)
         self._retry = RetryPolicy(
-            timeout=timeout, attempt_timeout=attempt_timeout, min_throughput=min_throughput
+            timeout=o["timeout"],
+            attempt_timeout=o["attempt_timeout"],
+            min_throughput=o["min_throughput"],
         )
+        keyring = o["keyring"]
         self._ciphers = None if keyring is None else Ciphers(keyring)
         self._backend = backend
-        self._name = name
-        self._scope: Scope = scope
-        self._compression_level = compression_level
-        self._max_payload_size = max_payload_size
-        self._fresh = Freshness(backend, capped_refresh_after(backend, refresh_after))
-        self._lifecycle_manifest = lifecycle_manifest
-        self._known: KnownObjects[Codec] = KnownObjects(known_objects_cache_size)
-        self._verified: ByteLRU[bytes] = ByteLRU(retrieval_cache_bytes)
+        self._name = o["name"]
+        self._scope: Scope = o["scope"]
+        self._compression_level = o["compression_level"]
+        self._max_payload_size = o["max_payload_size"]
+        self._fresh = Freshness(backend, capped_refresh_after(backend, o["refresh_after"]))
+        self._lifecycle_manifest = o["lifecycle_manifest"]
+        self._known: KnownObjects[Codec] = KnownObjects(o["known_objects_cache_size"])
+        self._verified: ByteLRU[bytes] = ByteLRU(o["retrieval_cache_bytes"])
         self._stores: SingleFlight[str, Codec] = SingleFlight()
         # Keyed by all that changes the outcome: no claim can fail another.
         self._reads: SingleFlight[tuple[str, int, str | None], bytes] = SingleFlight()
         self.stats = DriverStats()
         """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
         self._metrics: DriverMetrics | None = None
-        self._run = Requests(backend, self.stats, max_concurrency, offload_threshold)
+        self._run = Requests(backend, self.stats, o["max_concurrency"], o["offload_threshold"])
 
     def name(self) -> str:
         """Return this driver instance's name (recorded in every reference)."""
@@ -175,6 +153,8 @@ class CasStorageDriver(StorageDriver):
             f"CasStorageDriver(name={self._name!r}, scope={self._scope!r}, "
             f"backend={self._backend!r})"
         )
+
+    __init__.__signature__ = keyword_signature(__init__)  # type: ignore[attr-defined]
 
     # Store path.
 
@@ -212,7 +192,8 @@ class CasStorageDriver(StorageDriver):
                 f"{self._max_payload_size} [location={location}]"
             )
         cipher = None if self._ciphers is None else self._ciphers.active
-        digest = await self._run.cpu(len(data), content_digest, data, cipher)
+        digest_key = None if cipher is None else cipher.digest_key
+        digest = await self._run.cpu(len(data), content_digest, data, digest_key)
         key = object_key(location, digest)
         self.stats.payloads_stored += 1
         self.stats.logical_bytes_stored += len(data)

@@ -21,32 +21,20 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from casstore._format.header import KEY_ID_RE, MAX_KEY_ID_LENGTH, validate_key_id
 from casstore.errors import ConfigurationError
 
-__all__ = ["DEFAULT_KEYRING_ENV", "KEY_SIZE", "KeyRing", "validate_key_id"]
+__all__ = ["DEFAULT_KEYRING_ENV", "KEY_SIZE", "KeyRing"]
 
 KEY_SIZE = 32
 """Every key is 256 bits."""
-MAX_KEY_ID_LENGTH = 32
 DEFAULT_KEYRING_ENV = "CASSTORE_KEYRING"
 """The environment variable :meth:`KeyRing.from_env` reads by default."""
 
-_KEY_ID_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_KEY_ID_LENGTH - 1}}}")
 _MAX_KEYRING_TEXT = 64 * 1024
-
-
-def validate_key_id(key_id: object) -> str:
-    """Return ``key_id`` if it is a valid key id, else raise ``ConfigurationError``."""
-    if not isinstance(key_id, str) or not _KEY_ID_RE.fullmatch(key_id):
-        raise ConfigurationError(
-            f"key id must be 1-{MAX_KEY_ID_LENGTH} characters of [A-Za-z0-9._-] starting "
-            f"with a letter or digit [key_id={key_id!r}]"
-        )
-    return key_id
 
 
 class KeyRing:
@@ -125,7 +113,7 @@ class KeyRing:
             if not sep:
                 # The entry may be a bare key: say where, never what.
                 raise ConfigurationError(f"keyring entry is not 'key-id:base64-key' [{where}]")
-            if not _KEY_ID_RE.fullmatch(key_id):
+            if not KEY_ID_RE.fullmatch(key_id):
                 # Not quoted: a mangled entry may have key material where the id goes.
                 raise ConfigurationError(
                     f"key id must be 1-{MAX_KEY_ID_LENGTH} characters of [A-Za-z0-9._-] "

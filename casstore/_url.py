@@ -6,10 +6,10 @@ import os
 import threading
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from casstore._urlopts import merge_options, option_flag, redacted
 from casstore.backends._base import Backend
 from casstore.backends._local import LocalBackend
 from casstore.backends._memory import MemoryBackend
+from casstore.backends._urlopts import merge_options, option_flag, redacted
 from casstore.errors import ConfigurationError
 
 _AZURE_SCHEMES = ("az", "azure", "abfs", "abfss", "adl")

@@ -1,34 +1,13 @@
-"""Content digests, and the checks retrieval makes before trusting stored bytes."""
+"""The checks retrieval makes before trusting stored bytes."""
 
 from __future__ import annotations
 
-import blake3
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 
-from casstore._codec import decode_object
-from casstore._crypto import ObjectCipher
+from casstore._format.digest import content_digest
+from casstore._format.encrypted import ObjectCipher, decode_object
 from casstore.errors import IntegrityError
-
-_MULTITHREAD_HASH_SIZE = 1 << 20
-"""Payloads this large are hashed with BLAKE3's multi-threaded mode."""
-
-
-def content_digest(data: bytes, cipher: ObjectCipher | None = None) -> bytes:
-    """Return the digest that names ``data`` in keys and claims.
-
-    BLAKE3-256 for plain objects; keyed BLAKE3-256 under ``cipher``'s digest
-    key for objects encrypted with it.
-    """
-    if cipher is not None:
-        return cipher.digest(data)
-    hasher = (
-        blake3.blake3(max_threads=blake3.blake3.AUTO)
-        if len(data) >= _MULTITHREAD_HASH_SIZE
-        else blake3.blake3()
-    )
-    hasher.update(data)
-    return hasher.digest()
 
 
 def decode_and_verify(
@@ -49,7 +28,7 @@ def decode_and_verify(
             a digest mismatch, naming the key; nothing was parsed.
     """
     data = decode_object(obj, size=size, key=key, cipher=cipher, digest=digest)
-    actual = content_digest(data, cipher)
+    actual = content_digest(data, None if cipher is None else cipher.digest_key)
     if actual != digest:
         kind = "blake3" if cipher is None else f"keyed blake3 (key {cipher.key_id!r})"
         raise IntegrityError(

@@ -9,6 +9,7 @@ or setting involved in ``[brackets]``::
     │   └── MissingKeyError       a claim or object names a key the keyring lacks
     ├── PayloadTooLargeError      a payload above ``max_payload_size``
     ├── ClaimError                a claim that cannot be trusted (untrusted input)
+    ├── InvalidKeyError           a key no backend accepts (``check_key``)
     ├── IntegrityError            stored bytes that do not match their claim
     └── BackendError              the storage backend failed
         ├── ObjectNotFoundError   no object at that key (also a FileNotFoundError)
@@ -39,6 +40,7 @@ __all__ = [
     "ClaimError",
     "ConfigurationError",
     "IntegrityError",
+    "InvalidKeyError",
     "MissingKeyError",
     "ObjectNotFoundError",
     "PayloadTooLargeError",
@@ -122,6 +124,15 @@ class ClaimError(CasstoreError, ValueError):
     """A claim is malformed, of an unknown version, or names a bad location.
 
     Claims come from Event History and are treated as untrusted input.
+    """
+
+
+class InvalidKeyError(CasstoreError, ValueError):
+    """A key that could reach outside a backend's root, or that no store accepts.
+
+    Raised by :func:`casstore.backends.check_key`, which every backend calls on
+    every key before any I/O; :attr:`~CasstoreError.key` holds the key (which
+    may not be a string).
     """
 
 

@@ -30,7 +30,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.sdk.v1.external_storage_pb2 import ExternalStorageReference
 from temporalio.client import WorkflowHistory
 
-from casstore._claim import Claim, parse_claim_data
+from casstore._format.claims import Claim, parse_claim_data
 
 __all__ = [
     "HistoryReference",

@@ -20,9 +20,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from types import TracebackType
-from typing import Self, TypedDict, Unpack
+from typing import Self, Unpack
 
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
@@ -37,8 +36,7 @@ from temporalio.service import ConnectConfig, ServiceClient
 from temporalio.worker import ReplayerConfig, WorkerConfig
 
 from casstore._driver import CasStorageDriver
-from casstore._keyring import KeyRing
-from casstore._keys import Scope
+from casstore._driver_options import DriverOptions
 from casstore._url import open_backend
 from casstore.backends._base import Backend
 from casstore.errors import ConfigurationError
@@ -52,25 +50,6 @@ DEFAULT_PAYLOAD_SIZE_THRESHOLD = 256 * 1024
 
 DriverSelector = Callable[[StorageDriverSelectContext, Payload], StorageDriver | None]
 """Chooses the driver that stores a payload, or ``None`` to keep it inline."""
-
-
-class DriverOptions(TypedDict, total=False):
-    """Keyword options passed on to :class:`~casstore.CasStorageDriver`."""
-
-    name: str
-    scope: Scope
-    compression_level: int | None
-    max_payload_size: int
-    max_concurrency: int
-    known_objects_cache_size: int
-    retrieval_cache_bytes: int
-    refresh_after: timedelta | None
-    lifecycle_manifest: bool
-    offload_threshold: int
-    timeout: float
-    attempt_timeout: float
-    min_throughput: float
-    keyring: KeyRing | None
 
 
 class CasStorePlugin(SimplePlugin):

@@ -1,4 +1,4 @@
-"""Test helpers: the backend conformance suite, and the backend wrappers.
+"""Test helpers: the backend conformance suite and the driver suite.
 
 :class:`BackendTests` is the contract every backend must meet. A backend's
 test module subclasses it, supplies a ``backend`` fixture (an empty store),
@@ -8,9 +8,13 @@ test, so that the suite can check what the backend really stored. A ``Test*``
 subclass that does not define them is a ``TypeError`` when it is defined, so
 the suite fails loudly at collection instead of being skipped or passing.
 
-The wrappers (:class:`CountingBackend`, :class:`FailingBackend`,
-:class:`LatencyBackend`) live in :mod:`casstore.backends` (which needs no
-pytest) and are re-exported here for compatibility.
+:class:`~casstore.backends.CountingBackend`, which counts a backend's
+requests, lives in :mod:`casstore.backends`, which needs no pytest.
+
+:class:`DriverTests` runs :class:`~casstore.CasStorageDriver` on the same
+``backend`` fixture and checks what the driver costs and survives there
+(dedup, races, refresh, vanished objects, hostile claims); a backend's test
+module inherits both suites.
 
 Requires pytest and pytest-asyncio (``asyncio_mode = "auto"``).
 """
@@ -26,11 +30,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from casstore._driver_suite import DriverTests
+from casstore._format.trash import trash_key
 from casstore.backends._base import Backend
-from casstore.backends._wrappers import CountingBackend, FailingBackend, LatencyBackend
 from casstore.errors import IntegrityError, ObjectNotFoundError
 
-__all__ = ["BackendTests", "CountingBackend", "FailingBackend", "LatencyBackend"]
+__all__ = ["BackendTests", "DriverTests"]
 
 _KEY = "v1/default/order-42/" + "ab" * 32
 
@@ -236,7 +241,7 @@ class BackendTests:
         assert sorted([k async for k, _ in backend.scan()]) == keys[3:]
 
     async def test_move_keeps_the_bytes_and_gives_a_fresh_age(self, backend: Backend) -> None:
-        dst = "_casstore/trash/" + _KEY
+        dst = trash_key(_KEY)
         await self.raw_put(backend, _KEY, b"moved bytes")
         assert await backend.move(_KEY, dst) is True
         assert await backend.stat(_KEY) is None
@@ -255,12 +260,12 @@ class BackendTests:
         keys = [f"v1/default/wf/{i:02x}" + "a" * 62 for i in range(3)]
         for key in keys[:2]:
             await self.raw_put(backend, key, key.encode())
-        await self.raw_put(backend, "_casstore/trash/" + keys[0], keys[0].encode())
-        moved = await backend.move_many([(key, "_casstore/trash/" + key) for key in keys])
+        await self.raw_put(backend, trash_key(keys[0]), keys[0].encode())
+        moved = await backend.move_many([(key, trash_key(key)) for key in keys])
         assert moved == [True, True, False]
         assert [k async for k, _ in backend.scan("v1/")] == []
         for key in keys[:2]:
-            assert await self.raw_get(backend, "_casstore/trash/" + key) == key.encode()
+            assert await self.raw_get(backend, trash_key(key)) == key.encode()
 
 
 _RAW_ACCESSORS = ("raw_get", "raw_put")

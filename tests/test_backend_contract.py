@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import casstore.testing
 from casstore import open_backend
 from casstore.backends import (
     Backend,
@@ -44,7 +43,6 @@ async def test_counting_backend_counts_requests_and_bytes_by_kind() -> None:
     assert backend.calls == {"put": 2, "stat": 1, "get": 1, "touch": 1, "scan": 1, "delete": 1}
     assert (backend.bytes_written, backend.bytes_read) == (10, 5)
     assert backend.describe() == {"backend": "memory"}
-    assert casstore.testing.CountingBackend is CountingBackend
 
 
 def test_counting_backend_needs_no_pytest() -> None:
@@ -84,30 +82,6 @@ async def test_builtin_backends_put_key_and_backend_on_their_errors(tmp_path: Pa
                 await call(KEY)
             assert info.value.key == KEY
             assert info.value.backend == repr(backend)
-
-
-# exact_create: the old name of conditional_writes, still honoured.
-
-
-def test_exact_create_reads_and_writes_conditional_writes_with_a_warning() -> None:
-    backend = MemoryBackend()
-    with pytest.warns(DeprecationWarning, match="use Backend.conditional_writes"):
-        assert backend.exact_create is True
-    with pytest.warns(DeprecationWarning, match="exact_create is deprecated"):
-        backend.exact_create = False
-    assert backend.conditional_writes is False
-
-
-def test_a_backend_declaring_exact_create_gets_conditional_writes() -> None:
-    with pytest.warns(DeprecationWarning, match="exact_create is deprecated"):
-
-        class OldStyle(MemoryBackend):
-            exact_create = False
-
-    backend = OldStyle()
-    assert backend.conditional_writes is False
-    with pytest.warns(DeprecationWarning, match="exact_create is deprecated"):
-        assert backend.exact_create is False
 
 
 # The conformance suite has no silent fallback for its raw accessors.

@@ -22,9 +22,9 @@ from casstore.errors import (
     ConfigurationError,
     ObjectNotFoundError,
 )
-from casstore.testing import BackendTests
+from casstore.testing import BackendTests, DriverTests
 from testrig.processes import free_port
-from tests.gcs_fixtures import GCSPlace
+from tests.support.gcs import GCSPlace
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ KEY = "v1/default/order-42/" + "ab" * 32
 REPO = Path(__file__).resolve().parents[1]
 
 
-class TestGCSBackend(BackendTests):
+class TestGCSBackend(BackendTests, DriverTests):
     @pytest.fixture
     async def backend(self, gcs_place: GCSPlace) -> AsyncIterator[GCSBackend]:
         self.place = gcs_place
@@ -44,6 +44,9 @@ class TestGCSBackend(BackendTests):
 
     async def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
         await self.place.raw_put(key, data)
+
+    def names_in_errors(self, backend: Backend, key: str) -> list[str]:
+        return [f"bucket={self.place.bucket}, key={self.place.name(key)}"]
 
 
 async def test_objects_live_under_the_prefix_and_scan_skips_foreign_ones(

@@ -19,9 +19,9 @@ from casstore.errors import (
     ConfigurationError,
     ObjectNotFoundError,
 )
-from casstore.testing import BackendTests
+from casstore.testing import BackendTests, DriverTests
 from testrig.processes import free_port
-from tests.redis_fixtures import RedisPlace
+from tests.support.redis import RedisPlace
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ KEY = "v1/default/order-42/" + "ab" * 32
 MANIFEST = "_casstore/lifecycle.json"
 
 
-class TestRedisBackend(BackendTests):
+class TestRedisBackend(BackendTests, DriverTests):
     @pytest.fixture
     async def backend(self, redis_place: RedisPlace) -> AsyncIterator[RedisBackend]:
         self.place = redis_place
@@ -41,6 +41,9 @@ class TestRedisBackend(BackendTests):
 
     async def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
         await self.place.raw_put(key, data)
+
+    def names_in_errors(self, backend: Backend, key: str) -> list[str]:
+        return [f"db=0, key={self.place.prefix}/{key}"]
 
 
 class TestRedisBackendWithTTL(TestRedisBackend):

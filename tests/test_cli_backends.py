@@ -20,12 +20,13 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
 from casstore import CasStorageDriver, open_backend
-from casstore._lifecycle import LifecyclePolicy, ensure_policy
+from casstore._format.manifest import LifecyclePolicy
+from casstore._freshness import ensure_policy
 from testrig.codec import CodecServerProcess
 from testrig.gcs import FakeGCSServer
 from testrig.processes import free_port
-from tests.cli_helpers import assert_one_line_error, cli
-from tests.helpers import big_json, in_workflow, make_converter
+from tests.support.cli import assert_one_line_error, cli
+from tests.support.sdk import big_json, in_workflow, make_converter
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,11 @@ import blake3
 import pytest
 
 from casstore import KeyRing
-from casstore._codec import Codec, decode_object, encode_encrypted_object, encode_object
-from casstore._crypto import Ciphers, ObjectCipher, plain_digest
+from casstore._crypto import Ciphers
+from casstore._format.compression import encode_object
+from casstore._format.digest import content_digest as plain_digest
+from casstore._format.encrypted import ObjectCipher, decode_object, encode_encrypted_object
+from casstore._format.header import Codec
 from casstore.errors import IntegrityError, MissingKeyError
 
 K1 = bytes(range(32))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import os
 import threading
@@ -22,7 +21,8 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver
-from casstore.backends import Backend, LocalBackend, MemoryBackend
+from casstore.backends import Backend, CountingBackend, LocalBackend, MemoryBackend
+from casstore.backends._wrappers import FailingBackend, LatencyBackend
 from casstore.errors import (
     BackendError,
     ClaimError,
@@ -31,8 +31,8 @@ from casstore.errors import (
     ObjectNotFoundError,
     PayloadTooLargeError,
 )
-from casstore.testing import CountingBackend, FailingBackend, LatencyBackend
-from tests.helpers import big_json, in_workflow, make_converter, reference_of
+from tests.support.sdk import big_json, in_workflow, make_converter, reference_of
+from tests.support.threads import RecordingExecutor
 
 
 def counted(inner: Backend | None = None) -> CountingBackend:
@@ -492,7 +492,7 @@ async def test_refresh_after_bounds_how_long_the_cache_vouches(monkeypatch: Any)
     clock = [time_module.time()]
     monkeypatch.setattr("casstore._cache.time.time", lambda: clock[0])
     monkeypatch.setattr("casstore._driver.time.time", lambda: clock[0])
-    monkeypatch.setattr("casstore._lifecycle.time.time", lambda: clock[0])
+    monkeypatch.setattr("casstore._freshness.time.time", lambda: clock[0])
     backend = counted()
     converter = in_workflow(
         make_converter(CasStorageDriver(backend, refresh_after=timedelta(days=7)))
@@ -509,17 +509,7 @@ async def test_refresh_after_bounds_how_long_the_cache_vouches(monkeypatch: Any)
 
 async def test_large_payload_cpu_work_runs_off_the_event_loop() -> None:
     loop_thread = threading.get_ident()
-    threads: list[int] = []
-
-    class RecordingExecutor(concurrent.futures.ThreadPoolExecutor):
-        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-            def run() -> Any:
-                threads.append(threading.get_ident())
-                return fn(*args, **kwargs)
-
-            return super().submit(run)
-
-    asyncio.get_running_loop().set_default_executor(RecordingExecutor(max_workers=2))
+    threads = RecordingExecutor.install().threads
     backend = MemoryBackend()
     converter = in_workflow(make_converter(CasStorageDriver(backend)))
     [small] = await converter.encode(["small"])

@@ -1,4 +1,7 @@
-"""CasStorageDriver on GCSBackend (fake-gcs-server): requests, refresh, races, faults on the wire.
+"""CasStorageDriver on GCSBackend (fake-gcs-server): faults on the wire.
+
+The driver suite every backend runs (casstore.testing.DriverTests) runs on
+GCS from tests/test_backend_gcs.py.
 
 Faults come from the real HTTP chaos proxy (testrig/chaos.py) in front of the
 real server: 5xx answers, resets before, after and in the middle of answers,
@@ -11,72 +14,30 @@ import asyncio
 import random
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 
 import pytest
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import StorageDriverClaim
+from temporalio.converter import (
+    StorageDriverClaim,
+    StorageDriverRetrieveContext,
+    StorageDriverStoreContext,
+    StorageDriverWorkflowInfo,
+)
 
 from casstore import CasStorageDriver
-from casstore.backends import CountingBackend
 from casstore.backends.gcs import GCSBackend
 from casstore.errors import BackendUnavailableError, CasstoreError
 from testrig.chaos import FAULTS, ChaosProxy
-from tests.gcs_fixtures import GCSPlace
-from tests.helpers import big_json, in_workflow, make_converter
-from tests.test_s3_faults import CONTEXT, RETRIEVE, SLACK
+from tests.support.gcs import GCSPlace
 
 pytestmark = pytest.mark.integration
 
-
-async def test_dedup_costs_one_write_then_one_check_and_reads_one_get(
-    gcs_place: GCSPlace,
-) -> None:
-    async with CountingBackend(gcs_place.backend()) as backend:
-        value = big_json(100_000)
-        for _ in range(3):
-            [reference] = await in_workflow(make_converter(CasStorageDriver(backend))).encode(
-                [value]
-            )
-        assert backend.calls == {"stat": 3, "put": 1}
-        backend.calls.clear()
-        small = big_json(5_000)
-        for process in range(2):  # small payloads: the conditional write is the check
-            backend.calls.clear()
-            await in_workflow(make_converter(CasStorageDriver(backend))).encode([small])
-            assert backend.calls == ({"put": 1} if process == 0 else {"put": 1, "stat": 1})
-        backend.calls.clear()
-        assert await make_converter(CasStorageDriver(backend)).decode([reference]) == [value]
-        assert backend.calls == {"get": 1}
-    assert len(await gcs_place.raw_keys()) == 2
-
-
-async def test_refresh_after_rewrites_old_objects(gcs_place: GCSPlace) -> None:
-    async with CountingBackend(gcs_place.backend()) as backend:
-        driver = CasStorageDriver(backend, refresh_after=timedelta(seconds=2))
-        converter = in_workflow(make_converter(driver))
-        value = big_json(10_000)
-        await converter.encode([value])
-        [name] = await gcs_place.raw_keys()
-        before = await asyncio.to_thread(gcs_place.raw.metadata, gcs_place.bucket, name)
-        await asyncio.sleep(2.2)
-        backend.calls.clear()
-        [reference] = await converter.encode([value])
-        assert backend.calls == {"put": 1, "stat": 1, "touch": 1}
-        after = await asyncio.to_thread(gcs_place.raw.metadata, gcs_place.bucket, name)
-        assert after["timeCreated"] > before["timeCreated"]
-        assert await make_converter(CasStorageDriver(backend)).decode([reference]) == [value]
-
-
-async def test_two_drivers_racing_to_create_one_object(gcs_place: GCSPlace) -> None:
-    async with gcs_place.backend() as backend:
-        drivers = [CasStorageDriver(backend) for _ in range(2)]
-        value = big_json(10_000)
-        results = await asyncio.gather(
-            *(in_workflow(make_converter(d)).encode([value]) for d in drivers)
-        )
-        assert results[0] == results[1]
-        assert sum(d.stats.objects_written for d in drivers) == 1
+CONTEXT = StorageDriverStoreContext(
+    target=StorageDriverWorkflowInfo(namespace="default", id="faults", run_id=None, type="W")
+)
+RETRIEVE = StorageDriverRetrieveContext()
+SLACK = 1.0
+"""Seconds an operation may overrun its deadline: scheduling on a loaded 2-core machine."""
 
 
 # Faults.

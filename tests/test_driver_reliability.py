@@ -19,15 +19,15 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver
-from casstore._claim import parse_claim_data
-from casstore.backends import Backend, LocalBackend, MemoryBackend
+from casstore._format.claims import parse_claim_data
+from casstore.backends import Backend, CountingBackend, LocalBackend, MemoryBackend
+from casstore.backends._wrappers import FailingBackend, LatencyBackend
 from casstore.errors import (
     BackendPermissionError,
     BackendUnavailableError,
     ConfigurationError,
     IntegrityError,
 )
-from casstore.testing import CountingBackend, FailingBackend, LatencyBackend
 
 CONTEXT = StorageDriverStoreContext(
     target=StorageDriverWorkflowInfo(namespace="default", id="rel", run_id=None, type="W")

@@ -17,11 +17,13 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver, KeyRing
-from casstore._claim import make_claim_data, make_claim_data_v2, parse_claim_data
-from casstore._codec import Codec, decode_object, encode_encrypted_object, encode_object
 from casstore._crypto import Ciphers
-from casstore._keys import check_key, is_object_key, location_for, object_key
-from casstore.backends import MemoryBackend
+from casstore._format.claims import make_claim_data, make_claim_data_v2, parse_claim_data
+from casstore._format.compression import encode_object
+from casstore._format.encrypted import decode_object, encode_encrypted_object
+from casstore._format.header import Codec
+from casstore._format.keys import is_object_key, location_for, object_key
+from casstore.backends import MemoryBackend, check_key
 
 PAYLOAD = Payload(
     metadata={"encoding": b"json/plain"},

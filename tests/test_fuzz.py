@@ -30,8 +30,8 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver
-from casstore._claim import parse_claim_data
-from casstore._codec import MAGIC
+from casstore._format.claims import parse_claim_data
+from casstore._format.header import MAGIC
 from casstore.backends import MemoryBackend
 from casstore.errors import CasstoreError, ClaimError, IntegrityError
 

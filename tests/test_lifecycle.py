@@ -8,19 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from casstore._keys import is_object_key
-from casstore._lifecycle import (
-    MANIFEST_KEY,
-    LifecyclePolicy,
-    check_collectable,
-    ensure_policy,
-    min_grace,
-    min_older_than,
-    read_policy,
-    trash_key,
-)
+from casstore._format.keys import is_object_key
+from casstore._format.manifest import MANIFEST_KEY, LifecyclePolicy
+from casstore._format.trash import trash_key
+from casstore._freshness import ensure_policy, read_policy
 from casstore.backends import LocalBackend, MemoryBackend
 from casstore.errors import ConfigurationError
+from casstore.ops._gc_rule import check_collectable, min_grace, min_older_than
 
 GOLDEN = b'{"format":1,"refresh_after_seconds":86400.0,"claim_delay_seconds":3600.0}'
 

@@ -28,7 +28,7 @@ from temporalio.converter import (
 )
 
 from casstore import CasStorageDriver
-from casstore._codec import HEADER_SIZE, Codec, object_codec
+from casstore._format.header import HEADER_SIZE, Codec, object_codec
 from casstore.backends import LocalBackend
 
 KILLS = 12

@@ -25,7 +25,7 @@ from temporalio.runtime import (
 )
 
 from casstore import CasStorageDriver, KeyRing
-from casstore._claim import parse_claim_data
+from casstore._format.claims import parse_claim_data
 from casstore._metrics import COUNTERS, REQUEST_LATENCY
 from casstore.backends import LocalBackend
 from casstore.errors import IntegrityError, MissingKeyError, ObjectNotFoundError

@@ -24,7 +24,37 @@ def test_package_exports_exactly_its_public_names() -> None:
         if hasattr(module, "__version__"):
             objects.add("__version__")
         exported_modules = {n for n in module.__all__ if isinstance(getattr(module, n), ModuleType)}
+        # Names the module resolves on first use (``__getattr__``) are exported too.
+        objects |= {n for n in module.__all__ if n not in vars(module) and hasattr(module, n)}
         assert set(module.__all__) - exported_modules == objects, module.__name__
+
+
+def test_the_plugin_is_exported_but_imported_only_when_used() -> None:
+    code = (
+        "import sys\n"
+        "import casstore\n"
+        "print('casstore.plugin' in sys.modules, 'temporalio.worker' in sys.modules)\n"
+        "from casstore import CasStorePlugin\n"
+        "import casstore.plugin\n"
+        "print(CasStorePlugin is casstore.plugin.CasStorePlugin)\n"
+        "print('CasStorePlugin' in casstore.__all__)\n"
+    )
+    assert _python(code).split() == ["False", "False", "True", "True"]
+    with pytest.raises(AttributeError, match="no attribute 'CasStorePlugins'"):
+        _ = casstore.CasStorePlugins
+
+
+def _python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (nothing imported yet); return what it printed."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def test_every_error_is_a_casstore_error() -> None:
@@ -44,15 +74,7 @@ def test_import_needs_no_aws_libraries() -> None:
         "import casstore, casstore.backends, casstore.testing\n"
         "print(casstore.CasStorageDriver.__name__)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(__file__).parent.parent,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "CasStorageDriver"
+    assert _python(code).strip() == "CasStorageDriver"
 
 
 def test_file_urls_and_plain_paths_open_a_local_backend(tmp_path: Path) -> None:

@@ -19,50 +19,26 @@ from temporalio.contrib.aws.s3driver.aioboto3 import new_aioboto3_client
 from temporalio.converter import (
     DataConverter,
     ExternalStorage,
-    PayloadCodec,
     StorageDriver,
     StorageDriverClaim,
-    StorageDriverStoreContext,
-    StorageDriverWorkflowInfo,
 )
 
 from casstore import CasStorageDriver, KeyRing
-from casstore._claim import parse_claim_data
+from casstore._format.claims import parse_claim_data
 from casstore.backends import MemoryBackend
 from casstore.server import bearer_token_authorizer, create_app
-from tests.helpers import OpenCloseBackend
-from tests.s3_fixtures import S3Target, s3_place
-from tests.server_codec import ENCODING as ENCRYPTED
-from tests.server_codec import EncryptionCodec
+from tests.support.codec import ENCODING as ENCRYPTED
+from tests.support.codec import EncryptionCodec
+from tests.support.s3 import S3Target, s3_place
+from tests.support.sdk import OpenCloseBackend, codec_converter
 
 JSON = {"Content-Type": "application/json"}
 ORDER = {"customer": "ada", "items": ["sku-1", "sku-2"]}
 
 
-def converter(
-    *drivers: StorageDriver,
-    namespace: str = "default",
-    workflow_id: str = "order-42",
-    codec: PayloadCodec | None = None,
-    threshold: int = 0,
-) -> DataConverter:
-    """A worker's converter, bound to a workflow target as the SDK binds it while storing."""
-    plain = dataclasses.replace(
-        DataConverter.default,
-        payload_codec=codec,
-        external_storage=ExternalStorage(drivers=list(drivers), payload_size_threshold=threshold),
-    )
-    # _with_store_context is how the SDK binds targets; there is no public hook.
-    return plain._with_store_context(
-        StorageDriverStoreContext(
-            target=StorageDriverWorkflowInfo(namespace=namespace, id=workflow_id)
-        )
-    )
-
-
 async def stored(driver: StorageDriver, *values: Any, **options: Any) -> list[Payload]:
     """What history holds for ``values`` written by a worker through ``driver``."""
-    return await converter(driver, **options).encode(list(values))
+    return await codec_converter(driver, **options).encode(list(values))
 
 
 def body(payloads: list[Payload]) -> str:
@@ -282,7 +258,7 @@ async def test_codec_decodes_after_resolving(make_client: ClientFactory) -> None
     plain = DataConverter.default.payload_converter.to_payloads([ORDER])
     encoded = payloads_of(await post(client, "/encode", body(plain)))
     assert is_reference(encoded[0])
-    worker = converter(driver, codec=EncryptionCodec())
+    worker = codec_converter(driver, codec=EncryptionCodec())
     assert await worker.decode(encoded) == [ORDER]
 
 

@@ -6,8 +6,8 @@ backend lives in :mod:`casstore.backends.s3` so that importing this package
 needs no AWS libraries.
 """
 
-from casstore._keys import check_key
 from casstore.backends._base import Backend, ObjectStat
+from casstore.backends._keys import check_key
 from casstore.backends._local import LocalBackend
 from casstore.backends._memory import MemoryBackend
 from casstore.backends._wrappers import CountingBackend

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from casstore.errors import ObjectNotFoundError
 
@@ -36,7 +35,7 @@ class Backend(ABC):
     * **Keys.** ``/``-separated segments of ``[A-Za-z0-9._%-]``, none empty or
       starting with a dot, at most 1,024 bytes. Every method passes each key
       through :func:`casstore.backends.check_key` before any I/O, which raises
-      ``ValueError`` for anything else, so no key can reach outside the
+      :class:`~casstore.errors.InvalidKeyError` for anything else, so no key can reach outside the
       backend's root.
     * **Atomicity.** Objects are immutable: :meth:`put` creates an object only
       if the key is absent, and no reader ever sees a partial object.
@@ -74,31 +73,10 @@ class Backend(ABC):
         None: it never does, or the backend cannot know (an S3 lifecycle rule is
         configured on the bucket, out of its sight). A backend that expires
         objects itself (Redis with a ``ttl``) says so, and ``CasStorageDriver``
-        then refuses a ``refresh_after`` that is not shorter, which would let it
-        vouch for an object that has already expired.
+        caps its ``refresh_after`` at half of it, so that it never vouches for
+        an object about to expire.
         """
         return None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # Backends written before the rename set the class attribute
-        # ``exact_create``; honour it under the new name.
-        legacy = cls.__dict__.get("exact_create")
-        if isinstance(legacy, bool):
-            _warn_exact_create(stacklevel=3)
-            cls.conditional_writes = legacy
-            delattr(cls, "exact_create")
-
-    @property
-    def exact_create(self) -> bool:
-        """Deprecated alias of :attr:`conditional_writes`."""
-        _warn_exact_create()
-        return self.conditional_writes
-
-    @exact_create.setter
-    def exact_create(self, value: bool) -> None:
-        _warn_exact_create()
-        self.conditional_writes = value
 
     @abstractmethod
     async def stat(self, key: str) -> ObjectStat | None:
@@ -221,7 +199,7 @@ class Backend(ABC):
 
         Requests work without it; it moves the one-off set-up cost out of the
         first request's deadline. ``async with backend:`` and a worker running
-        :class:`~casstore.CasStorePlugin` call it before any request.
+        :class:`~casstore.plugin.CasStorePlugin` call it before any request.
         """
 
     async def aclose(self) -> None:  # noqa: B027 - most backends hold nothing to close
@@ -242,14 +220,6 @@ class Backend(ABC):
     def __repr__(self) -> str:
         facts = ", ".join(f"{k}={v}" for k, v in self.describe().items())
         return f"{type(self).__name__}({facts})"
-
-
-def _warn_exact_create(stacklevel: int = 3) -> None:
-    warnings.warn(
-        "Backend.exact_create is deprecated; use Backend.conditional_writes",
-        DeprecationWarning,
-        stacklevel=stacklevel,
-    )
 
 
 def describe_backend(backend: Backend) -> str:

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequenc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from casstore._keys import check_key
 from casstore.backends._base import Backend, ObjectStat, describe_backend
+from casstore.backends._keys import check_key
 from casstore.backends._localfs import (
     TEMP_DIR,
     LinkRefusedError,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 
-from casstore._keys import check_key
 from casstore.backends._base import Backend, ObjectStat, describe_backend
+from casstore.backends._keys import check_key
 from casstore.errors import IntegrityError, ObjectNotFoundError
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from casstore._keys import check_key
-from casstore.errors import ConfigurationError
+from casstore.backends._keys import check_key
+from casstore.errors import ConfigurationError, InvalidKeyError
 
 MAX_PREFIX_LENGTH = 256
 """Longest prefix accepted, so that prefix + key stays under object stores' 1,024 bytes."""
@@ -27,7 +27,7 @@ def check_prefix(prefix: object, *, what: str = "prefix", store: str = "") -> st
         return ""
     try:
         check_key(prefix)
-    except ValueError:
+    except InvalidKeyError:
         raise ConfigurationError(
             f"invalid {what} {prefix!r}: use '/'-separated segments of letters, digits, "
             "'.', '_', '%' and '-' that do not start with a dot"

@@ -20,7 +20,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from casstore._keys import Scope
+from casstore._format.keys import Scope
 from casstore.demo._errors import DemoError
 from casstore.demo._report import MIB, DemoReport, format_report
 from casstore.demo._runner import abandon

@@ -13,8 +13,8 @@ from typing import Any, TextIO
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
 
-from casstore._claim import parse_claim_data
 from casstore._driver import CasStorageDriver
+from casstore._format.claims import parse_claim_data
 from casstore.errors import BackendPermissionError, BackendUnavailableError, CasstoreError
 from casstore.ops._common import (
     EXIT_OK,

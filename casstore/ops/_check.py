@@ -19,12 +19,13 @@ from dataclasses import dataclass
 import blake3
 import zstandard
 
-from casstore._codec import Codec, ObjectHeader, decode_body, read_header
-from casstore._crypto import TAG_SIZE, Ciphers, ObjectCipher
+from casstore._crypto import Ciphers
+from casstore._format.digest import content_hasher
+from casstore._format.encrypted import TAG_SIZE, ObjectCipher, associated_data
+from casstore._format.header import Codec, ObjectHeader, read_header
 from casstore.errors import IntegrityError
 
 _CHUNK = 1 << 20
-_MULTITHREAD_HASH_SIZE = 1 << 20
 _local = threading.local()
 
 
@@ -118,23 +119,14 @@ def check_object(
         raise ObjectProblem(
             f"declares a {size}-byte payload, above max_payload_size {max_payload_size}"
         )
-    if cipher is not None:
-        # Decrypted bodies are in memory already; the keyed digest hashes the whole.
-        try:
-            actual = cipher.digest(decode_body(header.codec, body, size=size, key=key))
-        except IntegrityError as exc:
-            raise ObjectProblem(str(exc)) from None
+    # Decrypted bodies are in memory already, plain ones may be decompressed in
+    # chunks: both are hashed as the driver hashes, plain or keyed.
+    hasher = content_hasher(size, None if cipher is None else cipher.digest_key)
+    if header.codec is Codec.RAW:
+        hasher.update(body)
     else:
-        hasher = (
-            blake3.blake3(max_threads=blake3.blake3.AUTO)
-            if size >= _MULTITHREAD_HASH_SIZE
-            else blake3.blake3()
-        )
-        if header.codec is Codec.RAW:
-            hasher.update(body)
-        else:
-            _hash_zstd(body, size, hasher)
-        actual = hasher.digest()
+        _hash_zstd(body, size, hasher)
+    actual = hasher.digest()
     if actual != digest:
         raise ObjectProblem(
             f"content does not match its key: key names {digest.hex()}, "
@@ -156,7 +148,7 @@ def _cipher(
 def _open(cipher: ObjectCipher, obj: bytes, header: ObjectHeader, key: str) -> bytes:
     """Authenticate and decrypt an encrypted object's body (nonce from the key's digest)."""
     digest = bytes.fromhex(key.rpartition("/")[2])
-    associated = bytes(obj[: header.size]) + key.encode("utf-8")
+    associated = associated_data(memoryview(obj)[: header.size], key)
     try:
         return cipher.open(
             memoryview(obj)[header.size :], digest=digest, associated=associated, key=key

@@ -23,13 +23,8 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from casstore._lifecycle import (
-    MANIFEST_KEY,
-    LifecyclePolicy,
-    check_collectable,
-    format_duration,
-    read_policy,
-)
+from casstore._format.manifest import MANIFEST_KEY, LifecyclePolicy
+from casstore._freshness import read_policy
 from casstore.backends._base import Backend, describe_suffix
 from casstore.errors import ConfigurationError
 from casstore.ops._common import (
@@ -45,7 +40,9 @@ from casstore.ops._common import (
     run_command,
     write_json,
 )
+from casstore.ops._durations import format_duration
 from casstore.ops._gc_mark import DEFAULT_CONCURRENCY, Marked, mark_namespace
+from casstore.ops._gc_rule import check_collectable
 from casstore.ops._gc_sweep import Applied, Plan, apply_plan, gc_lock, plan_sweep
 
 DEFAULT_GRACE = timedelta(days=3)

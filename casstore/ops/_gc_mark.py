@@ -30,7 +30,7 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from casstore._claim import parse_claim_data
+from casstore._format.claims import parse_claim_data
 from casstore.errors import CasstoreError
 from casstore.history import iter_payloads, reference_in
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 
-from casstore._keys import KEY_LAYOUT_VERSION, escape_id, is_object_key
-from casstore._lifecycle import TRASH_PREFIX, LifecyclePolicy, trash_key
+from casstore._format.keys import is_object_key, namespace_prefix
+from casstore._format.manifest import LifecyclePolicy
+from casstore._format.trash import TRASH_PREFIX, lock_key, trash_key
 from casstore.backends._base import Backend, describe_suffix
 from casstore.errors import CasstoreError, ObjectNotFoundError
 
@@ -29,11 +30,6 @@ _T = TypeVar("_T")
 
 BATCH_SIZE = 1000
 """Keys per batched request (S3 DeleteObjects takes at most 1,000)."""
-
-
-def namespace_prefix(namespace: str) -> str:
-    """The key prefix of every object stored for ``namespace`` (any scope)."""
-    return f"{KEY_LAYOUT_VERSION}/{escape_id(namespace, kind=b'n')}/"
 
 
 @dataclass
@@ -222,9 +218,6 @@ def _batches(items: Sequence[_T]) -> list[Sequence[_T]]:
     return [items[i : i + BATCH_SIZE] for i in range(0, len(items), BATCH_SIZE)]
 
 
-LOCK_PREFIX = "_casstore/gc/"
-
-
 class LockHeldError(CasstoreError):
     """Another gc holds this namespace's lock (or left it behind)."""
 
@@ -246,7 +239,7 @@ async def gc_lock(
     Raises:
         LockHeldError: Naming who holds it and since when.
     """
-    key = f"{LOCK_PREFIX}{escape_id(namespace, kind=b'n')}.lock"
+    key = lock_key(namespace)
     if break_lock:
         await backend.delete(key)
     holder = json.dumps(

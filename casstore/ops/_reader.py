@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterable, Callable
 from typing import TypeVar
 
-from casstore._aio import gather_cancel_on_error
+from casstore.backends._aio import gather_cancel_on_error
 from casstore.backends._base import Backend
 from casstore.errors import (
     BackendError,

@@ -21,7 +21,7 @@ from typing import Any
 
 from temporalio.api.sdk.v1.external_storage_pb2 import ExternalStorageReference
 
-from casstore._claim import CLAIM_DATA_KEY
+from casstore._format.claims import CLAIM_DATA_KEY
 
 REFERENCE_ENCODING = "json/protobuf"
 REFERENCE_MESSAGE_TYPE = ExternalStorageReference.DESCRIPTOR.full_name

@@ -11,6 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from casstore._crypto import Ciphers
+from casstore._format.keys import (
+    HOUSEKEEPING_PREFIX,
+    BadKeyError,
+    ObjectName,
+    is_casstore_key,
+    parse_object_key,
+)
 from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
 from casstore.ops._check import ObjectFacts, ObjectProblem, declared_facts
@@ -27,13 +34,6 @@ from casstore.ops._common import (
     positive_int,
     run_command,
     write_json,
-)
-from casstore.ops._layout import (
-    HOUSEKEEPING_PREFIX,
-    BadKeyError,
-    ObjectName,
-    is_casstore_key,
-    parse_object_key,
 )
 from casstore.ops._reader import DEFAULT_CONCURRENCY, Outcome, read_each
 

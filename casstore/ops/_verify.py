@@ -9,8 +9,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from casstore._codec import Codec
 from casstore._crypto import Ciphers
+from casstore._format.header import Codec
+from casstore._format.keys import (
+    HOUSEKEEPING_PREFIX,
+    BadKeyError,
+    is_casstore_key,
+    parse_object_key,
+)
 from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
 from casstore.ops._check import NeedsKey, ObjectFacts, ObjectProblem, check_object
@@ -27,12 +33,6 @@ from casstore.ops._common import (
     positive_int,
     run_command,
     write_json,
-)
-from casstore.ops._layout import (
-    HOUSEKEEPING_PREFIX,
-    BadKeyError,
-    is_casstore_key,
-    parse_object_key,
 )
 from casstore.ops._reader import DEFAULT_CONCURRENCY, DEFAULT_MEMORY_BUDGET, Outcome, read_each
 

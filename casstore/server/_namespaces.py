@@ -5,7 +5,7 @@ request for namespace B must not fetch namespace A's payloads. Each claim is
 checked against the request's namespace before anything is read:
 
 * casstore claims: the location's first segment is the escaped namespace
-  (see ``casstore/_keys.py``); ``_`` means the payload was stored with no
+  (see ``casstore/_format/keys.py``); ``_`` means the payload was stored with no
   namespace (no target), which is readable from every namespace.
 * the SDK's S3 and GCS drivers (types ``aws.s3driver``, ``gcp.gcsdriver``):
   their keys read ``v0/ns/<percent-encoded namespace>/...``, or ``v0/d/...``
@@ -21,9 +21,14 @@ from urllib.parse import unquote
 
 from temporalio.converter import StorageDriver
 
-from casstore._claim import parse_claim_data
 from casstore._driver import CasStorageDriver
-from casstore._keys import NO_TARGET_LOCATION, escape_id
+from casstore._format.claims import parse_claim_data
+from casstore._format.keys import (
+    HASHED_MARKER,
+    NO_TARGET_LOCATION,
+    decode_segment,
+    namespace_segment,
+)
 from casstore.errors import ClaimError
 from casstore.server._protocol import ProtocolError
 
@@ -83,9 +88,10 @@ def _check_casstore(
     except ClaimError as exc:
         raise ProtocolError(400, f"{where}: {exc}") from exc
     segment = claim.location.split("/", 1)[0]
-    if segment == NO_TARGET_LOCATION or segment == escape_id(namespace, kind=b"n"):
+    if segment == NO_TARGET_LOCATION or segment == namespace_segment(namespace):
         return
-    owner = f"hashed segment {segment!r}" if segment.startswith("_h") else repr(unquote(segment))
+    hashed = segment.startswith(HASHED_MARKER)
+    owner = f"hashed segment {segment!r}" if hashed else repr(decode_segment(segment))
     raise _refused(where, owner, namespace, driver)
 
 

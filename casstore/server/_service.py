@@ -22,9 +22,9 @@ from temporalio.converter import (
     StorageDriverWorkflowInfo,
 )
 
-from casstore._aio import gather_cancel_on_error
-from casstore._claim import parse_claim_data
 from casstore._driver import CasStorageDriver
+from casstore._format.claims import parse_claim_data
+from casstore.backends._aio import gather_cancel_on_error
 from casstore.errors import (
     BackendUnavailableError,
     CasstoreError,

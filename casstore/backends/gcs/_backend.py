@@ -13,8 +13,8 @@ import aiohttp
 from aiohttp import ClientResponseError
 from gcloud.aio.storage import Storage
 
-from casstore._keys import check_key
 from casstore.backends._base import Backend, ObjectStat, describe_backend
+from casstore.backends._keys import check_key
 from casstore.backends.gcs._errors import (
     LostRace,
     Missing,

@@ -7,8 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from casstore._urlopts import merge_options, option_flag, option_float, option_int, option_text
 from casstore.backends._prefix import check_prefix as check_prefix_of
+from casstore.backends._urlopts import (
+    merge_options,
+    option_flag,
+    option_float,
+    option_int,
+    option_text,
+)
 from casstore.errors import ConfigurationError
 
 DEFAULT_TIMEOUT = 60.0

@@ -12,8 +12,8 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, PreconditionError
 from obstore.store import AzureStore, S3Store
 
-from casstore.backends import check_key
 from casstore.backends._base import Backend, ObjectStat
+from casstore.backends._keys import check_key
 from casstore.backends.objectstore._errors import (
     NOT_FOUND,
     describe_store,

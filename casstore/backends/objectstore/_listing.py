@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Callable
 import obstore
 from obstore.store import AzureStore, S3Store
 
-from casstore.backends import check_key
+from casstore.backends._keys import check_key
+from casstore.errors import InvalidKeyError
 
 _LIST_CHUNK = 1000
 
@@ -28,13 +29,13 @@ async def list_objects(
     something else) are skipped; keys are returned without ``root``.
 
     Raises:
-        ValueError: If ``prefix`` could never start a key (``..``, a space, ...).
+        InvalidKeyError: If ``prefix`` could never start a key (``..``, a space, ...).
     """
     if prefix:
         try:
             check_key(prefix + "x")  # the partial last segment must be keyable too
-        except ValueError:
-            raise ValueError(f"invalid scan prefix [prefix={prefix!r}]") from None
+        except InvalidKeyError:
+            raise InvalidKeyError(f"invalid scan prefix [prefix={prefix!r}]", key=prefix) from None
     full = root + prefix
     directory = full.rpartition("/")[0]
     stream = obstore.list(store, directory or None, chunk_size=_LIST_CHUNK)
@@ -47,5 +48,5 @@ async def list_objects(
         for meta in batch:
             name = meta["path"]
             if name.startswith(full):
-                with contextlib.suppress(ValueError):
+                with contextlib.suppress(InvalidKeyError):
                     yield check_key(name[len(root) :]), meta

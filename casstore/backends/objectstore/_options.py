@@ -11,7 +11,8 @@ from urllib.parse import unquote, urlsplit
 
 from obstore.store import AzureStore, S3Store
 
-from casstore._urlopts import (
+from casstore.backends._prefix import check_prefix as check_prefix_of
+from casstore.backends._urlopts import (
     merge_options,
     option_choice,
     option_flag,
@@ -19,7 +20,6 @@ from casstore._urlopts import (
     option_int,
     option_text,
 )
-from casstore.backends._prefix import check_prefix as check_prefix_of
 from casstore.errors import ConfigurationError
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from casstore._keys import check_key
 from casstore.backends._base import Backend, ObjectStat, describe_backend
+from casstore.backends._keys import check_key
 from casstore.backends.redis import _scripts
 from casstore.backends.redis._errors import Where, translate_errors
 from casstore.backends.redis._options import (

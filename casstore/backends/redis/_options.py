@@ -7,7 +7,8 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from casstore._urlopts import (
+from casstore.backends._prefix import check_prefix as check_prefix_of
+from casstore.backends._urlopts import (
     merge_options,
     option_flag,
     option_float,
@@ -15,7 +16,6 @@ from casstore._urlopts import (
     option_text,
     redacted,
 )
-from casstore.backends._prefix import check_prefix as check_prefix_of
 from casstore.errors import ConfigurationError
 
 MAX_STRING_SIZE = 512 * 1024 * 1024

@@ -13,8 +13,8 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
-from casstore._keys import check_key
 from casstore.backends._base import Backend, ObjectStat, describe_backend
+from casstore.backends._keys import check_key
 from casstore.backends.s3._bulk import copy_objects, delete_objects
 from casstore.backends.s3._client import ClientSource
 from casstore.backends.s3._download import read_bounded
@@ -37,7 +37,7 @@ from casstore.backends.s3._options import (
     url_arguments,
 )
 from casstore.backends.s3._upload import CLEANUP_TIMEOUT, UploadTarget, put_multipart, put_single
-from casstore.errors import BackendUnavailableError
+from casstore.errors import BackendUnavailableError, InvalidKeyError
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -318,7 +318,7 @@ class S3Backend(Backend):
             for item in page.get("Contents", ()):
                 key = item["Key"][len(self._root) :]
                 # Skip foreign objects someone else put under our prefix.
-                with contextlib.suppress(ValueError):
+                with contextlib.suppress(InvalidKeyError):
                     yield check_key(key), item
 
     def describe(self) -> Mapping[str, str]:

@@ -13,7 +13,8 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ProfileNotFound
 
-from casstore._urlopts import (
+from casstore.backends._prefix import check_prefix as check_prefix_of
+from casstore.backends._urlopts import (
     merge_options,
     option_choice,
     option_flag,
@@ -22,7 +23,6 @@ from casstore._urlopts import (
     option_size,
     option_text,
 )
-from casstore.backends._prefix import check_prefix as check_prefix_of
 from casstore.errors import ConfigurationError
 
 _T = TypeVar("_T")

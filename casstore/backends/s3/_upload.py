@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from casstore._aio import gather_cancel_on_error
+from casstore.backends._aio import gather_cancel_on_error
 from casstore.backends.s3._errors import TRANSIENT, raise_unless_lost_race
 from casstore.backends.s3._options import MAX_PARTS
 from casstore.errors import BackendUnavailableError, ObjectNotFoundError

@@ -1,4 +1,6 @@
-"""GCS test target: one fake-gcs-server per session, a fresh bucket and prefix per test.
+"""GCS test places: a fresh bucket and prefix on the session's fake-gcs-server, with raw access.
+
+The fixtures are in tests/conftest.py.
 
 Raw access goes through testrig's stdlib client, never through gcloud-aio.
 fake-gcs-server honours ``ifGenerationMatch=0`` on the multipart uploads the
@@ -8,21 +10,11 @@ backend sends, so the conformance suite runs with conditional writes on.
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
 from casstore.backends.gcs import GCSBackend
 from testrig.gcs import FakeGCSServer, GCSClient
-
-
-@pytest.fixture(scope="session")
-def gcs_server() -> Iterator[FakeGCSServer]:
-    with FakeGCSServer() as server:
-        yield server
 
 
 @dataclass
@@ -56,11 +48,3 @@ class GCSPlace:
     async def raw_keys(self, prefix: str | None = None) -> list[str]:
         start = self.prefix + "/" if prefix is None else prefix
         return sorted(await asyncio.to_thread(self.raw.list, self.bucket, start))
-
-
-@pytest.fixture
-async def gcs_place(gcs_server: FakeGCSServer) -> GCSPlace:
-    raw = gcs_server.client()
-    bucket = f"b-{secrets.token_hex(6)}"
-    await asyncio.to_thread(raw.create_bucket, bucket)
-    return GCSPlace(gcs_server, bucket, f"p-{secrets.token_hex(4)}", raw)

@@ -1,9 +1,9 @@
-"""Key layout v1: where an object lives, derived from its scope and digest.
+"""Key layout v1: where an object lives, derived from its scope and digest, and back.
 
 A *location* names a dedup scope and is what a claim carries; the object key
 is derived from it and the content digest, so claims stay short::
 
-    key      = "v1/" location "/" hex(blake3(serialized payload))
+    key      = "v1/" location "/" hex(digest)
     location = ns                      namespace scope
              | ns "/" wfid             workflow scope (namespace + workflow id)
              | ns "/_a" actid          standalone-activity scope
@@ -18,15 +18,21 @@ Escaping percent-encodes every UTF-8 byte outside ``[A-Za-z0-9._-]`` as ``%XX``
 BLAKE3 over a kind byte and the raw id, keeping every key well under S3's
 1,024-byte limit and every segment under common file-name limits.
 
+Keys outside ``v1/`` that casstore writes start with :data:`HOUSEKEEPING_PREFIX`
+(the lifecycle manifest, gc's trash and locks), so they never collide with an
+object key.
+
 The layout is a stored format: changing any of it needs a new version prefix.
-See docs/formats.md.
+See docs/formats.md ("Key layout").
 """
 
 from __future__ import annotations
 
 import re
 import string
+from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import unquote
 
 import blake3
 from temporalio.converter import StorageDriverActivityInfo, StorageDriverWorkflowInfo
@@ -34,24 +40,26 @@ from temporalio.converter import StorageDriverActivityInfo, StorageDriverWorkflo
 from casstore.errors import ClaimError
 
 KEY_LAYOUT_VERSION = "v1"
+OBJECT_PREFIX = KEY_LAYOUT_VERSION + "/"
+"""Every casstore object key starts with this; other keys are not ours to judge."""
+HOUSEKEEPING_PREFIX = "_casstore/"
+"""Where casstore keeps what is not a payload object (lifecycle manifest, gc's trash and locks)."""
 MAX_SEGMENT_LENGTH = 200
 """Longest escaped id kept readable; longer ones are hashed."""
-MAX_KEY_LENGTH = 1024
-"""S3's limit on object key length, in UTF-8 bytes; every backend enforces it."""
-DIGEST_SIZE = 32
 
 NO_TARGET_LOCATION = "_"
-_ACTIVITY_MARKER = "_a"
-_HASHED_MARKER = "_h"
+ACTIVITY_MARKER = "_a"
+"""Marks a standalone-activity id in a location (``ns/_a<id>``)."""
+HASHED_MARKER = "_h"
+"""Starts a hashed segment: an id too long to keep readable."""
 
 Scope = Literal["workflow", "namespace"]
 
 _SAFE = frozenset((string.ascii_letters + string.digits + "-._").encode())
 _SEGMENT = "[A-Za-z0-9%-][A-Za-z0-9._%-]{0," + str(MAX_SEGMENT_LENGTH - 1) + "}"
-_HASHED = r"_h[0-9a-f]{32}"
+_HASHED = rf"{HASHED_MARKER}[0-9a-f]{{32}}"
 _ID = rf"(?:{_SEGMENT}|{_HASHED})"
-_LOCATION_RE = re.compile(rf"(?:_|{_ID}(?:/(?:_a)?{_ID})?)")
-_KEY_SEGMENT_RE = re.compile(r"[A-Za-z0-9_%-][A-Za-z0-9._%-]*")
+_LOCATION_RE = re.compile(rf"(?:{NO_TARGET_LOCATION}|{_ID}(?:/(?:{ACTIVITY_MARKER})?{_ID})?)")
 _HEX_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -73,16 +81,17 @@ def escape_id(value: str, *, kind: bytes) -> str:
     )
     if len(escaped) <= MAX_SEGMENT_LENGTH:
         return escaped
-    return _HASHED_MARKER + blake3.blake3(kind + b"\0" + raw).digest(length=16).hex()
+    return HASHED_MARKER + blake3.blake3(kind + b"\0" + raw).digest(length=16).hex()
 
 
-def target_location(scope: Scope, target: object) -> str:
-    """Return the location for a store context's target (workflow, activity or none)."""
-    if isinstance(target, StorageDriverWorkflowInfo):
-        return location_for(scope=scope, namespace=target.namespace, workflow_id=target.id)
-    if isinstance(target, StorageDriverActivityInfo):
-        return location_for(scope=scope, namespace=target.namespace, activity_id=target.id)
-    return NO_TARGET_LOCATION
+def namespace_segment(namespace: str) -> str:
+    """Return the escaped segment that starts every location of ``namespace``."""
+    return escape_id(namespace, kind=b"n")
+
+
+def namespace_prefix(namespace: str) -> str:
+    """Return the key prefix of every object stored for ``namespace`` (any scope)."""
+    return f"{OBJECT_PREFIX}{namespace_segment(namespace)}/"
 
 
 def location_for(
@@ -106,13 +115,13 @@ def location_for(
     """
     if not namespace:
         return NO_TARGET_LOCATION
-    ns = escape_id(namespace, kind=b"n")
+    ns = namespace_segment(namespace)
     if scope == "namespace":
         return ns
     if workflow_id:
         return f"{ns}/{escape_id(workflow_id, kind=b'w')}"
     if activity_id:
-        return f"{ns}/{_ACTIVITY_MARKER}{escape_id(activity_id, kind=b'a')}"
+        return f"{ns}/{ACTIVITY_MARKER}{escape_id(activity_id, kind=b'a')}"
     return ns
 
 
@@ -144,23 +153,7 @@ def validate_location(location: object) -> str:
 
 def object_key(location: str, digest: bytes) -> str:
     """Return the object key for content with ``digest`` stored at ``location``."""
-    return f"{KEY_LAYOUT_VERSION}/{location}/{digest.hex()}"
-
-
-def check_key(key: str) -> str:
-    """Check that a key is safe for every backend, or raise ``ValueError``.
-
-    Backends call this on every key they are given, so that no key, whatever
-    produced it, can reach outside a backend's root: segments are non-empty,
-    made of ``[A-Za-z0-9._%-]``, never start with a dot, and the whole key is at
-    most :data:`MAX_KEY_LENGTH` bytes.
-    """
-    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
-        raise ValueError(f"invalid object key (empty, not a string, or too long) [key={key!r}]")
-    for segment in key.split("/"):
-        if not _KEY_SEGMENT_RE.fullmatch(segment):
-            raise ValueError(f"invalid object key segment {segment!r} [key={key!r}]")
-    return key
+    return f"{OBJECT_PREFIX}{location}/{digest.hex()}"
 
 
 def is_object_key(key: str) -> bool:
@@ -172,3 +165,80 @@ def is_object_key(key: str) -> bool:
         and bool(_HEX_DIGEST_RE.fullmatch(digest))
         and bool(_LOCATION_RE.fullmatch(location))
     )
+
+
+def is_casstore_key(key: str) -> bool:
+    """True if ``key`` is in casstore's object namespace (``v1/...``)."""
+    return key.startswith(OBJECT_PREFIX)
+
+
+# Reading keys back: which scope an object belongs to, for people. Hashed
+# segments (ids too long to keep readable) cannot be decoded and are shown as
+# they are.
+
+
+@dataclass(frozen=True)
+class ObjectName:
+    """What an object key says: its scope and the digest of its content."""
+
+    key: str
+    location: str
+    digest: bytes
+    namespace: str | None
+    """Decoded namespace; ``None`` for payloads stored without a target."""
+    workflow_id: str | None = None
+    """Decoded workflow id, for workflow-scoped objects."""
+    activity_id: str | None = None
+    """Decoded standalone-activity id, for activity-scoped objects."""
+
+    @property
+    def scope(self) -> str:
+        """``workflow``, ``activity``, ``namespace`` or ``none`` (no target)."""
+        if self.namespace is None:
+            return "none"
+        if self.workflow_id is not None:
+            return "workflow"
+        if self.activity_id is not None:
+            return "activity"
+        return "namespace"
+
+
+class BadKeyError(ValueError):
+    """A key under the object prefix that does not follow the key layout."""
+
+
+def parse_object_key(key: str) -> ObjectName:
+    """Split an object key into its scope and digest.
+
+    Raises:
+        BadKeyError: If the key does not follow key layout v1.
+    """
+    if not is_object_key(key):
+        raise BadKeyError(f"not a valid casstore object key (key layout {KEY_LAYOUT_VERSION})")
+    location, _, hex_digest = key[len(OBJECT_PREFIX) :].rpartition("/")
+    digest = bytes.fromhex(hex_digest)
+    if location == NO_TARGET_LOCATION:
+        return ObjectName(key=key, location=location, digest=digest, namespace=None)
+    ns, _, rest = location.partition("/")
+    namespace = decode_segment(ns)
+    if not rest:
+        return ObjectName(key=key, location=location, digest=digest, namespace=namespace)
+    if rest.startswith(ACTIVITY_MARKER):
+        activity = decode_segment(rest[len(ACTIVITY_MARKER) :])
+        return ObjectName(
+            key=key, location=location, digest=digest, namespace=namespace, activity_id=activity
+        )
+    return ObjectName(
+        key=key,
+        location=location,
+        digest=digest,
+        namespace=namespace,
+        workflow_id=decode_segment(rest),
+    )
+
+
+def decode_segment(segment: str) -> str:
+    """Undo the escaping of one id; a hashed segment is returned as it is."""
+    if segment.startswith(HASHED_MARKER):
+        return segment
+    return unquote(segment, encoding="utf-8", errors="backslashreplace")

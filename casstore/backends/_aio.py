@@ -1,4 +1,4 @@
-"""Small asyncio helpers shared by the driver and backends."""
+"""Small asyncio helpers shared by the backends and the driver layer (which may import them)."""
 
 from __future__ import annotations
 

@@ -1,27 +1,18 @@
-"""Redis test target: one Debian ``redis-server`` per session, a fresh prefix per test.
+"""Redis test places: a fresh key prefix on the session's ``redis-server``, with raw access.
 
 Raw access goes through a separate redis-py client of the test's own, never
-through the backend under test.
+through the backend under test. The fixtures are in tests/conftest.py.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 
 from casstore.backends.redis import RedisBackend
 from testrig.redis import RedisServer
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 @dataclass
@@ -55,16 +46,3 @@ class RedisPlace:
     async def raw_keys(self) -> list[str]:
         names = [name.decode() async for name in self.raw.scan_iter(match=f"{self.prefix}*")]
         return sorted(names)
-
-
-@pytest.fixture
-async def redis_place(redis_server: RedisServer) -> AsyncIterator[RedisPlace]:
-    raw = Redis(host="127.0.0.1", port=redis_server.port)
-    place = RedisPlace(redis_server, f"t-{secrets.token_hex(6)}", raw)
-    try:
-        yield place
-    finally:
-        names = [name async for name in raw.scan_iter(match=f"{place.prefix}*")]
-        if names:
-            await raw.delete(*names)
-        await raw.aclose()

@@ -7,7 +7,7 @@ Version 1 is a msgspec struct encoded as a compact JSON array::
     claim_data = {"c": '[1,"default/order-42","<digest>",1048576,1]'}
 
 with the elements: version 1; location (the dedup scope, see
-:mod:`casstore._keys`); BLAKE3-256 digest of the serialized payload, unpadded
+:mod:`casstore._format.keys`); BLAKE3-256 digest of the serialized payload, unpadded
 base64url (43 chars); size of the serialized payload in bytes; codec of the
 stored object as the writer knew it (0 raw, 1 zstd; informational, readers
 decode by the object header).
@@ -28,6 +28,7 @@ Schema evolution: version 1 follows msgspec rules (a field may be added only at
 the end and with a default; a field's type never changes); a later version is
 a new leading number. Claims come from Event History, so decoding treats them
 as untrusted and reports every problem as a :class:`~casstore.errors.ClaimError`.
+See docs/formats.md ("Claims").
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ from typing import Annotated, Any
 
 import msgspec
 
-from casstore._codec import Codec
-from casstore._keyring import validate_key_id
-from casstore._keys import DIGEST_SIZE, object_key, validate_location
+from casstore._format.digest import DIGEST_SIZE
+from casstore._format.header import Codec, validate_key_id
+from casstore._format.keys import object_key, validate_location
 from casstore.errors import ClaimError, ConfigurationError
 
 CLAIM_FORMAT_VERSION = 1
@@ -67,7 +68,7 @@ class Claim:
     """A validated claim, in the types its readers use."""
 
     location: str
-    """The dedup scope the object lives in (see :mod:`casstore._keys`)."""
+    """The dedup scope the object lives in (see :mod:`casstore._format.keys`)."""
     digest: bytes
     """BLAKE3-256 digest of the serialized payload (32 bytes)."""
     size: int
