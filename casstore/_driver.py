@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar, Unpack
 
 from temporalio.api.common.v1 import Payload
@@ -15,7 +15,7 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
-from casstore._cache import ByteLRU, KnownObjects, SingleFlight
+from casstore._cache import KnownObjects, SingleFlight, VerifiedIdentity, VerifiedPayloads
 from casstore._crypto import Ciphers, cipher_for
 from casstore._deadline import (
     Deadline,
@@ -33,6 +33,7 @@ from casstore._format.digest import content_digest
 from casstore._format.encrypted import ObjectCipher, encode_stored
 from casstore._format.header import HEADER_SIZE, Codec
 from casstore._format.keys import Scope, location_for_target, object_key
+from casstore._format.manifest import MANIFEST_KEY
 from casstore._format.trash import trash_key
 from casstore._freshness import Freshness
 from casstore._metrics import DriverMetrics, MetricMeter, reported
@@ -44,6 +45,7 @@ from casstore.backends._base import Backend, ObjectStat, describe_backend, descr
 from casstore.errors import (
     BackendError,
     CasstoreError,
+    IntegrityError,
     ObjectNotFoundError,
     PayloadTooLargeError,
 )
@@ -93,15 +95,23 @@ class CasStorageDriver(StorageDriver):
             :attr:`~casstore.backends.Backend.expires_after` when it has one.
         offload_threshold: Payloads at least this large are hashed, compressed
             and decompressed in a worker thread instead of on the event loop.
-        lifecycle_manifest: On the first store, read the store's lifecycle
-            manifest (or record this driver's policy) and use the shorter
-            ``refresh_after``; gc needs it. On for stores the plugin opens.
+        lifecycle_manifest: Record this driver's policy as the store's
+            lifecycle manifest when the store has none (gc needs one); on for
+            stores the plugin and the codec server open from a URL. Every
+            driver, whatever this says, reads the manifest on its first store
+            and uses the shorter ``refresh_after``, so no writer vouches for an
+            object longer than gc assumes (docs/operations.md).
         timeout, attempt_timeout, min_throughput: The deadline of one payload's
             backend requests, retries included, and of one attempt; see
             docs/reliability.md (defaults 5 s, 2 s, plus size / 2 MiB/s).
         keyring: Encrypt objects with its active key (keyed digests, so dedup
             still works within a key) and read objects sealed with any of its
             keys; see docs/encryption.md. ``None`` stores plain objects.
+        require_encryption: Refuse plain (unencrypted) claims and objects on
+            retrieval with an :class:`~casstore.errors.IntegrityError`, so
+            nobody who can write to the bucket can feed this driver plaintext.
+            Needs ``keyring``. Off by default, which reads plain objects too
+            (as while moving a store to encryption).
     """
 
     def __init__(self, backend: Backend, **options: Unpack[DriverOptions]) -> None:
@@ -112,19 +122,26 @@ class CasStorageDriver(StorageDriver):
             min_throughput=o["min_throughput"],
         )
         keyring = o["keyring"]
+        self._require_encryption = o["require_encryption"]
         self._ciphers = None if keyring is None else Ciphers(keyring)
         self._backend = backend
         self._name = o["name"]
         self._scope: Scope = o["scope"]
         self._compression_level = o["compression_level"]
         self._max_payload_size = o["max_payload_size"]
-        self._fresh = Freshness(backend, capped_refresh_after(backend, o["refresh_after"]))
+        # The manifest's requests get the deadline and retries of a small payload's.
+        self._fresh = Freshness(
+            backend, capped_refresh_after(backend, o["refresh_after"]), self._manifest_request
+        )
         self._lifecycle_manifest = o["lifecycle_manifest"]
         self._known: KnownObjects[Codec] = KnownObjects(o["known_objects_cache_size"])
-        self._verified: ByteLRU[bytes] = ByteLRU(o["retrieval_cache_bytes"])
+        # Keyed by all a cold read checks, so a warm cache accepts exactly the
+        # claims a cold read accepts (docs/encryption.md, "What the caches vouch for").
+        self._verified = VerifiedPayloads(o["retrieval_cache_bytes"])
         self._stores: SingleFlight[str, Codec] = SingleFlight()
-        # Keyed by all that changes the outcome: no claim can fail another.
-        self._reads: SingleFlight[tuple[str, int, str | None], bytes] = SingleFlight()
+        # Keyed by all that changes the outcome (identity and size): no claim can
+        # fail another, nor get bytes another claim's checks vouched for.
+        self._reads: SingleFlight[tuple[VerifiedIdentity, int], bytes] = SingleFlight()
         self.stats = DriverStats()
         """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
         self._metrics: DriverMetrics | None = None
@@ -172,8 +189,8 @@ class CasStorageDriver(StorageDriver):
                 position, the key and the backend.
         """
         location = location_for_target(context.target, self._scope)
-        if self._lifecycle_manifest:
-            await self._fresh.adopt()
+        # Every writer follows the store's manifest: gc's safety rests on it.
+        await self._fresh.adopt(record=self._lifecycle_manifest)
         return await self._batch(
             [
                 self._labelled(self._store_one(location, payload), i, len(payloads), "store")
@@ -195,6 +212,7 @@ class CasStorageDriver(StorageDriver):
         digest_key = None if cipher is None else cipher.digest_key
         digest = await self._run.cpu(len(data), content_digest, data, digest_key)
         key = object_key(location, digest)
+        verified = VerifiedIdentity(key, None if cipher is None else cipher.key_id)
         self.stats.payloads_stored += 1
         self.stats.logical_bytes_stored += len(data)
 
@@ -203,7 +221,7 @@ class CasStorageDriver(StorageDriver):
         if codec is not None:
             self.stats.dedup_cache_hits += 1
         else:
-            store = functools.partial(self._store_object, key, digest, data, cipher)
+            store = functools.partial(self._store_object, verified, digest, data, cipher)
             # Only the leader of a single flight needs the bytes; a fan-out's
             # joiners must not keep a copy each alive while they wait.
             del data
@@ -214,9 +232,10 @@ class CasStorageDriver(StorageDriver):
         return StorageDriverClaim(claim_data=claim_data_for(location, digest, size, codec, key_id))
 
     async def _store_object(
-        self, key: str, digest: bytes, data: bytes, cipher: ObjectCipher | None
+        self, verified: VerifiedIdentity, digest: bytes, data: bytes, cipher: ObjectCipher | None
     ) -> Codec:
         """Make sure the object exists (write or find it); return its codec."""
+        key = verified.key
         deadline = self._retry.deadline(len(data))
         # For small objects on a backend whose create-if-absent reports existence,
         # the write doubles as the existence check: one request instead of two.
@@ -229,7 +248,7 @@ class CasStorageDriver(StorageDriver):
                 codec = Codec.RAW if found.size == HEADER_SIZE + len(data) else Codec.ZSTD
                 if not await self._found_existing(key, found, codec, deadline):
                     continue  # gone while we refreshed it (gc moved it): write it anew
-                self._verified.put(digest, data)
+                self._verified.put(verified, data)
                 return codec
 
             codec, obj = await self._run.cpu(
@@ -244,14 +263,14 @@ class CasStorageDriver(StorageDriver):
                 self.stats.bytes_written += len(obj)
                 self._known.add(key, codec, self._fresh.expiry(written_at))
                 # These bytes hash to the digest by construction: later reads need none.
-                self._verified.put(digest, data)
+                self._verified.put(verified, data)
                 return codec
             # It exists (another writer, or an earlier store): its age decides
             # whether it needs a refresh before we vouch for it.
             if self._fresh.seconds is None and await self._found_existing(
                 key, None, codec, deadline
             ):
-                self._verified.put(digest, data)
+                self._verified.put(verified, data)
                 return codec
             check_first = True
         where = f"[key={key}{describe_suffix(self._backend)}]"
@@ -272,6 +291,9 @@ class CasStorageDriver(StorageDriver):
         self.stats.dedup_backend_hits += 1
         self._known.add(key, codec, expires_at)
         return True
+
+    async def _manifest_request(self, kind: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        return await self._run.request(kind, MANIFEST_KEY, attempt, self._retry.deadline(0))
 
     async def _stat(self, key: str, deadline: Deadline) -> ObjectStat | None:
         return await self._run.request("stat", key, lambda: self._backend.stat(key), deadline)
@@ -307,14 +329,21 @@ class CasStorageDriver(StorageDriver):
     async def _retrieve_one(self, claim: StorageDriverClaim) -> Payload:
         record = parse_claim_data(claim.claim_data, max_size=self._max_payload_size)
         digest, key = record.digest, record.key
+        if record.key_id is None and self._require_encryption:
+            raise IntegrityError(
+                f"claim is for a plain (unencrypted) object, and this driver requires "
+                f"encryption (require_encryption=True): refused unread [key={key}]",
+                key=key,
+            )
         cipher = cipher_for(self._ciphers, record.key_id, key=key)
-        data = self._verified.get(digest)
+        verified = VerifiedIdentity(key, record.key_id)
+        data = self._verified.get(verified, record.size)
         if data is not None:
             self.stats.retrieval_cache_hits += 1
         else:
             data, joined = await self._reads.run(
-                (key, record.size, record.key_id),
-                lambda: self._read_object(key, digest, record.size, cipher),
+                (verified, record.size),
+                lambda: self._read_object(verified, digest, record.size, cipher),
             )
             if joined:
                 self.stats.retrieval_inflight_hits += 1
@@ -324,8 +353,9 @@ class CasStorageDriver(StorageDriver):
         return await self._run.cpu(len(data), parse_payload, data, key)
 
     async def _read_object(
-        self, key: str, digest: bytes, size: int, cipher: ObjectCipher | None
+        self, verified: VerifiedIdentity, digest: bytes, size: int, cipher: ObjectCipher | None
     ) -> bytes:
+        key = verified.key
         deadline = self._retry.deadline(size)
         # No valid object for this claim is larger: a hostile one is refused
         # before it is read, not after it has been allocated.
@@ -340,7 +370,7 @@ class CasStorageDriver(StorageDriver):
         self.stats.objects_read += 1
         self.stats.bytes_read += len(obj)
         data = await self._run.cpu(size, decode_and_verify, obj, size, digest, key, cipher)
-        self._verified.put(digest, data)
+        self._verified.put(verified, data)
         return data
 
     async def _from_trash(

@@ -42,6 +42,7 @@ class DriverOptions(TypedDict, total=False):
     attempt_timeout: float
     min_throughput: float
     keyring: KeyRing | None
+    require_encryption: bool
 
 
 DEFAULTS: Final[DriverOptions] = {
@@ -59,6 +60,7 @@ DEFAULTS: Final[DriverOptions] = {
     "attempt_timeout": DEFAULT_ATTEMPT_TIMEOUT,
     "min_throughput": DEFAULT_MIN_THROUGHPUT,
     "keyring": None,
+    "require_encryption": False,
 }
 if DEFAULTS.keys() != DriverOptions.__annotations__.keys():  # pragma: no cover - caught at import
     raise AssertionError("every driver option needs exactly one default")
@@ -118,6 +120,10 @@ def _check(backend: object, o: DriverOptions) -> None:
     refresh_after = o["refresh_after"]
     if refresh_after is not None and refresh_after <= timedelta(0):
         raise ConfigurationError(f"refresh_after must be positive, got {refresh_after}")
+    if o["require_encryption"] and o["keyring"] is None:
+        raise ConfigurationError(
+            "require_encryption=True needs a keyring: pass keyring= (see docs/encryption.md)"
+        )
 
 
 def capped_refresh_after(backend: Backend, refresh_after: timedelta | None) -> timedelta | None:

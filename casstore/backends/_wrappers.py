@@ -13,6 +13,9 @@ from datetime import timedelta
 from casstore.backends._base import Backend, ObjectStat
 from casstore.errors import BackendError
 
+_MANIFEST_KEY = "_casstore/lifecycle.json"
+"""The lifecycle manifest's key (a stored format, see docs/formats.md)."""
+
 
 class _WrappingBackend(Backend):
     """Delegates every call to ``inner``; subclasses hook :meth:`_before`."""
@@ -84,6 +87,10 @@ class _WrappingBackend(Backend):
 class CountingBackend(_WrappingBackend):
     """Counts the requests made to ``inner``, by kind, and the object bytes moved.
 
+    Requests for the lifecycle manifest (each driver reads it once, on its
+    first store) are counted apart, in :attr:`manifest_calls`, so that
+    :attr:`calls` shows what payloads cost.
+
     Args:
         inner: The backend every call is passed on to (and closed with it).
     """
@@ -92,21 +99,25 @@ class CountingBackend(_WrappingBackend):
         super().__init__(inner)
         self.calls: Counter[str] = Counter()
         """Calls started, by method name (``stat``, ``put``, ``get``, ...)."""
+        self.manifest_calls: Counter[str] = Counter()
+        """Calls for the lifecycle manifest (``_casstore/lifecycle.json``), by method name."""
         self.bytes_written = 0
         """Object bytes passed to ``put``."""
         self.bytes_read = 0
         """Object bytes returned by ``get``."""
 
     async def _before(self, kind: str, key: str) -> None:
-        self.calls[kind] += 1
+        (self.manifest_calls if key == _MANIFEST_KEY else self.calls)[kind] += 1
 
     async def put(self, key: str, data: bytes) -> bool:
-        self.bytes_written += len(data)
+        if key != _MANIFEST_KEY:
+            self.bytes_written += len(data)
         return await super().put(key, data)
 
     async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         data = await super().get(key, max_size=max_size)
-        self.bytes_read += len(data)
+        if key != _MANIFEST_KEY:
+            self.bytes_read += len(data)
         return data
 
 
