@@ -325,3 +325,23 @@ async def test_a_move_whose_answer_is_lost_leaves_the_object_in_place(
                 await backend.move(trash, KEY)
     assert await redis_place.raw_get(trash) == b"payload"  # at the destination, never at neither
     assert await redis_place.raw.exists(f"{redis_place.prefix}/{KEY}") == 0
+
+
+async def test_tls_with_rediss_urls_and_an_unverifiable_server_is_refused() -> None:
+    from testrig.redis import RedisServer
+
+    with RedisServer(tls=True) as server:
+        async with open_backend(server.url) as backend:
+            assert await backend.put(KEY, b"over tls") is True
+            assert await backend.get(KEY) == b"over tls"
+        # Without the CA, the self-signed certificate cannot be verified.
+        backend = open_backend(f"rediss://127.0.0.1:{server.port}/0", connect_timeout=5)
+        with pytest.raises(BackendUnavailableError, match="could not reach") as info:
+            await backend.stat(KEY)
+        assert "CERTIFICATE_VERIFY_FAILED" in str(info.value) or "certificate" in str(info.value)
+        await backend.aclose()
+        # A plain connection to a TLS port is refused too, clearly.
+        plain = open_backend(f"redis://127.0.0.1:{server.port}/0", connect_timeout=2)
+        with pytest.raises(BackendUnavailableError):
+            await plain.stat(KEY)
+        await plain.aclose()
