@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -188,61 +189,28 @@ def test_missing_credentials_are_one_clear_line(tmp_path: Path) -> None:
 
 
 async def test_a_refused_token_is_a_permission_error(tmp_path: Path) -> None:
-    bogus = tmp_path / "sa.json"
-    bogus.write_text('{"type": "service_account"}')
-    backend = GCSBackend("bucket", service_file=str(bogus))
+    # A well-formed service-account file whose token endpoint refuses
+    # connections (a dead loopback port: no request leaves the machine).
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    account = {
+        "type": "service_account",
+        "project_id": "p",
+        "private_key_id": "k",
+        "private_key": pem,
+        "client_email": "casstore@p.iam.gserviceaccount.com",
+        "token_uri": f"http://127.0.0.1:{free_port()}/token",
+    }
+    service_file = tmp_path / "sa.json"
+    service_file.write_text(json.dumps(account))
+    backend = GCSBackend("bucket", service_file=str(service_file))
     with pytest.raises(BackendPermissionError, match="no usable Google credentials for GCS stat"):
         await backend.stat(KEY)
     await backend.aclose()
-
-
-# Deleting: every path tried against hostile keys, siblings and faults.
-
-
-async def test_deletes_reach_exactly_their_own_objects(gcs_place: GCSPlace) -> None:
-    other = "v1/default/order-43/" + "ab" * 32
-    sibling = f"{gcs_place.prefix}-sibling/{KEY}"
-    await asyncio.to_thread(gcs_place.raw.put, gcs_place.bucket, sibling, b"theirs")
-    async with gcs_place.backend() as backend:
-        await backend.put(KEY, b"ours")
-        await backend.put(other, b"also ours")
-        for hostile in ("../x/" + KEY, "", "v1/default/order-42/", "/" + KEY):
-            with pytest.raises(ValueError, match="invalid object key"):
-                await backend.delete(hostile)
-            with pytest.raises(ValueError, match="invalid object key"):
-                await backend.delete_many([KEY, hostile])  # checked before any request
-            with pytest.raises(ValueError, match="invalid object key"):
-                await backend.move_many([(KEY, "_casstore/trash/" + KEY), (KEY, hostile)])
-        await backend.delete("v1/default")  # a "directory" deletes nothing below it
-        assert await backend.stat(KEY) is not None
-        await backend.delete(KEY)
-        assert [k async for k, _ in backend.scan()] == [other]
-    assert await gcs_place.raw_keys(f"{gcs_place.prefix}-sibling/") == [sibling]
-
-
-@pytest.mark.parametrize("fault", ["status_500", "reset_before", "reset_after"])
-async def test_a_move_that_fails_midway_never_loses_the_object(
-    gcs_place: GCSPlace, fault: str
-) -> None:
-    from testrig.chaos import ChaosProxy
-
-    trash = "_casstore/trash/" + KEY
-    with ChaosProxy(("127.0.0.1", gcs_place.server.port)) as proxy:
-        backend = GCSBackend(
-            gcs_place.bucket, gcs_place.prefix, endpoint=proxy.endpoint_url, emulator=True
-        )
-        async with backend:
-            await backend.put(KEY, b"payload")
-            proxy.schedule(fault, method="POST", target_contains="/rewriteTo/")
-            with pytest.raises(BackendUnavailableError, match="move"):
-                await backend.move(KEY, trash)
-            proxy.schedule(fault, method="DELETE")
-            try:
-                # aiohttp resends an idempotent DELETE once on a reset pooled
-                # connection, so a reset there may end in a completed move.
-                assert await backend.move(KEY, trash) is True
-                assert fault.startswith("reset")
-            except BackendUnavailableError:
-                assert await gcs_place.raw_get(KEY) == b"payload"
-    # The copy is made before the source goes: at src, dst or both, never at neither.
-    assert await gcs_place.raw_get(trash) == b"payload"
