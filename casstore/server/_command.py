@@ -15,6 +15,10 @@ import sys
 from types import FrameType
 from typing import Any, TextIO
 
+from casstore.ops._args import add_store_argument, open_keyring
+from casstore.ops._run import CommandError
+from casstore.ops._store import require_local_store
+
 DEFAULT_PORT = 8081
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_HEADER_TIMEOUT = 10.0
@@ -34,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "Ctrl-C or SIGTERM. See docs/codec-server.md."
         ),
     )
-    parser.add_argument("--store", required=True, metavar="URL", help="the workers' store URL")
+    add_store_argument(parser, help="the workers' store URL")
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
     )
@@ -180,9 +184,15 @@ def _not_a_slow_client(record: logging.LogRecord) -> bool:
 
 
 def _build_app(args: argparse.Namespace) -> Any:
-    from casstore import KeyRing
-    from casstore.errors import CasstoreError
     from casstore.server import bearer_token_authorizer, create_app
+
+    try:
+        # A driver creates a missing folder on first write; a server that only
+        # reads would create it and answer 404 forever: a typo must fail here.
+        require_local_store(args.store)
+        keyring = open_keyring(args.keyring)
+    except CommandError as exc:
+        raise ServeError(str(exc)) from exc
 
     authorize = None
     if args.auth_token_env:
@@ -190,14 +200,8 @@ def _build_app(args: argparse.Namespace) -> Any:
         if not token:
             raise ServeError(f"environment variable {args.auth_token_env} is not set or empty")
         authorize = bearer_token_authorizer(token)
-    keyring = None
-    if args.require_encryption and not args.keyring:
+    if args.require_encryption and keyring is None:
         raise ServeError("--require-encryption needs --keyring (the workers' keyring)")
-    if args.keyring:
-        try:
-            keyring = KeyRing.open(args.keyring)
-        except CasstoreError as exc:
-            raise ServeError(f"bad keyring: {exc}") from exc
     return create_app(
         args.store,
         codec=load_codec(args.codec) if args.codec else None,
