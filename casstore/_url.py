@@ -56,8 +56,12 @@ def open_backend(url: str, **options: object) -> Backend:
         return _local(url, url, "", options)  # a plain path: no query to parse
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
+            # file://tmp/x names host "tmp" and path /x; dropping the host would
+            # silently open another folder. Three slashes start an absolute path.
+            meant = "file:///" + (parts.netloc + parts.path).lstrip("/")
             raise ConfigurationError(
-                f"file URLs need an absolute path, like file:///var/lib/casstore [url={url}]"
+                f"file URL names a host ({parts.netloc!r}); file URLs take an absolute path "
+                f"after three slashes: {meant} [url={url}]"
             )
         return _local(url, unquote(parts.path), parts.query, options)
     if scheme == "memory":

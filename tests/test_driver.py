@@ -423,7 +423,7 @@ async def test_failed_payload_of_a_batch_is_named_and_the_rest_cancelled() -> No
             started.append(key)
             if len(started) == 1:
                 raise OSError("disk on fire")
-            await asyncio.sleep(10)
+            await asyncio.Event().wait()  # held until the failure cancels it
             return await super().put(key, data)
 
     backend = SlowAfterFirst()

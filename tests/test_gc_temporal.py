@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import Payload
+from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
 from temporalio.client import (
     Client,
     Schedule,
@@ -41,7 +42,7 @@ from casstore._format.trash import trash_key
 from casstore._freshness import ensure_policy
 from casstore.backends import Backend
 from casstore.history import history_references
-from casstore.ops._gc_mark import mark_namespace
+from casstore.ops._gc_mark import is_open_status, mark_namespace
 from casstore.ops._gc_sweep import apply_plan, plan_sweep
 from casstore.plugin import CasStorePlugin
 from testrig import TemporalDevServer, find_temporal_cli, free_port
@@ -65,6 +66,7 @@ GRACE = "2s"
 BOGUS_NAMESPACE = "gc-bogus"  # holds a history gc cannot judge
 GRACE_SECONDS = 2.0
 WAIT_SECONDS = 30.0
+PAUSED = 8  # WORKFLOW_EXECUTION_STATUS_PAUSED, newer than the SDK's enum
 
 
 # Fast visibility acks: a deleted workflow leaves listings within a second or two.
@@ -75,6 +77,8 @@ TEMPORAL_ARGS = [
     'history.transferProcessorUpdateAckInterval="1s"',
     "--dynamic-config-value",
     'history.visibilityProcessorUpdateAckInterval="1s"',
+    "--dynamic-config-value",
+    "frontend.WorkflowPauseEnabled=true",  # temporal workflow pause (experimental)
 ]
 
 
@@ -446,3 +450,61 @@ async def test_a_lock_left_behind_refuses_deletion_until_broken(
     finally:
         async with open_backend(url) as backend:
             await backend.delete(lock)
+
+
+def pause_workflow(temporal: TemporalDevServer, workflow_id: str) -> None:
+    """``temporal workflow pause``: the run stays open with status 8 (paused)."""
+    done = subprocess.run(
+        [find_temporal_cli(), "workflow", "pause", "--address", temporal.address,
+         "--namespace", "default", "--workflow-id", workflow_id, "--reason", "gc test",
+         "--disable-config-file", "--disable-config-env"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def listed_status(client: Client, workflow_id: str) -> int:
+    page = await client.workflow_service.list_workflow_executions(
+        ListWorkflowExecutionsRequest(namespace="default", query=f"WorkflowId = '{workflow_id}'")
+    )
+    return int(page.executions[0].status) if page.executions else 0
+
+
+async def test_a_paused_workflow_is_open_and_keeps_its_payloads(
+    temporal: TemporalDevServer, tmp_path: Path
+) -> None:
+    url = str(tmp_path / "store")
+    await record_policy(url)
+    workflow_id = unique("paused")
+    async with worker(temporal, url) as client:
+        handle = await client.start_workflow(
+            Holds.run,
+            unique("paused input"),
+            id=workflow_id,
+            task_queue=client.gc_test_queue,  # type: ignore[attr-defined]
+        )
+        kept = await keys_of(client, workflow_id)
+        assert kept
+        pause_workflow(temporal, workflow_id)
+
+        async def paused() -> bool:
+            return await listed_status(client, workflow_id) == PAUSED
+
+        await wait_until(paused, WAIT_SECONDS, what="the pause shows in visibility")
+        try:
+            await asyncio.sleep(GRACE_SECONDS + 0.5)
+            args = ["--namespace", "default", "--address", temporal.address, "--grace", GRACE]
+            code, out, err = await gc(url, *args, "--delete", "--json")
+            assert code == 0, err
+            report = json.loads(out)
+            assert report["marked"]["open_executions"] >= 1
+            assert kept <= await all_keys(url)  # still at their keys, not in the trash
+            assert not {trash_key(key) for key in kept} & await all_keys(url)
+        finally:
+            await handle.terminate()
+
+
+def test_every_status_but_the_closed_ones_counts_as_open() -> None:
+    closed = {2, 3, 4, 5, 6, 7}  # completed, failed, canceled, terminated, continued, timed out
+    for status in range(20):
+        assert is_open_status(status) is (status not in closed), status

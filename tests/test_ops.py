@@ -34,6 +34,8 @@ from temporalio.converter import (
 from casstore import CasStorageDriver, KeyRing
 from casstore._format.claims import parse_claim_data
 from casstore._format.keys import BadKeyError, location_for, object_key, parse_object_key
+from casstore._format.manifest import LifecyclePolicy
+from casstore._freshness import ensure_policy
 from casstore.backends import Backend, LocalBackend
 from casstore.ops import store_stats, verify_store
 from tests.support.cli import assert_one_line_error, cli, s3_url
@@ -725,3 +727,15 @@ async def test_verify_never_reads_an_object_too_large_for_any_payload(
     for key in too_big:
         assert "larger than any object holding a payload" in reasons[key]
     assert result.json()["checked"] == len(stored.objects)
+
+
+async def test_verify_refuses_a_store_with_no_manifest_and_no_objects(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await store.raw_put("notes/readme", b"not ours")  # a folder or prefix used for something else
+    result = await cli(capsys, "verify", store.url)
+    assert_one_line_error(result, "not a casstore store", "_casstore/lifecycle.json")
+    await ensure_policy(store.backend, LifecyclePolicy())  # an empty store a writer set up
+    result = await cli(capsys, "verify", "--store", store.url)
+    assert result.code == 0, result
+    assert result.out.startswith("checked 0 objects")

@@ -21,6 +21,7 @@ from casstore.backends._localfs import (
     TooLargeError,
     fsync_dir,
     lstat_regular,
+    make_root,
     open_dir,
     read_bounded,
     remove_stale_temps,
@@ -62,7 +63,8 @@ class LocalBackend(Backend):
     Blocking file I/O runs in worker threads, off the event loop.
 
     Args:
-        root: Directory holding the objects; created if missing.
+        root: Directory holding the objects; created if missing (with
+            ``dir_mode``, as are missing parents).
         fsync: Flush each new object (and its directory entry) to stable
             storage before reporting it written. Turn off only for scratch
             stores whose loss after a crash is acceptable.
@@ -87,7 +89,7 @@ class LocalBackend(Backend):
         self._file_mode = file_mode & 0o777
         self._dir_mode = dir_mode & 0o777
         with self._translate("", self._root):
-            self._root.mkdir(parents=True, exist_ok=True)
+            make_root(str(self._root), self._dir_mode)
             if stale_temp_age is not None:
                 self.remove_stale_temp_files(stale_temp_age)
 
@@ -126,7 +128,15 @@ class LocalBackend(Backend):
         await asyncio.to_thread(self._delete, key, self._parts(key))
 
     async def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
-        async for key, stat in self.scan_stat(prefix):
+        """Like :meth:`scan_stat`, but entries that are not regular files are listed too.
+
+        A link, FIFO or device where an object belongs is damage an operator
+        must see: ``casstore verify`` reads it (the read refuses it, so it is
+        reported bad) and ``stats`` counts it. gc judges from
+        :meth:`scan_stat`, which skips them: it never moves or deletes what is
+        not a regular file.
+        """
+        async for key, stat in self._walk(prefix, irregular=True):
             yield key, stat.size
 
     async def scan_stat(self, prefix: str = "") -> AsyncIterator[tuple[str, ObjectStat]]:
@@ -135,7 +145,11 @@ class LocalBackend(Backend):
         Memory stays bounded by the batch, not by the store, and only
         directories that can hold keys starting with ``prefix`` are entered.
         """
-        walk = self._scan(prefix)
+        async for item in self._walk(prefix, irregular=False):
+            yield item
+
+    async def _walk(self, prefix: str, *, irregular: bool) -> AsyncIterator[tuple[str, ObjectStat]]:
+        walk = self._scan(prefix, irregular=irregular)
         try:
             while batch := await asyncio.to_thread(_next_batch, walk):
                 for item in batch:
@@ -258,7 +272,7 @@ class LocalBackend(Backend):
                     raise
                 return False
 
-    def _scan(self, prefix: str) -> Generator[tuple[str, ObjectStat]]:
+    def _scan(self, prefix: str, *, irregular: bool) -> Generator[tuple[str, ObjectStat]]:
         with self._translate(prefix, [], of_object=False):
             # os.walk does not descend into linked directories; lstat skips linked
             # files. A directory removed mid-walk is skipped; other errors raise,
@@ -276,18 +290,25 @@ class LocalBackend(Backend):
                     if not name.startswith(".") and "/".join((*parts[:-1], name)).startswith(prefix)
                 ]
                 if names:
-                    yield from self._stat_all(parts, names)
+                    yield from self._stat_all(parts, names, irregular=irregular)
 
     def _stat_all(
-        self, parts: tuple[str, ...], names: list[str]
+        self, parts: tuple[str, ...], names: list[str], *, irregular: bool
     ) -> Iterator[tuple[str, ObjectStat]]:
         try:
             with open_dir(str(self._root), list(parts)) as fd:
                 for name in names:
                     try:
                         st = lstat_regular(fd, name)
-                    except (FileNotFoundError, NotRegularError):
-                        continue  # deleted meanwhile, or not a file: not an object
+                    except FileNotFoundError:
+                        continue  # deleted meanwhile
+                    except NotRegularError:
+                        if not irregular:
+                            continue  # not a file: not an object
+                        try:
+                            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue
                     modified = datetime.fromtimestamp(st.st_mtime, UTC)
                     yield "/".join((*parts[:-1], name)), ObjectStat(st.st_size, modified)
         except FileNotFoundError:

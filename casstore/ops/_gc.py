@@ -27,23 +27,15 @@ from casstore._format.manifest import MANIFEST_KEY, LifecyclePolicy
 from casstore._freshness import read_policy
 from casstore.backends._base import Backend, describe_suffix
 from casstore.errors import ConfigurationError
-from casstore.ops._common import (
-    EXIT_OK,
-    CommandError,
-    Progress,
-    add_json_argument,
-    add_store_argument,
-    format_bytes,
-    open_store,
-    parse_duration,
-    positive_int,
-    run_command,
-    write_json,
-)
-from casstore.ops._durations import format_duration
+from casstore.ops._args import add_json_argument, add_store_argument, positive_int
+from casstore.ops._durations import format_duration, parse_duration
 from casstore.ops._gc_mark import DEFAULT_CONCURRENCY, Marked, mark_namespace
 from casstore.ops._gc_rule import check_collectable
 from casstore.ops._gc_sweep import Applied, Plan, apply_plan, gc_lock, plan_sweep
+from casstore.ops._output import format_bytes, write_json
+from casstore.ops._progress import Progress
+from casstore.ops._run import EXIT_OK, CommandError, run_command
+from casstore.ops._store import NOT_A_STORE, open_store
 
 DEFAULT_GRACE = timedelta(days=3)
 _LISTED = 20  # keys listed per action in text output; --json lists them all
@@ -91,9 +83,8 @@ async def collect_garbage(
     policy = await read_policy(backend)
     if policy is None:
         raise CommandError(
-            f"no lifecycle manifest [key={MANIFEST_KEY}{describe_suffix(backend)}]: this is not "
-            "a casstore store, or no casstore worker has stored anything in it yet; gc needs "
-            "the writers' refresh_after (docs/operations.md)"
+            f"no lifecycle manifest [key={MANIFEST_KEY}{describe_suffix(backend)}]: "
+            f"{NOT_A_STORE}; gc needs the writers' refresh_after (docs/operations.md)"
         )
     try:
         if options.older_than is not None:

@@ -26,6 +26,7 @@ from temporalio.api.workflowservice.v1 import (
     DescribeWorkflowExecutionRequest,
     ListActivityExecutionsRequest,
     ListSchedulesRequest,
+    ListWorkflowExecutionsRequest,
 )
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -107,12 +108,12 @@ async def _mark_executions(
 
     async def producer() -> None:
         try:
-            async for execution in client.list_workflows(page_size=_PAGE_SIZE):
+            async for workflow_id, run_id, status in _executions(client):
                 marked.executions += 1
-                is_open = execution.status in (None, WorkflowExecutionStatus.RUNNING)
+                is_open = is_open_status(status)
                 if is_open:
                     marked.open_executions += 1
-                await queue.put((execution.id, execution.run_id, is_open))
+                await queue.put((workflow_id, run_id, is_open))
         finally:
             for _ in range(concurrency):
                 await queue.put(None)
@@ -137,6 +138,51 @@ async def _mark_executions(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+_CLOSED_STATUSES = frozenset(
+    {
+        WorkflowExecutionStatus.COMPLETED,
+        WorkflowExecutionStatus.FAILED,
+        WorkflowExecutionStatus.CANCELED,
+        WorkflowExecutionStatus.TERMINATED,
+        WorkflowExecutionStatus.CONTINUED_AS_NEW,
+        WorkflowExecutionStatus.TIMED_OUT,
+    }
+)
+
+
+def is_open_status(status: int) -> bool:
+    """Whether an execution in ``status`` may still change and must be described too.
+
+    Only the closed statuses this SDK knows are closed. Running, unspecified,
+    paused (8, Temporal's pause feature) and any status newer than this SDK
+    count as open: their pending state is marked as well, and nothing of
+    theirs is ever collected for a status gc does not understand.
+    """
+    return status not in _CLOSED_STATUSES
+
+
+async def _executions(client: Client) -> AsyncIterator[tuple[str, str, int]]:
+    """Every execution visibility lists, with its raw status number.
+
+    The raw API, not ``Client.list_workflows``: the SDK turns each status into
+    its enum and fails on one newer than itself (a paused run is 8), which
+    would stop gc for the whole namespace.
+    """
+    token = b""
+    while True:
+        page = await client.workflow_service.list_workflow_executions(
+            ListWorkflowExecutionsRequest(
+                namespace=client.namespace, page_size=_PAGE_SIZE, next_page_token=token
+            ),
+            retry=True,
+        )
+        for info in page.executions:
+            yield info.execution.workflow_id, info.execution.run_id, int(info.status)
+        token = page.next_page_token
+        if not token:
+            return
 
 
 async def _mark_execution(

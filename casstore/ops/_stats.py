@@ -20,22 +20,20 @@ from casstore._format.keys import (
 )
 from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
-from casstore.ops._check import ObjectFacts, ObjectProblem, declared_facts
-from casstore.ops._common import (
-    EXIT_OK,
-    EXIT_PROBLEMS,
-    Progress,
+from casstore.backends._keys import is_valid_key
+from casstore.ops._args import (
     add_json_argument,
     add_keyring_argument,
     add_store_argument,
-    format_bytes,
     open_keyring,
-    open_store,
     positive_int,
-    run_command,
-    write_json,
 )
+from casstore.ops._check import ObjectFacts, ObjectProblem, declared_facts
+from casstore.ops._output import format_bytes, write_json
+from casstore.ops._progress import Progress
 from casstore.ops._reader import DEFAULT_CONCURRENCY, Outcome, read_each
+from casstore.ops._run import EXIT_OK, EXIT_PROBLEMS, run_command
+from casstore.ops._store import open_store
 
 DEFAULT_TOP = 10
 NO_TARGET = "(no target)"
@@ -166,7 +164,7 @@ async def store_stats(
 
     async def listing() -> AsyncIterator[tuple[str, int]]:
         async for key, size in backend.scan():
-            if not is_casstore_key(key):
+            if not is_casstore_key(key) or not is_valid_key(key):  # stray names too
                 housekeeping = key.startswith(HOUSEKEEPING_PREFIX)
                 (stats.housekeeping if housekeeping else stats.other_keys).add(size)
                 continue
@@ -336,7 +334,7 @@ def format_stats(stats: StoreStats, *, store: str, top: int = DEFAULT_TOP) -> st
         )
     if stats.other_keys.objects:
         lines.append(
-            f"other keys     {stats.other_keys.objects:,} outside v1/ "
+            f"other keys     {stats.other_keys.objects:,} outside v1/ or not keys "
             f"({format_bytes(stats.other_keys.stored_bytes)}), not casstore objects"
         )
     if stats.vanished:

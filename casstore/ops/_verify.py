@@ -19,24 +19,23 @@ from casstore._format.keys import (
 )
 from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
-from casstore.ops._check import NeedsKey, ObjectFacts, ObjectProblem, check_object
-from casstore.ops._common import (
-    EXIT_OK,
-    EXIT_PROBLEMS,
-    Progress,
+from casstore.backends._keys import is_valid_key
+from casstore.ops._args import (
     add_json_argument,
     add_keyring_argument,
     add_store_argument,
-    format_bytes,
     open_keyring,
-    open_store,
     positive_int,
-    run_command,
-    write_json,
 )
+from casstore.ops._check import NeedsKey, ObjectFacts, ObjectProblem, check_object
+from casstore.ops._output import format_bytes, write_json
+from casstore.ops._progress import Progress
 from casstore.ops._reader import DEFAULT_CONCURRENCY, DEFAULT_MEMORY_BUDGET, Outcome, read_each
+from casstore.ops._run import EXIT_OK, EXIT_PROBLEMS, run_command
+from casstore.ops._store import open_store, require_casstore_store
 
 DEFAULT_MAX_PAYLOAD_SIZE = 50 * 1024 * 1024
+_LISTED_OTHERS = 5  # other keys named in text output; --json lists them all
 _MAX_OBJECT_OVERHEAD = 64
 """Most bytes an object adds to its payload: header and key id (at most 39), AEAD
 tag (16); a zstd body is only kept when smaller than the payload."""
@@ -76,7 +75,8 @@ class VerifyReport:
     housekeeping_keys: int = 0
     """Keys under ``_casstore/`` (lifecycle manifest, gc trash): skipped."""
     other_keys: list[str] = field(default_factory=list)
-    """Other keys outside the object prefix (not casstore objects): skipped."""
+    """Other keys (outside the object prefix, or names that are not keys at all):
+    not casstore objects, skipped."""
     sampled: bool = False
     seconds: float = 0.0
 
@@ -155,7 +155,9 @@ async def verify_store(
 
     async def objects() -> AsyncIterator[tuple[str, int]]:
         async for key, size in backend.scan():
-            if not is_casstore_key(key):
+            # A name no backend accepts as a key (a stray "copy 1" a person or
+            # tool left) is not casstore's: listed, never read.
+            if not is_casstore_key(key) or not is_valid_key(key):
                 if key.startswith(HOUSEKEEPING_PREFIX):
                     report.housekeeping_keys += 1
                 else:
@@ -293,6 +295,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 async def _verify(args: argparse.Namespace, out: TextIO) -> int:
     keyring = open_keyring(args.keyring)
     async with open_store(args.store) as backend:
+        await require_casstore_store(backend)
         with Progress("verifying") as progress:
 
             def on_bad(bad: BadObject) -> None:
@@ -343,6 +346,8 @@ def _print_summary(report: VerifyReport, out: TextIO) -> None:
         )
     if report.other_keys:
         print(
-            f"{len(report.other_keys):,} keys outside v1/ skipped (not casstore objects)",
+            f"{len(report.other_keys):,} other keys skipped (not casstore objects): "
+            + ", ".join(report.other_keys[:_LISTED_OTHERS])
+            + (", ..." if len(report.other_keys) > _LISTED_OTHERS else ""),
             file=out,
         )
