@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-ops bench-server fuzz reliability clean browser redis
+.PHONY: demo test lint bench bench-ops bench-server fuzz batch-soak reliability clean browser redis
 
 # The Web UI test drives Debian's chromium through Playwright (Playwright's own
 # browser download needs the internet). Idempotent; a failed install fails `make test`.
@@ -42,6 +42,10 @@ test: lint browser redis $(AZURITE)
 # (the figures in docs/reliability.md).
 reliability: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.reliability $(RELIABILITY_ARGS)
+
+# One store() of 10,000 payloads on S3 (moto) behind a 20 ms latency proxy (make test runs 2,000).
+batch-soak: $(BIN)/.installed
+	CASSTORE_S3_BATCH=10000 $(BIN)/pytest tests/test_batch_deadline.py -p no:cacheprovider -k s3 --timeout=900
 
 # Long property-based fuzzing of claims and objects (make test runs a bounded profile).
 fuzz: $(BIN)/.installed

@@ -15,6 +15,7 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
+from casstore._batch import gather_bounded
 from casstore._cache import KnownObjects, SingleFlight, VerifiedIdentity, VerifiedPayloads
 from casstore._crypto import Ciphers, cipher_for
 from casstore._deadline import (
@@ -40,7 +41,6 @@ from casstore._metrics import DriverMetrics, MetricMeter, reported
 from casstore._requests import Requests
 from casstore._stats import DriverStats, error_kind
 from casstore._verify import decode_and_verify, parse_payload
-from casstore.backends._aio import gather_cancel_on_error
 from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
 from casstore.errors import (
     BackendError,
@@ -193,7 +193,9 @@ class CasStorageDriver(StorageDriver):
         await self._fresh.adopt(record=self._lifecycle_manifest)
         return await self._batch(
             [
-                self._labelled(self._store_one(location, payload), i, len(payloads), "store")
+                self._labelled(
+                    functools.partial(self._store_one, location, payload), i, len(payloads), "store"
+                )
                 for i, payload in enumerate(payloads)
             ]
         )
@@ -321,7 +323,9 @@ class CasStorageDriver(StorageDriver):
         del context  # carries nothing; a claim holds everything retrieval needs
         return await self._batch(
             [
-                self._labelled(self._retrieve_one(claim), i, len(claims), "retrieve")
+                self._labelled(
+                    functools.partial(self._retrieve_one, claim), i, len(claims), "retrieve"
+                )
                 for i, claim in enumerate(claims)
             ]
         )
@@ -388,12 +392,16 @@ class CasStorageDriver(StorageDriver):
     # Plumbing.
 
     async def _batch(self, work: list[Coroutine[Any, Any, _T]]) -> list[_T]:
-        return await reported(self._metrics, self.stats, gather_cancel_on_error(work))
+        # Twice the request bound: the next payloads hash while others wait on requests.
+        running = gather_bounded(work, 2 * self._run.max_concurrency)
+        return await reported(self._metrics, self.stats, running)
 
-    async def _labelled(self, work: Awaitable[_T], index: int, count: int, verb: str) -> _T:
-        """Say which payload of a batch failed."""
+    async def _labelled(
+        self, work: Callable[[], Awaitable[_T]], index: int, count: int, verb: str
+    ) -> _T:
+        """Run one payload's work (started only now) and say which payload of a batch failed."""
         try:
-            return await work
+            return await work()
         except CasstoreError as exc:
             self.stats.errors[error_kind(exc)] += 1
             if count == 1:
