@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from casstore._docs import link_docs
 from casstore._keyring import KeyRing
 from casstore.errors import ConfigurationError
 from casstore.ops._run import CommandError
 
 STORE_HELP = (
     "the store: a folder, file:///path, or s3://bucket/prefix?endpoint_url=...&region=... "
-    "(options in docs/backends.md; S3 credentials from the standard AWS chain)"
+    "(options in backends.md, linked below; S3 credentials from the standard AWS chain)"
 )
 
 
@@ -38,6 +39,7 @@ def add_store_argument(
         help="the store, as --store (give it one way, not both)",
     )
     parser.set_defaults(store_parser=parser, store_then=then)
+    link_docs(parser, "Store URLs and their options", "backends.md")
 
 
 def resolve_store(args: argparse.Namespace) -> None:
@@ -81,13 +83,14 @@ def add_json_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_keyring_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--keyring SPEC`` (``env:VAR`` or ``file:PATH``, see docs/encryption.md)."""
+    """Add ``--keyring SPEC`` (``env:VAR`` or ``file:PATH``, see encryption.md)."""
     parser.add_argument(
         "--keyring",
         metavar="SPEC",
         help="keyring for encrypted objects: env:VAR (env: alone reads CASSTORE_KEYRING) "
-        "or file:PATH",
+        "or file:PATH (encryption.md, linked below)",
     )
+    link_docs(parser, "Keyrings", "encryption.md")
 
 
 def open_keyring(spec: str | None) -> KeyRing | None:

@@ -23,6 +23,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from casstore._docs import docs_url
 from casstore._format.manifest import MANIFEST_KEY, LifecyclePolicy
 from casstore._freshness import read_policy
 from casstore.backends._base import Backend, describe_suffix
@@ -84,7 +85,7 @@ async def collect_garbage(
     if policy is None:
         raise CommandError(
             f"no lifecycle manifest [key={MANIFEST_KEY}{describe_suffix(backend)}]: "
-            f"{NOT_A_STORE}; gc needs the writers' refresh_after (docs/operations.md)"
+            f"{NOT_A_STORE}; gc needs the writers' refresh_after ({docs_url('operations.md')})"
         )
     try:
         if options.older_than is not None:
@@ -209,7 +210,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "Mark every casstore object a namespace's histories, open runs, schedules and "
             "standalone activities reference, then move unreferenced objects older than the "
             "grace to the store's trash, and delete trash copies that stayed unreferenced for "
-            "the grace too. Dry run unless --delete. The safety rule: docs/operations.md."
+            f"the grace too. Dry run unless --delete. The safety rule: {docs_url('operations.md')}."
         ),
     )
     add_store_argument(parser)
