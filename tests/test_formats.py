@@ -260,10 +260,12 @@ GOLDEN_JOURNAL = (
 
 
 async def test_golden_gc_move_journal_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_gc_journal.time, "time", lambda: 1764806400.0)
-    monkeypatch.setattr(_gc_journal.socket, "gethostname", lambda: "worker-1")
-    monkeypatch.setattr(_gc_journal.os, "getpid", lambda: 4242)
-    monkeypatch.setattr(_gc_journal.secrets, "token_hex", lambda n: "0011223344556677"[: 2 * n])
+    monkeypatch.setattr("casstore.ops._gc_journal.time.time", lambda: 1764806400.0)
+    monkeypatch.setattr("casstore.ops._gc_journal.socket.gethostname", lambda: "worker-1")
+    monkeypatch.setattr("casstore.ops._gc_journal.os.getpid", lambda: 4242)
+    monkeypatch.setattr(
+        "casstore.ops._gc_journal.secrets.token_hex", lambda n: "0011223344556677"[: 2 * n]
+    )
     backend = MemoryBackend()
     async with _gc_journal.journaled(backend, "team/a", [GOLDEN_TRASH_KEY]):
         assert [key async for key, _ in backend.scan()] == [GOLDEN_JOURNAL_KEY]
