@@ -15,6 +15,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
 
 from casstore._driver import CasStorageDriver
+from casstore._filekind import file_kind
 from casstore._format.claims import parse_claim_data
 from casstore.errors import BackendPermissionError, BackendUnavailableError, CasstoreError
 from casstore.ops._args import (
@@ -98,7 +99,7 @@ def read_input(
         raise CommandError(f"cannot read file {ref}: {exc}") from exc
     if not stat.S_ISREG(st.st_mode):
         # A device or FIFO could stream forever; a history is always a file.
-        raise CommandError(f"{ref} is {_kind(st.st_mode)}, not a regular file holding JSON")
+        raise CommandError(f"{ref} is {file_kind(st.st_mode)}, not a regular file holding JSON")
     source = f"file {ref}"
     try:
         with open(ref, encoding="utf-8") as stream:
@@ -128,19 +129,6 @@ def _read_bounded(stream: TextIO, source: str, max_size: int) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CommandError(f"{source} is not UTF-8 text: {exc}") from None
-
-
-def _kind(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a regular file"
 
 
 def _where(found: FoundReference) -> str:
