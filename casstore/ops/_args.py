@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from casstore._docs import link_docs
+from casstore._driver_options import DEFAULTS
 from casstore._keyring import KeyRing
 from casstore.errors import ConfigurationError
 from casstore.ops._run import CommandError
@@ -113,6 +114,29 @@ def open_keyring(spec: str | None) -> KeyRing | None:
             "keyring; env: alone reads CASSTORE_KEYRING) or file:PATH (a bare value is read "
             "as a file path)"
         ) from exc
+
+
+def add_concurrency_argument(parser: argparse.ArgumentParser, *, what: str, default: int) -> None:
+    """Add ``--concurrency N``: how many ``what`` (e.g. "objects read") run at once."""
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=default,
+        metavar="N",
+        help=f"{what} at once (default {default})",
+    )
+
+
+def add_max_payload_size_argument(parser: argparse.ArgumentParser, *, limit: str) -> None:
+    """Add ``--max-payload-size BYTES``, defaulting to the driver's ``max_payload_size``."""
+    default = DEFAULTS["max_payload_size"]
+    parser.add_argument(
+        "--max-payload-size",
+        type=positive_int,
+        default=default,
+        metavar="BYTES",
+        help=f"largest payload {limit}, as the driver's max_payload_size (default {default})",
+    )
 
 
 def positive_int(text: str) -> int:

@@ -21,6 +21,7 @@ from casstore.errors import BackendPermissionError, BackendUnavailableError, Cas
 from casstore.ops._args import (
     add_json_argument,
     add_keyring_argument,
+    add_max_payload_size_argument,
     add_store_argument,
     open_keyring,
     positive_int,
@@ -36,7 +37,6 @@ from casstore.ops._refs import (
 from casstore.ops._run import EXIT_OK, EXIT_PROBLEMS, CommandError, run_command
 from casstore.ops._store import open_store
 
-DEFAULT_MAX_PAYLOAD_SIZE = 50 * 1024 * 1024
 DEFAULT_MAX_INPUT_SIZE = 256 * 1024 * 1024
 """Largest input ``cat`` reads. Temporal caps a history at 50 MiB by default; its
 JSON form (base64 payloads, field names) is a few times larger at most."""
@@ -168,14 +168,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="the reference JSON, or a file holding it (default: standard input)",
     )
     add_keyring_argument(parser)
-    parser.add_argument(
-        "--max-payload-size",
-        type=positive_int,
-        default=DEFAULT_MAX_PAYLOAD_SIZE,
-        metavar="BYTES",
-        help="largest payload a claim may promise, as the driver's max_payload_size "
-        f"(default {DEFAULT_MAX_PAYLOAD_SIZE})",
-    )
+    add_max_payload_size_argument(parser, limit="a claim may promise")
     parser.add_argument(
         "--max-input-size",
         type=positive_int,

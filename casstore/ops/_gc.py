@@ -28,7 +28,11 @@ from casstore._format.manifest import MANIFEST_KEY, LifecyclePolicy
 from casstore._freshness import read_policy
 from casstore.backends._base import Backend, describe_suffix
 from casstore.errors import ConfigurationError
-from casstore.ops._args import add_json_argument, add_store_argument, positive_int
+from casstore.ops._args import (
+    add_concurrency_argument,
+    add_json_argument,
+    add_store_argument,
+)
 from casstore.ops._durations import format_duration, parse_duration
 from casstore.ops._gc_mark import DEFAULT_CONCURRENCY, Marked, mark_namespace
 from casstore.ops._gc_rule import check_collectable
@@ -238,13 +242,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="remove the namespace's gc lock a crashed run left behind (only if no gc runs)",
     )
-    parser.add_argument(
-        "--concurrency",
-        type=positive_int,
-        default=DEFAULT_CONCURRENCY,
-        metavar="N",
-        help=f"histories read at once (default {DEFAULT_CONCURRENCY})",
-    )
+    add_concurrency_argument(parser, what="histories read", default=DEFAULT_CONCURRENCY)
     parser.add_argument("--tls", action="store_true", help="connect to Temporal over TLS")
     parser.add_argument(
         "--api-key",
