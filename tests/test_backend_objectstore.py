@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -27,6 +24,7 @@ from casstore.testing import BackendTests, DriverTests
 from testrig.azurite import AzuriteBlobServer
 from testrig.chaos import Answer, ChaosProxy
 from testrig.processes import free_port
+from tests.support.fresh import run_fresh
 from tests.support.objectstore import DEAD_ENDPOINT, ObjStorePlace, objstore_place
 from tests.support.s3 import S3Target
 
@@ -320,16 +318,7 @@ def test_describe_names_service_store_and_endpoint() -> None:
 
 
 def test_import_without_obstore_says_how_to_install() -> None:
-    script = textwrap.dedent(
-        """
-        import sys
-
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "obstore":
-                    raise ImportError(f"No module named {name!r}")
-
-        sys.meta_path.insert(0, Block())
+    code = """
         from casstore.errors import ConfigurationError
 
         try:
@@ -338,10 +327,7 @@ def test_import_without_obstore_says_how_to_install() -> None:
             assert isinstance(exc, ImportError), type(exc).__mro__
             print(exc)
         """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=False
-    )
+    result = run_fresh(code, blocked=["obstore"])
     assert result.returncode == 0, result.stderr
     assert "pip install casstore[objectstore]" in result.stdout
 
