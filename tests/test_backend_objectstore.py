@@ -25,7 +25,13 @@ from testrig.azurite import AzuriteBlobServer
 from testrig.chaos import Answer, ChaosProxy
 from testrig.processes import free_port
 from tests.support.fresh import run_fresh
-from tests.support.objectstore import DEAD_ENDPOINT, ObjStorePlace, objstore_place
+from tests.support.objectstore import (
+    DEAD_ENDPOINT,
+    WRONG_CREDENTIALS,
+    ObjStorePlace,
+    objstore_place,
+    target_server,
+)
 from tests.support.s3 import S3Target
 
 KEY = "v1/default/order-42/" + "ab" * 32
@@ -38,9 +44,7 @@ class _Conformance(BackendTests, DriverTests):
 
     @pytest.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[ObjectStoreBackend]:
-        fixture = "azurite" if self.target == "azurite" else f"{self.target}_s3"
-        server = request.getfixturevalue(fixture)
-        async with objstore_place(self.target, server) as place:
+        async with objstore_place(self.target, target_server(request, self.target)) as place:
             self.place = place
             async with place.backend() as backend:
                 yield backend
@@ -211,10 +215,7 @@ async def test_wrong_credentials_are_a_permission_error(
     request: pytest.FixtureRequest, target: str
 ) -> None:
     # moto accepts any signature; rclone and Azurite check it.
-    server = request.getfixturevalue("azurite" if target == "azurite" else "rclone_s3")
-    wrong: dict[str, Any] = (
-        {"account_key": "d3Jvbmcga2V5"} if target == "azurite" else {"access_key_id": "AKIAWRONG"}
-    )
+    server, wrong = target_server(request, target), WRONG_CREDENTIALS[target]
     async with objstore_place(target, server) as place, place.backend(**wrong) as backend:
         for call in (backend.stat(KEY), backend.put(KEY, b"x"), backend.get(KEY)):
             with pytest.raises(BackendPermissionError, match="check the credentials") as info:
