@@ -15,13 +15,19 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
+from casstore._batch import gather_bounded
 from casstore._cache import KnownObjects, SingleFlight, VerifiedIdentity, VerifiedPayloads
 from casstore._crypto import Ciphers, cipher_for
 from casstore._deadline import (
     Deadline,
     RetryPolicy,
 )
-from casstore._driver_options import DriverOptions, keyword_signature, resolve_driver_options
+from casstore._driver_options import (
+    DriverOptions,
+    capped_refresh_after,
+    keyword_signature,
+    resolve_driver_options,
+)
 from casstore._format.claims import claim_data_for, parse_claim_data
 from casstore._format.compression import max_object_size
 from casstore._format.digest import content_digest
@@ -35,7 +41,6 @@ from casstore._metrics import DriverMetrics, MetricMeter, reported
 from casstore._requests import Requests
 from casstore._stats import DriverStats, error_kind
 from casstore._verify import decode_and_verify, parse_payload
-from casstore.backends._aio import gather_cancel_on_error
 from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
 from casstore.errors import (
     BackendError,
@@ -86,6 +91,8 @@ class CasStorageDriver(StorageDriver):
             object longer than this, which is what makes age-based expiry and
             ``casstore gc`` safe (docs/operations.md). ``None`` never refreshes
             (unless the store's lifecycle manifest is followed and has one).
+            Capped at half the backend's
+            :attr:`~casstore.backends.Backend.expires_after` when it has one.
         offload_threshold: Payloads at least this large are hashed, compressed
             and decompressed in a worker thread instead of on the event loop.
         lifecycle_manifest: Record this driver's policy as the store's
@@ -123,7 +130,9 @@ class CasStorageDriver(StorageDriver):
         self._compression_level = o["compression_level"]
         self._max_payload_size = o["max_payload_size"]
         # The manifest's requests get the deadline and retries of a small payload's.
-        self._fresh = Freshness(backend, o["refresh_after"], self._manifest_request)
+        self._fresh = Freshness(
+            backend, capped_refresh_after(backend, o["refresh_after"]), self._manifest_request
+        )
         self._lifecycle_manifest = o["lifecycle_manifest"]
         self._known: KnownObjects[Codec] = KnownObjects(o["known_objects_cache_size"])
         # Keyed by all a cold read checks, so a warm cache accepts exactly the
@@ -184,7 +193,9 @@ class CasStorageDriver(StorageDriver):
         await self._fresh.adopt(record=self._lifecycle_manifest)
         return await self._batch(
             [
-                self._labelled(self._store_one(location, payload), i, len(payloads), "store")
+                self._labelled(
+                    functools.partial(self._store_one, location, payload), i, len(payloads), "store"
+                )
                 for i, payload in enumerate(payloads)
             ]
         )
@@ -312,7 +323,9 @@ class CasStorageDriver(StorageDriver):
         del context  # carries nothing; a claim holds everything retrieval needs
         return await self._batch(
             [
-                self._labelled(self._retrieve_one(claim), i, len(claims), "retrieve")
+                self._labelled(
+                    functools.partial(self._retrieve_one, claim), i, len(claims), "retrieve"
+                )
                 for i, claim in enumerate(claims)
             ]
         )
@@ -379,12 +392,16 @@ class CasStorageDriver(StorageDriver):
     # Plumbing.
 
     async def _batch(self, work: list[Coroutine[Any, Any, _T]]) -> list[_T]:
-        return await reported(self._metrics, self.stats, gather_cancel_on_error(work))
+        # Twice the request bound: the next payloads hash while others wait on requests.
+        running = gather_bounded(work, 2 * self._run.max_concurrency)
+        return await reported(self._metrics, self.stats, running)
 
-    async def _labelled(self, work: Awaitable[_T], index: int, count: int, verb: str) -> _T:
-        """Say which payload of a batch failed."""
+    async def _labelled(
+        self, work: Callable[[], Awaitable[_T]], index: int, count: int, verb: str
+    ) -> _T:
+        """Run one payload's work (started only now) and say which payload of a batch failed."""
         try:
-            return await work
+            return await work()
         except CasstoreError as exc:
             self.stats.errors[error_kind(exc)] += 1
             if count == 1:

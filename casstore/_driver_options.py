@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any, Final, TypedDict
 
 from casstore._deadline import DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MIN_THROUGHPUT, DEFAULT_TIMEOUT
+from casstore._format.compression import max_object_size
 from casstore._format.keys import Scope
 from casstore._format.manifest import DEFAULT_REFRESH_AFTER
 from casstore._keyring import KeyRing
@@ -108,6 +109,14 @@ def _check(backend: object, o: DriverOptions) -> None:
     ):
         if value < 0:
             raise ConfigurationError(f"{option} must not be negative, got {value}")
+    limit = backend.max_object_size
+    largest = max_object_size(o["max_payload_size"])
+    if limit is not None and largest > limit:
+        raise ConfigurationError(
+            f"max_payload_size {o['max_payload_size']} is too large for this backend: its "
+            f"largest object would be {largest} bytes, above the store's {limit}-byte limit "
+            f"[backend={backend!r}]"
+        )
     refresh_after = o["refresh_after"]
     if refresh_after is not None and refresh_after <= timedelta(0):
         raise ConfigurationError(f"refresh_after must be positive, got {refresh_after}")
@@ -115,6 +124,23 @@ def _check(backend: object, o: DriverOptions) -> None:
         raise ConfigurationError(
             "require_encryption=True needs a keyring: pass keyring= (see docs/encryption.md)"
         )
+
+
+def capped_refresh_after(backend: Backend, refresh_after: timedelta | None) -> timedelta | None:
+    """``refresh_after``, at most half the store's own expiry when it has one.
+
+    A store that deletes objects a ttl after their last write or refresh
+    (Redis with ``ttl``) must see them refreshed well before that, or the
+    driver could vouch for an object about to expire; half the ttl leaves
+    every claim at least half the ttl to live, as the store's lifecycle
+    manifest tightens the value too.
+    """
+    expiry = backend.expires_after
+    if expiry is None:
+        return refresh_after
+    if refresh_after is None or refresh_after > expiry / 2:
+        return expiry / 2
+    return refresh_after
 
 
 def keyword_signature(function: Callable[..., Any]) -> inspect.Signature:

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from casstore.backends._base import Backend
 from casstore.backends._local import LocalBackend
 from casstore.backends._memory import MemoryBackend
-from casstore.backends._urlopts import merge_options, option_flag
+from casstore.backends._urlopts import merge_options, option_flag, redacted
 from casstore.errors import ConfigurationError
 
 _AZURE_SCHEMES = ("az", "azure", "abfs", "abfss", "adl")
@@ -36,6 +36,12 @@ def open_backend(url: str, **options: object) -> Backend:
       ``abfss://``, ``adl://``): an
       :class:`~casstore.backends.objectstore.ObjectStoreBackend` on Azure Blob
       Storage (needs ``pip install casstore[objectstore]``).
+
+    * ``gs://bucket/prefix?...``: a :class:`~casstore.backends.gcs.GCSBackend`
+      on Google Cloud Storage (needs ``pip install casstore[gcs]``).
+    * ``redis://host:port/db?...`` (``rediss://`` for TLS): a
+      :class:`~casstore.backends.redis.RedisBackend` (needs
+      ``pip install casstore[redis]``).
 
     See docs/backends.md for each backend's options.
 
@@ -84,9 +90,18 @@ def open_backend(url: str, **options: object) -> Backend:
             query = urlencode([(name, value) for name, value in pairs if name != "client"])
             url = parts._replace(query=query).geturl()
         return S3Backend.from_url(url, **options)
+    if scheme == "gs":
+        from casstore.backends.gcs import GCSBackend  # optional dependency
+
+        return GCSBackend.from_url(url, **options)
+    if scheme in ("redis", "rediss"):
+        from casstore.backends.redis import RedisBackend  # optional dependency
+
+        return RedisBackend.from_url(url, **options)
     raise ConfigurationError(
         f"unknown backend URL scheme {parts.scheme!r}; expected file://, memory://, s3://, "
-        f"az:// (or azure://, abfs://, abfss://, adl://) [url={url}]"
+        f"az:// (or azure://, abfs://, abfss://, adl://), gs://, redis:// or rediss:// "
+        f"[url={redacted(url)}]"
     )
 
 

@@ -2,7 +2,8 @@
 
 One ``temporal server start-dev`` serves the whole module (unique task queues
 and workflow ids keep tests apart); every test that stores payloads runs on the
-local backend and on S3 (``rclone serve s3``).
+local backend and on S3 (``rclone serve s3``); the fan-out runs on Azure
+(Azurite), Redis (redis-server) and GCS (fake-gcs-server) too.
 """
 
 from __future__ import annotations
@@ -87,6 +88,12 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "azure":
         url: str = request.getfixturevalue("azure_url")
         return url
+    if request.param == "redis":
+        redis_url: str = request.getfixturevalue("redis_place").url
+        return redis_url
+    if request.param == "gcs":
+        gcs_url: str = request.getfixturevalue("gcs_place").url
+        return gcs_url
     place: S3Place = request.getfixturevalue("rclone_place")
     return s3_url(place)
 
@@ -147,8 +154,15 @@ def waiting_after_first_activity(history: WorkflowHistory) -> bool:
 # Dedup and references.
 
 
-@pytest.mark.parametrize("store_url", ["local", "s3", "azure"], indirect=True)
-@pytest.mark.parametrize("width", [1, 6])
+@pytest.mark.parametrize(
+    ("store_url", "width"),
+    [
+        *((store, width) for store in ("local", "s3", "azure") for width in (1, 6)),
+        ("redis", 6),
+        ("gcs", 6),
+    ],
+    indirect=["store_url"],
+)
 async def test_fan_out_writes_each_distinct_payload_once_and_a_rerun_writes_nothing(
     temporal: TemporalDevServer, store_url: str, width: int
 ) -> None:

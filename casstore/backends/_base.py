@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -58,6 +58,25 @@ class Backend(ABC):
     write double as the existence check. Set it False for stores that cannot
     tell (e.g. S3-compatible servers that ignore ``If-None-Match``); writing
     identical bytes to a content-addressed key twice is harmless either way."""
+
+    max_object_size: int | None = None
+    """The largest object the store can hold, in bytes (None: no limit worth checking).
+
+    ``CasStorageDriver`` refuses a ``max_payload_size`` whose largest object
+    would not fit, when it is built rather than on the first large payload
+    (Redis strings, for one, hold at most 512 MiB)."""
+
+    @property
+    def expires_after(self) -> timedelta | None:
+        """How long after a write or refresh the store deletes an object by itself.
+
+        None: it never does, or the backend cannot know (an S3 lifecycle rule is
+        configured on the bucket, out of its sight). A backend that expires
+        objects itself (Redis with a ``ttl``) says so, and ``CasStorageDriver``
+        caps its ``refresh_after`` at half of it, so that it never vouches for
+        an object about to expire.
+        """
+        return None
 
     @abstractmethod
     async def stat(self, key: str) -> ObjectStat | None:

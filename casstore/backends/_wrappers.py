@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import timedelta
 
 from casstore.backends._base import Backend, ObjectStat
 from casstore.errors import BackendError
@@ -22,6 +23,11 @@ class _WrappingBackend(Backend):
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.conditional_writes = inner.conditional_writes
+        self.max_object_size = inner.max_object_size
+
+    @property
+    def expires_after(self) -> timedelta | None:
+        return self.inner.expires_after
 
     async def _before(self, kind: str, key: str) -> None:
         """Run before each call of ``kind``; may raise to fail it."""

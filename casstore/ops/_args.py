@@ -11,8 +11,9 @@ from casstore.errors import ConfigurationError
 from casstore.ops._run import CommandError
 
 STORE_HELP = (
-    "the store: a folder, file:///path, or s3://bucket/prefix?endpoint_url=...&region=... "
-    "(options in backends.md, linked below; S3 credentials from the standard AWS chain)"
+    "the store: a folder, file:///path, s3://bucket/prefix?endpoint_url=...&region=..., "
+    "az://container/prefix, gs://bucket/prefix or redis://host:6379/0?prefix=... "
+    "(options and credentials in backends.md, linked below)"
 )
 
 
