@@ -24,6 +24,7 @@ from casstore.testing import BackendTests, DriverTests
 from testrig.azurite import AzuriteBlobServer
 from testrig.chaos import Answer, ChaosProxy
 from testrig.processes import free_port
+from tests.support.conformance import RawThroughPlace
 from tests.support.fresh import run_fresh
 from tests.support.objectstore import (
     DEAD_ENDPOINT,
@@ -38,9 +39,10 @@ KEY = "v1/default/order-42/" + "ab" * 32
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class _Conformance(BackendTests, DriverTests):
+class _Conformance(RawThroughPlace, BackendTests, DriverTests):
     pytestmark = pytest.mark.integration  # its backend fixture picks a server at run time
     target = ""
+    place: ObjStorePlace
 
     @pytest.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[ObjectStoreBackend]:
@@ -48,12 +50,6 @@ class _Conformance(BackendTests, DriverTests):
             self.place = place
             async with place.backend() as backend:
                 yield backend
-
-    async def raw_get(self, backend: Backend, key: str) -> bytes:
-        return await self.place.raw_get(key)
-
-    async def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
-        await self.place.raw_put(key, data)
 
     def names_in_errors(self, backend: Backend, key: str) -> list[str]:
         return [f"={self.place.container}, key={self.place.full_key(key)}"]
