@@ -7,7 +7,10 @@ path relative to a source checkout.
 
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the driver imports this module; only the CLI needs argparse
+    import argparse
 
 __all__ = ["DOCS_URL", "docs_url", "link_docs"]
 

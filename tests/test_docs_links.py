@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from casstore import CasStorageDriver
 from casstore._cli import _parser
 from casstore._docs import DOCS_URL
+from casstore.backends import MemoryBackend
+from casstore.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,3 +43,9 @@ def test_help_links_whole_published_pages_that_exist(monkeypatch: pytest.MonkeyP
         assert (ROOT / "docs" / page).is_file(), page
     bare = re.sub(re.escape(DOCS_URL) + r"/[\w.-]+\.md", "", text)
     assert not re.search(r"docs/[\w.-]+\.md", bare), "help names a checkout-relative docs path"
+
+
+def test_driver_errors_link_the_published_page() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        CasStorageDriver(MemoryBackend(), require_encryption=True)
+    assert f"{DOCS_URL}/encryption.md" in str(info.value)
