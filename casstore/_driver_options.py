@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any, Final, TypedDict
 
 from casstore._deadline import DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MIN_THROUGHPUT, DEFAULT_TIMEOUT
+from casstore._docs import docs_url
 from casstore._format.compression import max_object_size
 from casstore._format.keys import Scope
 from casstore._format.manifest import DEFAULT_REFRESH_AFTER
@@ -131,7 +132,8 @@ def _check(backend: object, o: DriverOptions) -> None:
         raise ConfigurationError(f"refresh_after must be positive, got {refresh_after}")
     if o["require_encryption"] and o["keyring"] is None:
         raise ConfigurationError(
-            "require_encryption=True needs a keyring: pass keyring= (see docs/encryption.md)"
+            "require_encryption=True needs a keyring: pass keyring= "
+            f"(see {docs_url('encryption.md')})"
         )
 
 

@@ -38,7 +38,7 @@ from testrig import (
     TemporalDevServer,
 )
 from tests.support.gcs import GCSPlace
-from tests.support.objectstore import OBJSTORE_TARGETS, ObjStorePlace, objstore_place
+from tests.support.objectstore import OBJSTORE_TARGETS, ObjStorePlace, objstore_place, target_server
 from tests.support.redis import RedisPlace
 from tests.support.s3 import (
     ENV_BUCKET,
@@ -182,9 +182,7 @@ def azurite() -> Iterator[AzuriteBlobServer]:
 def objstore_server(request: pytest.FixtureRequest) -> tuple[str, S3Target | AzuriteBlobServer]:
     """Each object-store target in turn: its name and its server."""
     name: str = request.param
-    fixture = "azurite" if name == "azurite" else f"{name}_s3"
-    server: S3Target | AzuriteBlobServer = request.getfixturevalue(fixture)
-    return name, server
+    return name, target_server(request, name)
 
 
 @pytest.fixture

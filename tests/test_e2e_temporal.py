@@ -48,12 +48,13 @@ from casstore.history import (
 from casstore.plugin import CasStorePlugin
 from testrig import AzuriteBlobServer, TemporalDevServer
 from tests.support.cli import s3_url
+from tests.support.fanout import run_fan_out
 from tests.support.objectstore import DEAD_ENDPOINT, objstore_place
 from tests.support.s3 import S3Place
 from tests.support.sdk import big_json
 from tests.support.wait import wait_until_sync
 from tests.support.workflows_e2e import ActivityElsewhere, ManySmall, WaitsForSignal, describe, echo
-from tests.support.workflows_fanout import FanOutChild, FanOutParent, analyze_shard
+from tests.support.workflows_fanout import FanOutChild, FanOutParent
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WAIT_SECONDS = 60.0
@@ -172,18 +173,15 @@ async def test_fan_out_writes_each_distinct_payload_once_and_a_rerun_writes_noth
 
     async def run() -> tuple[int, int, set[str], dict[str, int]]:
         async with connected(temporal, store_url) as (client, plugin):
-            async with Worker(
+            summary = await run_fan_out(
                 client,
+                document,
+                activities=width,
+                children=children,
+                child_activities=width,
+                workflow_id=workflow_id,
                 task_queue=task_queue,
-                workflows=[FanOutParent, FanOutChild],
-                activities=[analyze_shard],
-            ):
-                summary = await client.execute_workflow(
-                    FanOutParent.run,
-                    args=[document, width, children, width],
-                    id=workflow_id,
-                    task_queue=task_queue,
-                )
+            )
             assert summary.activities == width * (1 + children)
             assert summary.rows == len(document["rows"]) * (1 + children)
             keys = {r.object_key() for r in await references(client, workflow_ids)}
@@ -319,18 +317,15 @@ async def test_a_history_replays_with_a_replayer_configured_with_casstore(
 ) -> None:
     workflow_id, task_queue = unique("replay"), unique("q")
     async with connected(temporal, store_url) as (client, _plugin):
-        async with Worker(
+        await run_fan_out(
             client,
+            big_json(32 * 1024),
+            activities=3,
+            children=1,
+            child_activities=2,
+            workflow_id=workflow_id,
             task_queue=task_queue,
-            workflows=[FanOutParent, FanOutChild],
-            activities=[analyze_shard],
-        ):
-            await client.execute_workflow(
-                FanOutParent.run,
-                args=[big_json(32 * 1024), 3, 1, 2],
-                id=workflow_id,
-                task_queue=task_queue,
-            )
+        )
         history = await client.get_workflow_handle(workflow_id).fetch_history()
 
     async with CasStorePlugin(store_url, payload_size_threshold=0) as fresh:
@@ -629,15 +624,15 @@ async def test_encrypted_fan_out_dedups_and_leaves_nothing_readable_in_history_o
     # Uncompressed, so that plaintext would show verbatim if it were stored.
     options: dict[str, Any] = {"keyring": keyring, "compression_level": None}
     async with connected(temporal, str(store), **options) as (client, plugin):
-        async with Worker(
+        summary = await run_fan_out(
             client,
+            document,
+            activities=3,
+            children=1,
+            child_activities=3,
+            workflow_id=workflow_id,
             task_queue=task_queue,
-            workflows=[FanOutParent, FanOutChild],
-            activities=[analyze_shard],
-        ):
-            summary = await client.execute_workflow(
-                FanOutParent.run, args=[document, 3, 1, 3], id=workflow_id, task_queue=task_queue
-            )
+        )
         assert summary.activities == 6
         refs = await references(client, workflow_ids)
         histories = [await client.get_workflow_handle(w).fetch_history() for w in workflow_ids]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from casstore._docs import link_docs
+from casstore._driver_options import DEFAULTS
 from casstore._keyring import KeyRing
 from casstore.errors import ConfigurationError
 from casstore.ops._run import CommandError
@@ -11,7 +13,7 @@ from casstore.ops._run import CommandError
 STORE_HELP = (
     "the store: a folder, file:///path, s3://bucket/prefix?endpoint_url=...&region=..., "
     "az://container/prefix, gs://bucket/prefix or redis://host:6379/0?prefix=... "
-    "(options and credentials in docs/backends.md)"
+    "(options and credentials in backends.md, linked below)"
 )
 
 
@@ -39,6 +41,7 @@ def add_store_argument(
         help="the store, as --store (give it one way, not both)",
     )
     parser.set_defaults(store_parser=parser, store_then=then)
+    link_docs(parser, "Store URLs and their options", "backends.md")
 
 
 def resolve_store(args: argparse.Namespace) -> None:
@@ -82,13 +85,14 @@ def add_json_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_keyring_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--keyring SPEC`` (``env:VAR`` or ``file:PATH``, see docs/encryption.md)."""
+    """Add ``--keyring SPEC`` (``env:VAR`` or ``file:PATH``, see encryption.md)."""
     parser.add_argument(
         "--keyring",
         metavar="SPEC",
         help="keyring for encrypted objects: env:VAR (env: alone reads CASSTORE_KEYRING) "
-        "or file:PATH",
+        "or file:PATH (encryption.md, linked below)",
     )
+    link_docs(parser, "Keyrings", "encryption.md")
 
 
 def open_keyring(spec: str | None) -> KeyRing | None:
@@ -111,6 +115,29 @@ def open_keyring(spec: str | None) -> KeyRing | None:
             "keyring; env: alone reads CASSTORE_KEYRING) or file:PATH (a bare value is read "
             "as a file path)"
         ) from exc
+
+
+def add_concurrency_argument(parser: argparse.ArgumentParser, *, what: str, default: int) -> None:
+    """Add ``--concurrency N``: how many ``what`` (e.g. "objects read") run at once."""
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=default,
+        metavar="N",
+        help=f"{what} at once (default {default})",
+    )
+
+
+def add_max_payload_size_argument(parser: argparse.ArgumentParser, *, limit: str) -> None:
+    """Add ``--max-payload-size BYTES``, defaulting to the driver's ``max_payload_size``."""
+    default = DEFAULTS["max_payload_size"]
+    parser.add_argument(
+        "--max-payload-size",
+        type=positive_int,
+        default=default,
+        metavar="BYTES",
+        help=f"largest payload {limit}, as the driver's max_payload_size (default {default})",
+    )
 
 
 def positive_int(text: str) -> int:

@@ -16,10 +16,12 @@ from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContex
 
 from casstore._driver import CasStorageDriver
 from casstore._format.claims import parse_claim_data
+from casstore.backends._filekind import file_kind
 from casstore.errors import BackendPermissionError, BackendUnavailableError, CasstoreError
 from casstore.ops._args import (
     add_json_argument,
     add_keyring_argument,
+    add_max_payload_size_argument,
     add_store_argument,
     open_keyring,
     positive_int,
@@ -35,7 +37,6 @@ from casstore.ops._refs import (
 from casstore.ops._run import EXIT_OK, EXIT_PROBLEMS, CommandError, run_command
 from casstore.ops._store import open_store
 
-DEFAULT_MAX_PAYLOAD_SIZE = 50 * 1024 * 1024
 DEFAULT_MAX_INPUT_SIZE = 256 * 1024 * 1024
 """Largest input ``cat`` reads. Temporal caps a history at 50 MiB by default; its
 JSON form (base64 payloads, field names) is a few times larger at most."""
@@ -98,7 +99,7 @@ def read_input(
         raise CommandError(f"cannot read file {ref}: {exc}") from exc
     if not stat.S_ISREG(st.st_mode):
         # A device or FIFO could stream forever; a history is always a file.
-        raise CommandError(f"{ref} is {_kind(st.st_mode)}, not a regular file holding JSON")
+        raise CommandError(f"{ref} is {file_kind(st.st_mode)}, not a regular file holding JSON")
     source = f"file {ref}"
     try:
         with open(ref, encoding="utf-8") as stream:
@@ -128,19 +129,6 @@ def _read_bounded(stream: TextIO, source: str, max_size: int) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CommandError(f"{source} is not UTF-8 text: {exc}") from None
-
-
-def _kind(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a regular file"
 
 
 def _where(found: FoundReference) -> str:
@@ -180,14 +168,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="the reference JSON, or a file holding it (default: standard input)",
     )
     add_keyring_argument(parser)
-    parser.add_argument(
-        "--max-payload-size",
-        type=positive_int,
-        default=DEFAULT_MAX_PAYLOAD_SIZE,
-        metavar="BYTES",
-        help="largest payload a claim may promise, as the driver's max_payload_size "
-        f"(default {DEFAULT_MAX_PAYLOAD_SIZE})",
-    )
+    add_max_payload_size_argument(parser, limit="a claim may promise")
     parser.add_argument(
         "--max-input-size",
         type=positive_int,

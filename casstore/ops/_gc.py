@@ -23,11 +23,16 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from casstore._docs import docs_url
 from casstore._format.manifest import MANIFEST_KEY, LifecyclePolicy
 from casstore._freshness import read_policy
 from casstore.backends._base import Backend, describe_suffix
 from casstore.errors import ConfigurationError
-from casstore.ops._args import add_json_argument, add_store_argument, positive_int
+from casstore.ops._args import (
+    add_concurrency_argument,
+    add_json_argument,
+    add_store_argument,
+)
 from casstore.ops._durations import format_duration, parse_duration
 from casstore.ops._gc_mark import DEFAULT_CONCURRENCY, Marked, mark_namespace
 from casstore.ops._gc_refs import referenced_objects
@@ -85,7 +90,7 @@ async def collect_garbage(
     if policy is None:
         raise CommandError(
             f"no lifecycle manifest [key={MANIFEST_KEY}{describe_suffix(backend)}]: "
-            f"{NOT_A_STORE}; gc needs the writers' refresh_after (docs/operations.md)"
+            f"{NOT_A_STORE}; gc needs the writers' refresh_after ({docs_url('operations.md')})"
         )
     try:
         if options.older_than is not None:
@@ -216,7 +221,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "Mark every casstore object a namespace's histories, open runs, schedules and "
             "standalone activities reference, then move unreferenced objects older than the "
             "grace to the store's trash, and delete trash copies that stayed unreferenced for "
-            "the grace too. Dry run unless --delete. The safety rule: docs/operations.md."
+            f"the grace too. Dry run unless --delete. The safety rule: {docs_url('operations.md')}."
         ),
     )
     add_store_argument(parser)
@@ -244,13 +249,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="remove the namespace's gc lock a crashed run left behind (only if no gc runs)",
     )
-    parser.add_argument(
-        "--concurrency",
-        type=positive_int,
-        default=DEFAULT_CONCURRENCY,
-        metavar="N",
-        help=f"histories read at once (default {DEFAULT_CONCURRENCY})",
-    )
+    add_concurrency_argument(parser, what="histories read", default=DEFAULT_CONCURRENCY)
     parser.add_argument("--tls", action="store_true", help="connect to Temporal over TLS")
     parser.add_argument(
         "--api-key",

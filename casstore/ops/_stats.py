@@ -22,6 +22,7 @@ from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
 from casstore.backends._keys import is_valid_key
 from casstore.ops._args import (
+    add_concurrency_argument,
     add_json_argument,
     add_keyring_argument,
     add_store_argument,
@@ -252,13 +253,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help=f"how many of the largest workflows to list (default {DEFAULT_TOP})",
     )
-    parser.add_argument(
-        "--concurrency",
-        type=positive_int,
-        default=DEFAULT_CONCURRENCY,
-        metavar="N",
-        help=f"objects read at once with --deep (default {DEFAULT_CONCURRENCY})",
-    )
+    add_concurrency_argument(parser, what="objects --deep reads", default=DEFAULT_CONCURRENCY)
     add_json_argument(parser)
     parser.set_defaults(func=run)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from casstore._crypto import Ciphers
+from casstore._driver_options import DEFAULTS
 from casstore._format.keys import (
     HOUSEKEEPING_PREFIX,
     BadKeyError,
@@ -20,8 +21,10 @@ from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
 from casstore.backends._keys import is_valid_key
 from casstore.ops._args import (
+    add_concurrency_argument,
     add_json_argument,
     add_keyring_argument,
+    add_max_payload_size_argument,
     add_store_argument,
     open_keyring,
     positive_int,
@@ -34,7 +37,7 @@ from casstore.ops._reader import DEFAULT_CONCURRENCY, DEFAULT_MEMORY_BUDGET, Out
 from casstore.ops._run import EXIT_OK, EXIT_PROBLEMS, run_command
 from casstore.ops._store import open_store, require_casstore_store
 
-DEFAULT_MAX_PAYLOAD_SIZE = 50 * 1024 * 1024
+DEFAULT_MAX_PAYLOAD_SIZE = DEFAULTS["max_payload_size"]
 _LISTED_OTHERS = 5  # other keys named in text output; --json lists them all
 _MAX_OBJECT_OVERHEAD = 64
 """Most bytes an object adds to its payload: header and key id (at most 39), AEAD
@@ -292,21 +295,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help="check N objects chosen at random instead of all of them",
     )
-    parser.add_argument(
-        "--concurrency",
-        type=positive_int,
-        default=DEFAULT_CONCURRENCY,
-        metavar="N",
-        help=f"objects read at once (default {DEFAULT_CONCURRENCY})",
-    )
-    parser.add_argument(
-        "--max-payload-size",
-        type=positive_int,
-        default=DEFAULT_MAX_PAYLOAD_SIZE,
-        metavar="BYTES",
-        help="largest payload an object may hold, as the driver's max_payload_size "
-        f"(default {DEFAULT_MAX_PAYLOAD_SIZE})",
-    )
+    add_concurrency_argument(parser, what="objects read", default=DEFAULT_CONCURRENCY)
+    add_max_payload_size_argument(parser, limit="an object may hold")
     add_json_argument(parser)
     parser.set_defaults(func=run)
 

@@ -15,6 +15,7 @@ import sys
 from types import FrameType
 from typing import Any, TextIO
 
+from casstore._docs import docs_url, link_docs
 from casstore.ops._args import add_store_argument, open_keyring
 from casstore.ops._run import CommandError
 from casstore.ops._store import require_local_store
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "Serve POST /encode, /decode and /download (also under /{namespace}/) for the "
             "Temporal Web UI (--ui-codec-endpoint) and CLI (--codec-endpoint), resolving "
             "casstore references from --store. Prints the URL once listening; stops on "
-            "Ctrl-C or SIGTERM. See docs/codec-server.md."
+            f"Ctrl-C or SIGTERM. See {docs_url('codec-server.md')}."
         ),
     )
     add_store_argument(parser, help="the workers' store URL")
@@ -60,8 +61,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--keyring",
         metavar="SPEC",
         help="the workers' keyring, for encrypted objects: env:VAR (env: alone reads "
-        "CASSTORE_KEYRING) or file:PATH (see docs/encryption.md)",
+        "CASSTORE_KEYRING) or file:PATH (encryption.md, linked below)",
     )
+    link_docs(parser, "Keyrings", "encryption.md")
     parser.add_argument(
         "--require-encryption",
         action="store_true",
@@ -99,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _add_limits(parser: argparse.ArgumentParser) -> None:
     """Flags bounding what one request and all clients together can take (see "Limits")."""
-    limits = parser.add_argument_group("limits (docs/codec-server.md, Limits)")
+    limits = parser.add_argument_group("limits (codec-server.md, Limits; linked above)")
     for flag, kind, default, metavar, text in (
         ("--max-references", int, 1000, "N", "distinct references one request may resolve"),
         ("--max-reads-per-request", int, 8, "N", "reads one request has in flight at once"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC
 from typing import Any, Literal
 
 import obstore
@@ -18,11 +17,12 @@ from casstore.backends.objectstore._errors import (
     NOT_FOUND,
     describe_store,
     error,
+    missing_container,
     settings_errors,
     translate,
     where,
 )
-from casstore.backends.objectstore._listing import list_objects
+from casstore.backends.objectstore._listing import list_objects, object_stat
 from casstore.backends.objectstore._options import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
@@ -299,7 +299,7 @@ class ObjectStoreBackend(Backend):
                 meta = await obstore.head_async(self._store, path)
             except NOT_FOUND:
                 return None  # a missing bucket looks the same: HEAD answers carry no body
-        return ObjectStat(size=meta["size"], modified=meta["last_modified"].astimezone(UTC))
+        return object_stat(meta)
 
     async def put(self, key: str, data: bytes) -> bool:
         """PUT the object if absent, in one request (no multipart: conditional writes need one).
@@ -383,8 +383,7 @@ class ObjectStoreBackend(Backend):
             try:
                 await obstore.delete_async(self._aux_store, path)
             except NOT_FOUND as exc:
-                text = str(exc)
-                if "ContainerNotFound" in text or "NoSuchBucket" in text:
+                if missing_container(exc):
                     raise
                 # Azure answers 404 for a missing blob; S3 answers 204.
 
@@ -396,7 +395,7 @@ class ObjectStoreBackend(Backend):
     async def scan_stat(self, prefix: str = "") -> AsyncIterator[tuple[str, ObjectStat]]:
         """List keys with sizes and ages: the listing has them, no request per object."""
         async for key, meta in list_objects(self._store, self._root, prefix, self._translate):
-            yield key, ObjectStat(size=meta["size"], modified=meta["last_modified"].astimezone(UTC))
+            yield key, object_stat(meta)
 
     async def move(self, src: str, dst: str) -> bool:
         """Copy server-side onto ``dst`` (a new object: a fresh age), then delete ``src``.
@@ -410,7 +409,7 @@ class ObjectStoreBackend(Backend):
             try:
                 await obstore.copy_async(self._store, source, target, overwrite=True)
             except NOT_FOUND as exc:
-                if "ContainerNotFound" in str(exc) or "NoSuchBucket" in str(exc):
+                if missing_container(exc):
                     raise
                 return False
         await self.delete(src)
