@@ -33,6 +33,53 @@ from casstore.backends._base import Backend
 from casstore.errors import IntegrityError, ObjectNotFoundError
 
 _Frame = tuple[bytes | None, int, int]  # source digest (None: this object), offset, size
+COALESCE_GAP = 256 * 1024
+"""Frames of one referenced object whose gap is at most this many bytes are fetched
+with one ranged read (and at most as many gap bytes as frame bytes are fetched in
+all). Concurrent reads cost a round trip together, but each costs its own request
+overhead (a few ms of client and server time on S3); 256 KiB is about what one
+such overhead transfers at 100 MB/s (docs/formats.md, "Reader's choices")."""
+
+
+def coalesce(frames: Sequence[_Frame]) -> dict[_Frame, list[_Frame]]:
+    """Group the frames to fetch into spans: one ranged read per span.
+
+    Frames of this object (source None) are not fetched and stay alone. A
+    referenced object's frames (sorted by offset) join the previous span when
+    the gap is at most :data:`COALESCE_GAP` and the gap bytes of the span stay
+    within its frame bytes, so a span never fetches more than twice what its
+    frames need, whatever a manifest says. Overlapping frames (only a hostile
+    manifest has them) are never merged.
+    """
+    spans: dict[_Frame, list[_Frame]] = {}
+    by_source: dict[bytes, list[_Frame]] = {}
+    for frame in frames:
+        if frame[0] is None:
+            spans[frame] = [frame]
+        else:
+            by_source.setdefault(frame[0], []).append(frame)
+    for source, group in by_source.items():
+        group.sort(key=lambda f: (f[1], f[2]))
+        start, end, needed, members = (
+            group[0][1],
+            group[0][1] + group[0][2],
+            group[0][2],
+            [group[0]],
+        )
+        for frame in group[1:]:
+            _, offset, size = frame
+            gap = offset - end
+            wasted = (end - start) - needed
+            if 0 <= gap <= COALESCE_GAP and wasted + gap <= needed + size:
+                end, needed = offset + size, needed + size
+                members.append(frame)
+                continue
+            spans[(source, start, end - start)] = members
+            start, end, needed, members = offset, offset + size, size, [frame]
+        spans[(source, start, end - start)] = members
+    return spans
+
+
 ChunkCacheKey = tuple[str, str | None, bytes]
 """(key of the object the chunk was read from, key id, chunk digest): a warm read
 accepts a chunk only where a cold read would have read and verified it."""
@@ -168,8 +215,8 @@ class ChunkReader:
             frames.setdefault(frame_id, []).append((position, chunk_digest, where))
         self._check_budget(manifest, frames, key)
         work = [
-            self._frame(obj, manifest, frame_id, wanted, key, location, digest, cipher, deadline)
-            for frame_id, wanted in frames.items()
+            self._span(obj, span, members, frames, key, location, digest, cipher, deadline)
+            for span, members in coalesce(list(frames)).items()
         ]
         learned: list[tuple[bytes, Location]] = []
         # Every frame's work runs to its end, even after one fails: CPU work in a
@@ -180,8 +227,8 @@ class ChunkReader:
         if failed is not None:
             del outcomes, pieces, frames
             raise failed
-        results = cast("list[list[tuple[int, bytes]]]", outcomes)
-        for found in results:
+        results = cast("list[list[list[tuple[int, bytes]]]]", outcomes)
+        for found in (chunks for span in results for chunks in span):
             for position, piece in found:
                 pieces[position] = piece
                 chunk_digest, where = manifest.chunks[position]
@@ -208,48 +255,54 @@ class ChunkReader:
                 key=key,
             )
 
-    async def _frame(
+    async def _span(
         self,
         obj: bytes,
-        manifest: Manifest,
-        frame_id: _Frame,
-        wanted: list[tuple[int, bytes, Location]],
+        span: _Frame,
+        members: list[_Frame],
+        frames: dict[_Frame, list[tuple[int, bytes, Location]]],
         key: str,
         location: str,
         digest: bytes,
         cipher: ObjectCipher | None,
         deadline: Deadline,
-    ) -> list[tuple[int, bytes]]:
-        source, offset, size = frame_id
+    ) -> list[list[tuple[int, bytes]]]:
+        """Fetch one span (one ranged read) and check the chunks of each of its frames."""
+        source, span_offset, span_size = span
         if source is None:
-            if offset + size > len(obj):
+            if span_offset + span_size > len(obj):
                 raise IntegrityError(
-                    f"chunked object has a frame at {offset}+{size}, past its end at "
+                    f"chunked object has a frame at {span_offset}+{span_size}, past its end at "
                     f"{len(obj)} bytes [key={key}]",
                     key=key,
                 )
-            stored: bytes | memoryview = memoryview(obj)[offset : offset + size]
-            source_key, source_digest = key, digest
+            stored: bytes | memoryview = memoryview(obj)
+            source_key, source_digest, base = key, digest, 0
         else:
-            source_key, source_digest = object_key(location, source), source
+            source_key, source_digest, base = object_key(location, source), source, span_offset
             key_id = None if cipher is None else cipher.key_id
             stored, joined = await self._frames.run(
-                (source_key, offset, size, key_id),
-                lambda: self._fetch(key, source_key, offset, size, deadline),
+                (source_key, span_offset, span_size, key_id),
+                lambda: self._fetch(key, source_key, span_offset, span_size, deadline),
             )
             if joined:
                 self._stats.retrieval_inflight_hits += 1
-        check = functools.partial(
-            frame_chunks,
-            stored,
-            wanted,
-            key=key,
-            source_key=source_key,
-            frame_offset=offset,
-            source_digest=source_digest,
-            cipher=cipher,
-        )
-        return await self._run.cpu(size, check)
+        view = memoryview(stored)
+        out: list[list[tuple[int, bytes]]] = []
+        for frame_id in members:
+            _, offset, size = frame_id
+            check = functools.partial(
+                frame_chunks,
+                view[offset - base : offset - base + size],
+                frames[frame_id],
+                key=key,
+                source_key=source_key,
+                frame_offset=offset,
+                source_digest=source_digest,
+                cipher=cipher,
+            )
+            out.append(await self._run.cpu(size, check))
+        return out
 
     async def _fetch(
         self, key: str, source_key: str, offset: int, size: int, deadline: Deadline

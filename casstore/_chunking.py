@@ -12,14 +12,14 @@ its chunks are written again.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from temporalio.api.common.v1 import Payload
 
 from casstore._cache import KnownObjects
 from casstore._chunk_write import ChunkIndex, build_chunked
-from casstore._chunker import Split, cut, split_payload
+from casstore._chunker import Cut, Split, cut, split_payload
 from casstore._deadline import Deadline
 from casstore._format.chunked import Location
 from casstore._format.encrypted import ObjectCipher, encode_stored
@@ -28,13 +28,13 @@ from casstore._format.keys import object_key
 from casstore._requests import Requests
 from casstore.backends._aio import gather_cancel_on_error
 
-MAX_SOURCES = 32
-"""Most earlier objects one payload reads chunks from. A cold reader fetches one
-range per source, so a long conversation whose every turn added a little would
-otherwise make its reader wait for one request per turn; the chunks of the
-sources contributing least are written again instead, into this object, where
-later payloads find them together (docs/formats.md, "Writer's choices")."""
-
+MAX_SOURCES = 6
+"""Most earlier objects one payload reads chunks from. A cold reader makes one
+ranged read per source after reading the object itself; the reads run
+concurrently, but each costs its own request overhead. Which sources are
+rewritten instead is :func:`sources_to_keep` (docs/formats.md, "Writer's choices")."""
+TIER_RATIO = 2
+"""A source holding at most 1/TIER_RATIO of what the new object holds is rewritten."""
 Vouch = Callable[[str, Deadline], Coroutine[Any, Any, bool]]
 
 
@@ -129,8 +129,7 @@ class ChunkWriter:
                 if not alive:
                     sources.discard(source)
                     self.index.discard_source(location, key_id, source)
-        if len(sources) > MAX_SOURCES:
-            sources = _most_used(found, sources)
+        sources = sources_to_keep(cuts, found, sources, MAX_SOURCES)
         usable = [
             where if where is not None and where.source in sources else None for where in found
         ]
@@ -148,11 +147,30 @@ class ChunkWriter:
         return await self._run.cpu(len(data), build)
 
 
-def _most_used(found: list[Location | None], sources: set[bytes]) -> set[bytes]:
-    """The :data:`MAX_SOURCES` sources holding the most of this payload's bytes."""
+def sources_to_keep(
+    cuts: Sequence[Cut], found: Sequence[Location | None], sources: set[bytes], limit: int
+) -> set[bytes]:
+    """The earlier objects a new payload references; the chunks of the others are written again.
+
+    Size-tiered: the sources are taken from the one holding the fewest of this
+    payload's bytes up, and each is rewritten into the new object while it
+    holds at most ``1/TIER_RATIO`` of what the new object will hold (its new
+    chunks plus those rewritten so far), or while more than ``limit`` remain.
+    Small recent objects so merge into larger ones, and the sizes of the
+    sources kept grow geometrically: a conversation references few objects
+    and a byte is rewritten a few times at most, where rewriting only the
+    excess over ``limit`` would rewrite a growing share of the conversation
+    on every turn once it has ``limit`` sources.
+    """
     held: dict[bytes, int] = {}
-    for where in found:
+    new = 0
+    for piece, where in zip(cuts, found, strict=True):
         if where is not None and where.source in sources:
             held[where.source] = held.get(where.source, 0) + where.length
+        else:
+            new += piece.length
     ranked = sorted(held, key=lambda source: (-held[source], source))
-    return set(ranked[:MAX_SOURCES])
+    merged = new
+    while ranked and (len(ranked) > limit or held[ranked[-1]] * TIER_RATIO <= merged):
+        merged += held[ranked.pop()]
+    return set(ranked)

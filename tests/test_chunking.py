@@ -465,8 +465,9 @@ async def test_stats_deep_reports_what_chunk_dedup_saved() -> None:
     logical = sum(len(p.SerializeToString(deterministic=True)) for p in TURNS)
     assert stats.total.logical_bytes == logical
     assert stats.codecs["chunked"].objects == chunked_count(TURNS)
-    # Nearly everything but each turn's new bytes was read from earlier objects.
-    assert stats.chunk_dedup_bytes > 0.8 * logical
+    # Most of each turn was read from earlier objects (not all: the chunks of
+    # small sources are written again, which bounds a cold reader's requests).
+    assert stats.chunk_dedup_bytes > 0.75 * logical
     assert stats.as_dict()["chunk_dedup_bytes"] == stats.chunk_dedup_bytes
 
 
