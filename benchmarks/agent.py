@@ -8,8 +8,9 @@ chunking (the default) -- the turns' inputs go one after the other through the
 SDK's External Storage path (threshold 0) into a fresh bucket of one S3
 server (moto, in a separate process, so this process's CPU time is the
 drivers'), with 0 and 20 ms added to every request. Then a reader with cold
-caches retrieves the last turn's input. Reported per driver: bytes at rest,
-uploaded and downloaded by the cold reader, requests per turn, store and
+caches retrieves the last turn's input (three new readers; the fastest
+counts). Reported per driver: bytes at rest, uploaded and downloaded by the
+cold reader, requests per turn, store and
 retrieve CPU, wall times, and stored bytes after every turn (the PNG). Also:
 the floor (the run's distinct chunks as one zstd-19 stream), and a 16 MiB
 JSON and a 16 MiB random payload stored with chunking off and on.
@@ -49,6 +50,8 @@ from testrig.processes import free_port
 
 DRIVERS = ("sdk-s3", "casstore-nochunk", "casstore")
 MiB = 1024 * 1024
+COLD_READS = 3
+"""Cold reads of the last turn per driver (each by a new driver); the fastest is reported."""
 
 
 @contextlib.contextmanager
@@ -140,13 +143,19 @@ async def run_driver(
                 stored_curve.append((await at_rest(lister, bucket))[1])
         stored = traffic.snapshot()
         objects, at_rest_bytes = await at_rest(lister, bucket)
-        reader = converter(make_driver(kind, client, bucket))
-        c0, w0 = time.process_time(), time.perf_counter()
-        got = await reader._transform_inbound_payload(refs[-1])
-        read_cpu, read_wall = time.process_time() - c0, time.perf_counter() - w0
-        if got != payloads[-1]:
-            raise AssertionError(f"{kind} returned a different last payload")
-        read = traffic.snapshot() - stored
+        read_cpu = read_wall = float("inf")
+        for rep in range(COLD_READS):  # each a new driver: cold caches every time
+            reader = converter(make_driver(kind, client, bucket))
+            before = traffic.snapshot()
+            c0, w0 = time.process_time(), time.perf_counter()
+            got = await reader._transform_inbound_payload(refs[-1])
+            cpu_once, wall_once = time.process_time() - c0, time.perf_counter() - w0
+            if got != payloads[-1]:
+                raise AssertionError(f"{kind} returned a different last payload")
+            if rep == 0:
+                read = traffic.snapshot() - before
+            if wall_once < read_wall:
+                read_cpu, read_wall = cpu_once, wall_once
         turns = len(payloads)
         return {
             "objects": objects,
