@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar, Unpack
 
@@ -16,11 +15,11 @@ from temporalio.converter import (
 )
 
 from casstore._batch import gather_bounded
-from casstore._cache import ByteLRU, KnownObjects, SingleFlight, VerifiedIdentity, VerifiedPayloads
+from casstore._cache import ByteLRU, KnownObjects, VerifiedPayloads
 from casstore._chunk_read import ChunkCacheKey, ChunkReader
 from casstore._chunk_write import ChunkIndex
 from casstore._chunking import ChunkWriter
-from casstore._crypto import Ciphers, cipher_for
+from casstore._crypto import Ciphers
 from casstore._deadline import (
     Deadline,
     RetryPolicy,
@@ -31,36 +30,23 @@ from casstore._driver_options import (
     keyword_signature,
     resolve_driver_options,
 )
-from casstore._format.chunked import is_chunked, max_chunked_object_size
-from casstore._format.claims import claim_data_for, parse_claim_data
-from casstore._format.digest import content_digest
-from casstore._format.encrypted import ObjectCipher
-from casstore._format.header import HEADER_SIZE, Codec
-from casstore._format.keys import Scope, location_for_target, object_key
+from casstore._driver_read import ReadPath
+from casstore._driver_store import StorePath
+from casstore._format.header import Codec
+from casstore._format.keys import Scope, location_for_target
 from casstore._format.manifest import MANIFEST_KEY
-from casstore._format.trash import trash_key
 from casstore._freshness import Freshness
 from casstore._metrics import DriverMetrics, MetricMeter, reported
 from casstore._requests import Requests
 from casstore._stats import DriverStats, error_kind
-from casstore._verify import check_digest, decode_and_verify, parse_payload
-from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
+from casstore.backends._base import Backend
 from casstore.errors import (
-    BackendError,
     CasstoreError,
-    IntegrityError,
-    ObjectNotFoundError,
-    PayloadTooLargeError,
 )
 
 _T = TypeVar("_T")
 
 DRIVER_TYPE = "casstore"
-WRITE_FIRST_MAX_SIZE = 64 * 1024
-"""Payloads up to this size are written without an existence check first, when the
-backend's create-if-absent reports existing objects (``Backend.conditional_writes``);
-the check (for the object's age) follows only when the write finds it there."""
-_STORE_ATTEMPTS = 3  # an object gc moves away while we look at it is written anew
 
 
 class CasStorageDriver(StorageDriver):
@@ -132,7 +118,6 @@ class CasStorageDriver(StorageDriver):
             min_throughput=o["min_throughput"],
         )
         keyring = o["keyring"]
-        self._require_encryption = o["require_encryption"]
         self._ciphers = None if keyring is None else Ciphers(keyring)
         self._backend = backend
         self._name = o["name"]
@@ -144,30 +129,49 @@ class CasStorageDriver(StorageDriver):
             backend, capped_refresh_after(backend, o["refresh_after"]), self._manifest_request
         )
         self._lifecycle_manifest = o["lifecycle_manifest"]
-        self._known: KnownObjects[Codec] = KnownObjects(o["known_objects_cache_size"])
+        known: KnownObjects[Codec] = KnownObjects(o["known_objects_cache_size"])
         # Keyed by all a cold read checks, so a warm cache accepts exactly the
         # claims a cold read accepts (docs/encryption.md, "What the caches vouch for").
-        self._verified = VerifiedPayloads(o["retrieval_cache_bytes"])
-        self._stores: SingleFlight[str, Codec] = SingleFlight()
-        # Keyed by all that changes the outcome (identity and size): no claim can
-        # fail another, nor get bytes another claim's checks vouched for.
-        self._reads: SingleFlight[tuple[VerifiedIdentity, int], bytes] = SingleFlight()
+        verified = VerifiedPayloads(o["retrieval_cache_bytes"])
         self.stats = DriverStats()
         """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
         self._metrics: DriverMetrics | None = None
         self._run = Requests(backend, self.stats, o["max_concurrency"], o["offload_threshold"])
         index = ChunkIndex()
-        self._chunk_writer = ChunkWriter(
+        chunk_writer = ChunkWriter(
             self._run,
             index,
-            self._known,
+            known,
             self._vouch,
             self._compression_level,
             threshold=o["chunking_threshold"] if o["chunking"] else None,
         )
+        self._store = StorePath(
+            backend=backend,
+            run=self._run,
+            stats=self.stats,
+            retry=self._retry,
+            fresh=self._fresh,
+            known=known,
+            verified=verified,
+            ciphers=self._ciphers,
+            max_payload_size=self._max_payload_size,
+            chunk_writer=chunk_writer,
+        )
         # Verified chunks get a quarter of the retrieval budget, on top of it.
         chunk_cache: ByteLRU[ChunkCacheKey] = ByteLRU(o["retrieval_cache_bytes"] // 4)
-        self._chunk_reader = ChunkReader(backend, self._run, self.stats, chunk_cache, index.add)
+        self._read = ReadPath(
+            backend=backend,
+            run=self._run,
+            stats=self.stats,
+            retry=self._retry,
+            known=known,
+            verified=verified,
+            ciphers=self._ciphers,
+            require_encryption=o["require_encryption"],
+            max_payload_size=self._max_payload_size,
+            chunk_reader=ChunkReader(backend, self._run, self.stats, chunk_cache, index.add),
+        )
 
     def name(self) -> str:
         """Return this driver instance's name (recorded in every reference)."""
@@ -216,146 +220,20 @@ class CasStorageDriver(StorageDriver):
         return await self._batch(
             [
                 self._labelled(
-                    functools.partial(self._store_one, location, payload), i, len(payloads), "store"
+                    functools.partial(self._store.store_one, location, payload),
+                    i,
+                    len(payloads),
+                    "store",
                 )
                 for i, payload in enumerate(payloads)
             ]
         )
 
-    async def _store_one(self, location: str, payload: Payload) -> StorageDriverClaim:
-        # Serializing is one memory copy, and upb's ByteSize() serializes anyway
-        # (into fresh memory each call), so the copy is made once, here, and the
-        # hashing of large payloads goes to a worker thread.
-        data = payload.SerializeToString(deterministic=True)
-        if len(data) > self._max_payload_size:
-            raise PayloadTooLargeError(
-                f"payload is {len(data)} bytes, above max_payload_size "
-                f"{self._max_payload_size} [location={location}]"
-            )
-        cipher = None if self._ciphers is None else self._ciphers.active
-        digest_key = None if cipher is None else cipher.digest_key
-        digest = await self._run.cpu(len(data), content_digest, data, digest_key)
-        key = object_key(location, digest)
-        verified = VerifiedIdentity(key, None if cipher is None else cipher.key_id)
-        self.stats.payloads_stored += 1
-        self.stats.logical_bytes_stored += len(data)
-
-        size = len(data)
-        codec = self._known.get(key)
-        if codec is not None:
-            self.stats.dedup_cache_hits += 1
-        else:
-            store = functools.partial(
-                self._store_object, verified, digest, data, cipher, location, payload
-            )
-            # Only the leader of a single flight needs the bytes; a fan-out's
-            # joiners must not keep a copy each alive while they wait.
-            del data
-            codec, joined = await self._stores.run(key, store)
-            if joined:
-                self.stats.dedup_inflight_hits += 1
-        key_id = None if cipher is None else cipher.key_id
-        return StorageDriverClaim(claim_data=claim_data_for(location, digest, size, codec, key_id))
-
-    async def _store_object(
-        self,
-        verified: VerifiedIdentity,
-        digest: bytes,
-        data: bytes,
-        cipher: ObjectCipher | None,
-        location: str,
-        payload: Payload,
-    ) -> Codec:
-        """Make sure the object exists (write or find it); return its codec."""
-        key = verified.key
-        deadline = self._retry.deadline(len(data))
-        # For small objects on a backend whose create-if-absent reports existence,
-        # the write doubles as the existence check: one request instead of two.
-        # Large objects are checked first, so a hit does not upload them again.
-        check_first = not (self._backend.conditional_writes and len(data) <= WRITE_FIRST_MAX_SIZE)
-        for _ in range(_STORE_ATTEMPTS):
-            found = await self._stat(key, deadline) if check_first else None
-            if found is not None:
-                # A raw object is exactly header + payload; our zstd objects are smaller.
-                codec = Codec.RAW if found.size == HEADER_SIZE + len(data) else Codec.ZSTD
-                if not await self._found_existing(key, found, codec, deadline):
-                    continue  # gone while we refreshed it (gc moved it): write it anew
-                self._verified.put(verified, data)
-                return codec
-
-            codec, obj, learned = await self._chunk_writer.encode_new(
-                location=location,
-                key=key,
-                digest=digest,
-                data=data,
-                payload=payload,
-                cipher=cipher,
-                deadline=deadline,
-            )
-            written_at = time.time()
-            # A put retried after a lost answer finds its own object: a success too.
-            put = functools.partial(self._backend.put, key, obj)
-            if await self._run.request("put", key, put, deadline):
-                self.stats.objects_written += 1
-                self.stats.logical_bytes_written += len(data)
-                self.stats.bytes_written += len(obj)
-                self._known.add(key, codec, self._fresh.expiry(written_at))
-                # Where a store that cannot report a lost race may hold another
-                # writer's layout of these bytes, only reads teach chunk locations.
-                if learned and self._backend.conditional_writes:
-                    key_id = None if cipher is None else cipher.key_id
-                    self._chunk_writer.index.add(location, key_id, learned)
-                # These bytes hash to the digest by construction: later reads need none.
-                self._verified.put(verified, data)
-                return codec
-            # It exists (another writer, or an earlier store): its age decides
-            # whether it needs a refresh before we vouch for it.
-            if self._fresh.seconds is None and await self._found_existing(
-                key, None, codec, deadline
-            ):
-                self._verified.put(verified, data)
-                return codec
-            check_first = True
-        where = f"[key={key}{describe_suffix(self._backend)}]"
-        message = f"object vanished {_STORE_ATTEMPTS} times while being stored {where}"
-        raise BackendError(message, key=key, backend=describe_backend(self._backend))
-
     async def _vouch(self, key: str, deadline: Deadline) -> bool:
-        """Check an object of unknown age before a manifest vouches for it (refresh if old)."""
-        found = await self._stat(key, deadline)
-        if found is None:
-            return False
-        touch = functools.partial(self._touch, key, deadline)
-        expires_at = await self._fresh.keep_alive(found, touch)
-        if expires_at is None:
-            return False
-        self._known.add(key, Codec.ZSTD, expires_at)
-        return True
-
-    async def _found_existing(
-        self, key: str, found: ObjectStat | None, codec: Codec, deadline: Deadline
-    ) -> bool:
-        """Count a backend dedup hit and remember the object; False if it vanished."""
-        if found is None:
-            expires_at: float | None = self._fresh.expiry(time.time())
-        else:
-            touch = functools.partial(self._touch, key, deadline)
-            expires_at = await self._fresh.keep_alive(found, touch)
-        if expires_at is None:
-            return False
-        self.stats.dedup_backend_hits += 1
-        self._known.add(key, codec, expires_at)
-        return True
+        return await self._store.vouch(key, deadline)
 
     async def _manifest_request(self, kind: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
         return await self._run.request(kind, MANIFEST_KEY, attempt, self._retry.deadline(0))
-
-    async def _stat(self, key: str, deadline: Deadline) -> ObjectStat | None:
-        return await self._run.request("stat", key, lambda: self._backend.stat(key), deadline)
-
-    async def _touch(self, key: str, deadline: Deadline) -> None:
-        await self._run.request("touch", key, lambda: self._backend.touch(key), deadline)
-        self.stats.objects_refreshed += 1
 
     # Retrieve path.
 
@@ -377,87 +255,11 @@ class CasStorageDriver(StorageDriver):
         return await self._batch(
             [
                 self._labelled(
-                    functools.partial(self._retrieve_one, claim), i, len(claims), "retrieve"
+                    functools.partial(self._read.retrieve_one, claim), i, len(claims), "retrieve"
                 )
                 for i, claim in enumerate(claims)
             ]
         )
-
-    async def _retrieve_one(self, claim: StorageDriverClaim) -> Payload:
-        record = parse_claim_data(claim.claim_data, max_size=self._max_payload_size)
-        digest, key = record.digest, record.key
-        if record.key_id is None and self._require_encryption:
-            raise IntegrityError(
-                f"claim is for a plain (unencrypted) object, and this driver requires "
-                f"encryption (require_encryption=True): refused unread [key={key}]",
-                key=key,
-            )
-        cipher = cipher_for(self._ciphers, record.key_id, key=key)
-        verified = VerifiedIdentity(key, record.key_id)
-        data = self._verified.get(verified, record.size)
-        if data is not None:
-            self.stats.retrieval_cache_hits += 1
-        else:
-            data, joined = await self._reads.run(
-                (verified, record.size),
-                lambda: self._read_object(verified, digest, record.size, cipher, record.location),
-            )
-            if joined:
-                self.stats.retrieval_inflight_hits += 1
-        self.stats.payloads_retrieved += 1
-        # Each caller gets its own Payload (callers may mutate it); parsing a
-        # large one is a copy of its bytes, so it runs off the loop too.
-        return await self._run.cpu(len(data), parse_payload, data, key)
-
-    async def _read_object(
-        self,
-        verified: VerifiedIdentity,
-        digest: bytes,
-        size: int,
-        cipher: ObjectCipher | None,
-        location: str,
-    ) -> bytes:
-        key = verified.key
-        deadline = self._retry.deadline(size)
-        # No valid object for this claim is larger: a hostile one is refused
-        # before it is read, not after it has been allocated.
-        bound = max_chunked_object_size(size)
-        try:
-            obj = await self._run.request(
-                "get", key, lambda: self._backend.get(key, max_size=bound), deadline
-            )
-        except ObjectNotFoundError as missing:
-            self._known.discard(key)
-            obj = await self._from_trash(key, missing, bound, deadline)
-        self.stats.objects_read += 1
-        self.stats.bytes_read += len(obj)
-        if is_chunked(obj):
-            data = await self._chunk_reader.read(
-                obj,
-                key=key,
-                location=location,
-                digest=digest,
-                size=size,
-                cipher=cipher,
-                deadline=deadline,
-            )
-            await self._run.cpu(size, check_digest, data, digest, key, cipher)
-        else:
-            data = await self._run.cpu(size, decode_and_verify, obj, size, digest, key, cipher)
-        self._verified.put(verified, data)
-        return data
-
-    async def _from_trash(
-        self, key: str, missing: ObjectNotFoundError, bound: int, deadline: Deadline
-    ) -> bytes:
-        """Read the copy gc keeps in the trash (a claim handed out while gc decided)."""
-        trashed = trash_key(key)
-        try:
-            return await self._run.request(
-                "get", key, lambda: self._backend.get(trashed, max_size=bound), deadline
-            )
-        except ObjectNotFoundError:
-            raise missing from None
 
     # Plumbing.
 

@@ -492,7 +492,7 @@ async def test_refresh_after_bounds_how_long_the_cache_vouches(monkeypatch: Any)
 
     clock = [time_module.time()]
     monkeypatch.setattr("casstore._cache.time.time", lambda: clock[0])
-    monkeypatch.setattr("casstore._driver.time.time", lambda: clock[0])
+    monkeypatch.setattr("casstore._driver_store.time.time", lambda: clock[0])
     monkeypatch.setattr("casstore._freshness.time.time", lambda: clock[0])
     backend = counted()
     converter = in_workflow(
