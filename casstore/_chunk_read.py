@@ -2,8 +2,9 @@
 
 A chunk is used only once its bytes match the digest its manifest gives; the
 whole payload is then checked against the claim's digest as for any object.
-Frames of referenced objects are fetched with ranged reads, concurrently and
-once per frame however many payloads need them at the same time; verified
+Frames of referenced objects are fetched with ranged reads, all at once, one
+per span of close frames of one object (:func:`coalesce`), and once per span
+however many payloads need it at the same time; verified
 chunks are kept (by digest) so that the next turn's read fetches only what
 is new. Every manifest field is untrusted: references are resolved only in
 the claim's own location, ranges are bounded, and references are never
@@ -38,7 +39,7 @@ COALESCE_GAP = 256 * 1024
 with one ranged read (and at most as many gap bytes as frame bytes are fetched in
 all). Concurrent reads cost a round trip together, but each costs its own request
 overhead (a few ms of client and server time on S3); 256 KiB is about what one
-such overhead transfers at 100 MB/s (docs/formats.md, "Reader's choices")."""
+such overhead transfers at 100 MB/s (docs/formats.md, reading a format 3 object)."""
 
 
 def coalesce(frames: Sequence[_Frame]) -> dict[_Frame, list[_Frame]]:
