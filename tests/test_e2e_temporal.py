@@ -48,6 +48,7 @@ from casstore.history import (
 )
 from casstore.plugin import CasStorePlugin
 from testrig import AzuriteBlobServer, TemporalDevServer
+from tests.cli_helpers import s3_url
 from tests.e2e_workflows import ActivityElsewhere, ManySmall, WaitsForSignal, describe, echo
 from tests.objectstore_fixtures import DEAD_ENDPOINT, objstore_place
 from tests.s3_fixtures import S3Place, S3Target
@@ -109,11 +110,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url: str = request.getfixturevalue("azure_url")
         return url
     place: S3Place = request.getfixturevalue("s3_place")
-    target = place.target
-    return (
-        f"s3://{place.bucket}/{place.prefix}?endpoint_url={target.endpoint_url}"
-        f"&region={target.region}&conditional_writes={str(target.conditional_writes).lower()}"
-    )
+    return s3_url(place)  # the default client, as a user writes it
 
 
 def unique(prefix: str) -> str:

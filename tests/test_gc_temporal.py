@@ -45,6 +45,7 @@ from casstore.ops._gc_mark import mark_namespace
 from casstore.ops._gc_sweep import apply_plan, plan_sweep
 from casstore.plugin import CasStorePlugin
 from testrig import TemporalDevServer, find_temporal_cli, free_port
+from tests.cli_helpers import s3_url
 from tests.gc_workflows import (
     AbandonedChild,
     AbandoningParent,
@@ -100,11 +101,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url = str(tmp_path / "store")
     else:
         place: S3Place = request.getfixturevalue("s3_place")
-        target = place.target
-        url = (
-            f"s3://{place.bucket}/{place.prefix}?endpoint_url={target.endpoint_url}"
-            f"&region={target.region}&conditional_writes={str(target.conditional_writes).lower()}"
-        )
+        url = s3_url(place)  # the default client, as a user writes it
     asyncio.run(record_policy(url))
     return url
 

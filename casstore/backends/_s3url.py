@@ -8,15 +8,15 @@ clients have take the same name whichever client reads them; the others name
 the client they belong to when given to the other one, instead of being
 dropped or failing deep inside a library.
 
-This module imports neither client: it rewrites the URL and keyword options
-into the chosen backend's own spelling and hands them to its ``from_url``.
+This module imports neither client: it picks the backend, and each backend's
+URL parser calls :func:`for_client` to read the options in its own spelling.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from casstore.backends._urlopts import option_choice, option_flag, option_int
 from casstore.errors import ConfigurationError
@@ -96,29 +96,45 @@ def has_attempts(url: str, options: Mapping[str, object]) -> bool:
 def open_s3(url: str, options: dict[str, object]) -> Backend:
     """Open an ``s3://`` URL with the client it names (see the module docstring).
 
+    A worker's store makes one attempt per request, whichever client: the
+    driver retries within each payload's deadline.
+
     Raises:
         ConfigurationError: For an unknown client, an option of the other
             client, an option given under two names, or a bad value.
     """
     client = s3_client(url, options)
-    parts = urlsplit(url)
-    query = [pair for pair in parse_qsl(parts.query, keep_blank_values=True) if pair[0] != "client"]
-    keywords = {name: value for name, value in options.items() if name != "client"}
-    seen: dict[str, str] = {}
-    translated_query = [_translate(url, client, name, value, seen) for name, value in query]
-    translated_keywords = dict(
-        _translate(url, client, name, value, seen) for name, value in keywords.items()
-    )
-    if client == "obstore" and not has_attempts(url, options):
-        translated_keywords["max_retries"] = DEFAULT_MAX_ATTEMPTS - 1
-    rebuilt = parts._replace(query=urlencode(translated_query)).geturl()
+    if not has_attempts(url, options):
+        options = {**options, "max_attempts": DEFAULT_MAX_ATTEMPTS}
     if client == "aioboto3":
         from casstore.backends.s3 import S3Backend  # optional dependency
 
-        return S3Backend.from_url(rebuilt, **translated_keywords)
+        return S3Backend.from_url(url, **options)
     from casstore.backends.objectstore import ObjectStoreBackend  # optional dependency
 
-    return ObjectStoreBackend.from_url(rebuilt, **translated_keywords)
+    return ObjectStoreBackend.from_url(url, **options)
+
+
+def for_client(url: str, options: Mapping[str, object], client: Client) -> dict[str, object]:
+    """Return merged URL options in ``client``'s own spelling, without ``client``.
+
+    Raises:
+        ConfigurationError: For ``client=`` naming the other client, an option
+            only the other client has, an option under two names, or a bad value.
+    """
+    asked = option_choice(url, options, "client", CLIENTS)
+    if asked not in (None, client):
+        raise ConfigurationError(f"client must be {client} for this backend [url={url}]")
+    seen: dict[str, str] = {}
+    return dict(
+        _translate(url, client, name, value, seen)
+        for name, value in options.items()
+        if name != "client"
+    )
+
+
+ALL_NAMES = {"client", *_SHARED, *ALIASES, *_ALIAS_BY_VALUE, *ONLY}
+"""Every option an ``s3://`` URL may carry, whichever client reads it."""
 
 
 def _translate(

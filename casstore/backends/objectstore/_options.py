@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 from obstore.store import AzureStore, S3Store
 
 from casstore.backends._prefix import check_prefix as check_prefix_of
+from casstore.backends._s3url import ALL_NAMES, for_client
 from casstore.backends._urlopts import (
     merge_options,
     option_choice,
@@ -329,14 +330,15 @@ def parse_url(url: str, keywords: Mapping[str, object]) -> ParsedUrl:
         url,
         parts.query,
         keywords,
-        allowed=allowed | secrets | _CLIENT_OPTIONS | _BACKEND_OPTIONS | {"config"},
+        allowed=allowed
+        | secrets
+        | _CLIENT_OPTIONS
+        | _BACKEND_OPTIONS
+        | {"config"}
+        | (ALL_NAMES if service == "s3" else set()),
     )
-    if service == "s3" and option_choice(url, options, "client", ("obstore", "aioboto3")) not in (
-        "obstore",
-        None,
-    ):
-        raise ConfigurationError(f"client must be obstore for this backend [url={url}]")
-    options.pop("client", None)
+    if service == "s3":
+        options = for_client(url, options, "obstore")
     config = options.get("config")
     if config is not None and not isinstance(config, Mapping):
         raise ConfigurationError(f"option config must be a mapping of obstore settings [url={url}]")
