@@ -185,7 +185,7 @@ def _prepare_rclone_bucket(rclone: RcloneS3Server, bucket: str) -> None:
     ``rclone serve s3`` creates a key's missing parent directories before it
     reads the request body, and two requests racing to create one directory
     can fail there; botocore, having sent ``Expect: 100-continue``, then waits
-    forever (the multi-minute stalls this suite used to see). Real S3 has no
+    forever: a stall until the repetition's time limit. Real S3 has no
     directories. The directories of ``RACED_DIRECTORIES`` are made on disk, and
     rclone's directory cache dropped, before any driver writes: the same for
     every S3 driver, whatever its client.

@@ -93,7 +93,7 @@ def _goal_value(goal: Goal, mine: Sample, base: Sample) -> float | None:
 
 
 def goal_lines(results: Sequence[Result]) -> list[str]:
-    """One line per goal of issue #5: the measured figure and whether it is met."""
+    """One line per goal of casstore-s3 against the SDK: the measured figure, met or not."""
     by_key = {(r.scenario, r.driver): r for r in results if r.median}
     lines = []
     for goal in GOALS:
@@ -115,7 +115,7 @@ def goal_lines(results: Sequence[Result]) -> list[str]:
 
 
 def obstore_goal_lines(results: Sequence[Result]) -> list[str]:
-    """One line per goal of issue #13 (casstore-obstore), with the figures and a verdict."""
+    """One line per goal of casstore-obstore against casstore-s3 and the floor, with a verdict."""
     walls = {(r.scenario, r.driver): r.median.wall_s for r in results if r.median}
     lines = []
     for scenario in ("threshold0", "threshold0-cold"):

@@ -3,7 +3,7 @@
 Builds a local store of ``--objects`` small payloads (100 workflows, objects of
 about 100 B to 1 KiB, mixed raw and zstd) with the driver, then times, in this
 process and one run each: a plain listing, ``stats``, ``stats --deep`` and
-``verify``, and reports objects per second. The issue's goal: 10,000 small
+``verify``, and reports objects per second. The goal: 10,000 small
 objects verified on the local backend in well under a minute.
 
     .venv/bin/python -m benchmarks.ops [--objects 10000] [--json]

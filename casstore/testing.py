@@ -1,4 +1,4 @@
-"""Test helpers: the backend conformance suite.
+"""Test helpers: the backend conformance suite and the driver suite.
 
 :class:`BackendTests` is the contract every backend must meet. A backend's
 test module subclasses it, supplies a ``backend`` fixture (an empty store),
@@ -10,6 +10,11 @@ the suite fails loudly at collection instead of being skipped or passing.
 
 :class:`~casstore.backends.CountingBackend`, which counts a backend's
 requests, lives in :mod:`casstore.backends`, which needs no pytest.
+
+:class:`DriverTests` runs :class:`~casstore.CasStorageDriver` on the same
+``backend`` fixture and checks what the driver costs and survives there
+(dedup, races, refresh, vanished objects, hostile claims); a backend's test
+module inherits both suites.
 
 Requires pytest and pytest-asyncio (``asyncio_mode = "auto"``).
 """
@@ -25,11 +30,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from casstore._driver_suite import DriverTests
 from casstore._format.trash import trash_key
 from casstore.backends._base import Backend
 from casstore.errors import IntegrityError, ObjectNotFoundError
 
-__all__ = ["BackendTests"]
+__all__ = ["BackendTests", "DriverTests"]
 
 _KEY = "v1/default/order-42/" + "ab" * 32
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ class CodecServerProcess:
         env: The child's environment (default: this process's).
         cwd: The child's working directory (modules for ``--codec`` import from it).
         startup_timeout: Seconds to wait for the "listening on" line.
+        max_open_files: The child's descriptor limit (``RLIMIT_NOFILE``), if given.
 
     Raises:
         ServerStartError: If it exits or prints something else first, with its output.
@@ -36,7 +38,12 @@ class CodecServerProcess:
         env: Mapping[str, str] | None = None,
         cwd: str | Path | None = None,
         startup_timeout: float = 30.0,
+        max_open_files: int | None = None,
     ) -> None:
+        def limit_files() -> None:
+            if max_open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "casstore", "serve", *args],
             stdin=subprocess.DEVNULL,
@@ -45,6 +52,7 @@ class CodecServerProcess:
             text=True,
             env=dict(env if env is not None else os.environ),
             cwd=cwd,
+            preexec_fn=limit_files if max_open_files is not None else None,
         )
         stdout = self.proc.stdout
         assert stdout is not None

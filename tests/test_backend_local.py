@@ -5,13 +5,14 @@ import multiprocessing
 import os
 import threading
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from casstore.backends import Backend, LocalBackend
 from casstore.errors import BackendError, ObjectNotFoundError
-from casstore.testing import BackendTests
+from casstore.testing import BackendTests, DriverTests
 
 
 def leftover_temp_files(root: Path) -> list[str]:
@@ -21,7 +22,10 @@ def leftover_temp_files(root: Path) -> list[str]:
     return found + [p.name for p in root.rglob(".*") if p != temps]
 
 
-class TestLocalBackend(BackendTests):
+class TestLocalBackend(BackendTests, DriverTests):
+    # Timestamps finer than a second: a short refresh_after keeps the suite quick.
+    refresh_after = timedelta(seconds=1)
+
     @pytest.fixture
     async def backend(self, tmp_path: Path) -> AsyncIterator[LocalBackend]:
         async with LocalBackend(tmp_path / "store") as backend:

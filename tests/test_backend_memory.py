@@ -1,13 +1,16 @@
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from casstore.backends import Backend, MemoryBackend
-from casstore.testing import BackendTests
+from casstore.testing import BackendTests, DriverTests
 
 
-class TestMemoryBackend(BackendTests):
+class TestMemoryBackend(BackendTests, DriverTests):
+    # Timestamps finer than a second: a short refresh_after keeps the suite quick.
+    refresh_after = timedelta(seconds=1)
+
     @pytest.fixture
     async def backend(self) -> AsyncIterator[MemoryBackend]:
         async with MemoryBackend() as backend:

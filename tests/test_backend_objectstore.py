@@ -23,18 +23,19 @@ from casstore.errors import (
     ConfigurationError,
     ObjectNotFoundError,
 )
-from casstore.testing import BackendTests
+from casstore.testing import BackendTests, DriverTests
 from testrig.azurite import AzuriteBlobServer
 from testrig.chaos import Answer, ChaosProxy
 from testrig.processes import free_port
-from tests.objectstore_fixtures import DEAD_ENDPOINT, ObjStorePlace, objstore_place
-from tests.s3_fixtures import S3Target
+from tests.support.objectstore import DEAD_ENDPOINT, ObjStorePlace, objstore_place
+from tests.support.s3 import S3Target
 
 KEY = "v1/default/order-42/" + "ab" * 32
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class _Conformance(BackendTests):
+class _Conformance(BackendTests, DriverTests):
+    pytestmark = pytest.mark.integration  # its backend fixture picks a server at run time
     target = ""
 
     @pytest.fixture
@@ -51,6 +52,9 @@ class _Conformance(BackendTests):
 
     async def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
         await self.place.raw_put(key, data)
+
+    def names_in_errors(self, backend: Backend, key: str) -> list[str]:
+        return [f"={self.place.container}, key={self.place.full_key(key)}"]
 
 
 class TestObjectStoreOnMoto(_Conformance):
@@ -210,6 +214,7 @@ async def test_missing_object_is_not_found_naming_store_and_key(objstore: ObjSto
     )
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("target", ["rclone", "azurite"])
 async def test_wrong_credentials_are_a_permission_error(
     request: pytest.FixtureRequest, target: str

@@ -22,16 +22,17 @@ from casstore.errors import (
     BackendUnavailableError,
     ConfigurationError,
 )
-from casstore.testing import BackendTests
+from casstore.testing import BackendTests, DriverTests
 from testrig import free_port
-from tests.s3_fixtures import TARGETS, RequestLog, S3Place, S3Target, s3_place
+from tests.support.s3 import TARGETS, RequestLog, S3Place, S3Target, s3_place
 
 KEY = "v1/default/order-42/" + "ab" * 32
 CONFORMANCE_DIR = "v1/default/order-42"  # where casstore.testing's concurrent puts go
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class _S3Conformance(BackendTests):
+class _S3Conformance(BackendTests, DriverTests):
+    pytestmark = pytest.mark.integration  # its backend fixture picks a server at run time
     target = ""
 
     @pytest.fixture
@@ -52,6 +53,9 @@ class _S3Conformance(BackendTests):
 
     async def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
         await self.place.raw_put(key, data)
+
+    def names_in_errors(self, backend: Backend, key: str) -> list[str]:
+        return [f"bucket={self.place.bucket}", f"key={self.place.s3_key(key)}"]
 
 
 class TestS3BackendOnMoto(_S3Conformance):

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,8 @@ import pytest
 from casstore import CasStorageDriver
 from casstore.backends import Backend, ObjectStat, check_key
 from casstore.errors import BackendError, IntegrityError, ObjectNotFoundError
-from casstore.testing import BackendTests
-from tests.helpers import big_json, in_workflow, make_converter
+from casstore.testing import BackendTests, DriverTests
+from tests.support.sdk import big_json, in_workflow, make_converter
 
 
 class SqliteBackend(Backend):
@@ -109,7 +109,10 @@ class SqliteBackend(Backend):
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "backends.md"
 
 
-class TestSqliteBackend(BackendTests):
+class TestSqliteBackend(BackendTests, DriverTests):
+    # Timestamps finer than a second: a short refresh_after keeps the suite quick.
+    refresh_after = timedelta(seconds=1)
+
     @pytest.fixture
     async def backend(self, tmp_path: Path) -> AsyncIterator[SqliteBackend]:
         async with SqliteBackend(str(tmp_path / "store.db")) as backend:

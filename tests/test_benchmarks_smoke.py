@@ -19,6 +19,7 @@ from benchmarks._workloads import SMALL_VALUE_MIX, small_payload_workload, to_pa
 from benchmarks.doc_local import DocLocalDiskDriver
 
 
+@pytest.mark.integration  # the S3 drivers run on moto
 def test_quick_run_covers_every_scenario_and_driver(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -52,6 +53,7 @@ def test_quick_run_covers_every_scenario_and_driver(
     assert "/" in report.err  # progress lines go to stderr
 
 
+@pytest.mark.integration  # the S3 drivers run on moto
 def test_simulated_s3_latency_is_recorded_and_announced(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

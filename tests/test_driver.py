@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import os
 import threading
@@ -32,7 +31,8 @@ from casstore.errors import (
     ObjectNotFoundError,
     PayloadTooLargeError,
 )
-from tests.helpers import big_json, in_workflow, make_converter, reference_of
+from tests.support.sdk import big_json, in_workflow, make_converter, reference_of
+from tests.support.threads import RecordingExecutor
 
 
 def counted(inner: Backend | None = None) -> CountingBackend:
@@ -423,7 +423,7 @@ async def test_failed_payload_of_a_batch_is_named_and_the_rest_cancelled() -> No
             started.append(key)
             if len(started) == 1:
                 raise OSError("disk on fire")
-            await asyncio.sleep(10)
+            await asyncio.Event().wait()  # held until the failure cancels it
             return await super().put(key, data)
 
     backend = SlowAfterFirst()
@@ -509,17 +509,7 @@ async def test_refresh_after_bounds_how_long_the_cache_vouches(monkeypatch: Any)
 
 async def test_large_payload_cpu_work_runs_off_the_event_loop() -> None:
     loop_thread = threading.get_ident()
-    threads: list[int] = []
-
-    class RecordingExecutor(concurrent.futures.ThreadPoolExecutor):
-        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-            def run() -> Any:
-                threads.append(threading.get_ident())
-                return fn(*args, **kwargs)
-
-            return super().submit(run)
-
-    asyncio.get_running_loop().set_default_executor(RecordingExecutor(max_workers=2))
+    threads = RecordingExecutor.install().threads
     backend = MemoryBackend()
     converter = in_workflow(make_converter(CasStorageDriver(backend)))
     [small] = await converter.encode(["small"])

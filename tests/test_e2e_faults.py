@@ -8,30 +8,23 @@ faults gone, every reference in every history must decode (0 payloads lost).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-import pytest
 from temporalio.client import Client
 from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
 from temporalio.worker import Worker
 
 from casstore import CasStorageDriver
 from casstore.backends.s3 import S3Backend
-from casstore.demo import FanOutChild, FanOutParent, analyze_shard, make_document
 from casstore.history import history_references, workflow_task_failures
 from casstore.plugin import CasStorePlugin
 from testrig import TemporalDevServer
 from testrig.chaos import ChaosProxy
-from tests.s3_fixtures import S3Target, s3_place
+from tests.support.s3 import S3Target, s3_place
+from tests.support.sdk import big_json
+from tests.support.workflows_fanout import FanOutChild, FanOutParent, analyze_shard
 
 FAULT_RATE = 0.1
-
-
-@pytest.fixture(scope="module")
-def temporal() -> Iterator[TemporalDevServer]:
-    with TemporalDevServer() as server:
-        yield server
 
 
 async def test_fan_out_completes_with_no_payload_lost_while_10_percent_of_s3_requests_fail(
@@ -39,7 +32,7 @@ async def test_fan_out_completes_with_no_payload_lost_while_10_percent_of_s3_req
 ) -> None:
     port = urlsplit(moto_s3.endpoint_url or "").port
     assert port is not None
-    document = make_document(32 * 1024)
+    document = big_json(32 * 1024)
     width, children = 8, 3
     workflow_id, task_queue = f"faults-{uuid.uuid4().hex[:12]}", f"q-{uuid.uuid4().hex[:8]}"
     workflow_ids = [workflow_id] + [f"{workflow_id}-child-{i}" for i in range(children)]

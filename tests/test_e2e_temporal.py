@@ -14,9 +14,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,6 @@ import casstore
 from casstore._cli import main as cli_main
 from casstore._format.compression import encode_object
 from casstore.backends import Backend
-from casstore.demo import FanOutChild, FanOutParent, analyze_shard, make_document
 from casstore.history import (
     HistoryReference,
     history_references,
@@ -48,40 +46,19 @@ from casstore.history import (
 )
 from casstore.plugin import CasStorePlugin
 from testrig import AzuriteBlobServer, TemporalDevServer
-from tests.cli_helpers import s3_url
-from tests.e2e_workflows import ActivityElsewhere, ManySmall, WaitsForSignal, describe, echo
-from tests.objectstore_fixtures import DEAD_ENDPOINT, objstore_place
-from tests.s3_fixtures import S3Place, S3Target
-from tests.s3_fixtures import s3_place as open_s3_place
+from tests.support.cli import s3_url
+from tests.support.objectstore import DEAD_ENDPOINT, objstore_place
+from tests.support.s3 import S3Place
+from tests.support.sdk import big_json
+from tests.support.wait import wait_until_sync
+from tests.support.workflows_e2e import ActivityElsewhere, ManySmall, WaitsForSignal, describe, echo
+from tests.support.workflows_fanout import FanOutChild, FanOutParent, analyze_shard
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WAIT_SECONDS = 60.0
 
 
 # Servers and stores.
-
-
-@pytest.fixture(scope="module")
-def temporal() -> Iterator[TemporalDevServer]:
-    with TemporalDevServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def s3_place(rclone_s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[S3Place]:
-    """A fresh bucket on rclone's S3 server (tests/s3_fixtures.py).
-
-    S3Backend takes credentials from the AWS chain, never from URLs: they go in
-    the environment, which worker subprocesses inherit.
-    """
-    assert rclone_s3.access_key is not None
-    assert rclone_s3.secret_key is not None
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", rclone_s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", rclone_s3.secret_key)
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    async with open_s3_place(rclone_s3) as place:
-        yield place
 
 
 @pytest.fixture
@@ -109,8 +86,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "azure":
         url: str = request.getfixturevalue("azure_url")
         return url
-    place: S3Place = request.getfixturevalue("s3_place")
-    return s3_url(place)  # the default client, as a user writes it
+    place: S3Place = request.getfixturevalue("rclone_place")
+    return s3_url(place)
 
 
 def unique(prefix: str) -> str:
@@ -174,7 +151,7 @@ def waiting_after_first_activity(history: WorkflowHistory) -> bool:
 async def test_fan_out_writes_each_distinct_payload_once_and_a_rerun_writes_nothing(
     temporal: TemporalDevServer, store_url: str, width: int
 ) -> None:
-    document = make_document(64 * 1024)
+    document = big_json(64 * 1024)
     workflow_id, task_queue = unique("fan-out"), unique("q")
     children = 2
     workflow_ids = [workflow_id] + [f"{workflow_id}-child-{i}" for i in range(children)]
@@ -261,7 +238,7 @@ def start_worker_process(temporal: TemporalDevServer, task_queue: str, store: st
         [
             sys.executable,
             "-m",
-            "tests.e2e_worker",
+            "tests.support.e2e_worker",
             "--address",
             temporal.address,
             "--task-queue",
@@ -291,7 +268,7 @@ def stop_process(proc: Any, sig: int = signal.SIGTERM) -> None:
 async def test_a_new_worker_process_with_only_the_store_finishes_a_workflow(
     temporal: TemporalDevServer, store_url: str
 ) -> None:
-    document = make_document(100 * 1024)
+    document = big_json(100 * 1024)
     workflow_id, task_queue = unique("restart"), unique("q")
     async with connected(temporal, store_url) as (client, _plugin):
         handle = await client.start_workflow(
@@ -336,7 +313,7 @@ async def test_a_history_replays_with_a_replayer_configured_with_casstore(
         ):
             await client.execute_workflow(
                 FanOutParent.run,
-                args=[make_document(32 * 1024), 3, 1, 2],
+                args=[big_json(32 * 1024), 3, 1, 2],
                 id=workflow_id,
                 task_queue=task_queue,
             )
@@ -350,14 +327,16 @@ async def test_a_history_replays_with_a_replayer_configured_with_casstore(
 
 
 async def test_payloads_of_the_sdk_s3_driver_stay_readable_after_moving_to_casstore(
-    temporal: TemporalDevServer, store_url: str, s3_place: S3Place
+    temporal: TemporalDevServer, store_url: str, rclone_place: S3Place
 ) -> None:
     from temporalio.contrib.aws.s3driver import S3StorageDriver
     from temporalio.contrib.aws.s3driver.aioboto3 import new_aioboto3_client
 
-    document = make_document(50 * 1024)
+    document = big_json(50 * 1024)
     workflow_id, task_queue = unique("migrate"), unique("q")
-    sdk_driver = S3StorageDriver(client=new_aioboto3_client(s3_place.raw), bucket=s3_place.bucket)
+    sdk_driver = S3StorageDriver(
+        client=new_aioboto3_client(rclone_place.raw), bucket=rclone_place.bucket
+    )
     old_client = await Client.connect(
         temporal.address, data_converter=sdk_only_converter(sdk_driver)
     )
@@ -432,7 +411,7 @@ async def test_a_bad_workflow_input_fails_the_workflow_task_naming_key_and_cause
     workflow_id, task_queue = unique(how), unique("q")
     async with connected(temporal, store_url) as (client, plugin):
         handle = await client.start_workflow(
-            WaitsForSignal.run, make_document(8 * 1024), id=workflow_id, task_queue=task_queue
+            WaitsForSignal.run, big_json(8 * 1024), id=workflow_id, task_queue=task_queue
         )
         key = await damage(plugin.backend, workflow_input(await handle.fetch_history()), how)
         async with (
@@ -469,7 +448,7 @@ async def test_a_bad_activity_input_fails_the_activity_naming_key_and_cause(
     ):
         handle = await client.start_workflow(
             ActivityElsewhere.run,
-            args=[make_document(8 * 1024), activity_queue],
+            args=[big_json(8 * 1024), activity_queue],
             id=workflow_id,
             task_queue=workflow_queue,
         )
@@ -551,6 +530,7 @@ def test_the_demo_prints_its_summary(temporal: TemporalDevServer, tmp_path: Path
     assert any(store.iterdir())
 
 
+@pytest.mark.integration  # the demo starts its own dev server
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_the_demo_stops_its_worker_and_server_on_ctrl_c(
     tmp_path: Path, sig: signal.Signals, code: int
@@ -571,7 +551,13 @@ def test_the_demo_stops_its_worker_and_server_on_ctrl_c(
         lines = [demo.stdout.readline() for _ in range(5)]
         assert lines[-1].startswith("Running"), lines
         server_pid = int(lines[1].split("pid ")[1].rstrip(")\n"))
-        time.sleep(3)  # let the worker get going
+        # The worker got going: its first activities have stored payloads.
+        stored = tmp_path / "v1"
+        wait_until_sync(
+            lambda: stored.is_dir() and any(p.is_file() for p in stored.rglob("*")),
+            60,
+            what="the demo stores a payload",
+        )
         demo.send_signal(sig)
         out, err = demo.communicate(timeout=60)
     finally:
@@ -622,7 +608,7 @@ async def test_encrypted_fan_out_dedups_and_leaves_nothing_readable_in_history_o
     temporal: TemporalDevServer, tmp_path: Path
 ) -> None:
     keyring = casstore.KeyRing.from_bytes(os.urandom(32), key_id="e2e")
-    document = make_document(64 * 1024)
+    document = big_json(64 * 1024)
     workflow_id, task_queue = unique("encrypted"), unique("q")
     workflow_ids = [workflow_id, f"{workflow_id}-child-0"]
     store = tmp_path / "store"

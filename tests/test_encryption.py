@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
 import json
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import blake3
 import pytest
@@ -27,7 +25,8 @@ from casstore import CasStorageDriver, KeyRing
 from casstore.backends import Backend, CountingBackend, LocalBackend, MemoryBackend
 from casstore.errors import ClaimError, IntegrityError, MissingKeyError
 from casstore.plugin import CasStorePlugin
-from tests.helpers import big_json, in_workflow, make_converter, reference_of
+from tests.support.sdk import big_json, in_workflow, make_converter, reference_of
+from tests.support.threads import RecordingExecutor
 
 K1 = bytes(range(32))
 K2 = bytes(range(100, 132))
@@ -271,17 +270,7 @@ async def test_the_plugin_passes_the_keyring_on() -> None:
 
 async def test_encrypting_and_decrypting_large_payloads_runs_off_the_event_loop() -> None:
     loop_thread = threading.get_ident()
-    threads: list[int] = []
-
-    class RecordingExecutor(concurrent.futures.ThreadPoolExecutor):
-        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-            def run() -> Any:
-                threads.append(threading.get_ident())
-                return fn(*args, **kwargs)
-
-            return super().submit(run)
-
-    asyncio.get_running_loop().set_default_executor(RecordingExecutor(max_workers=2))
+    threads = RecordingExecutor.install().threads
     backend = MemoryBackend()
     converter = in_workflow(make_converter(CasStorageDriver(backend, keyring=RING)))
     [small] = await converter.encode(["small"])

@@ -29,6 +29,7 @@ from casstore.errors import (
     IntegrityError,
     ObjectNotFoundError,
 )
+from tests.support.wait import wait_until
 
 CONTEXT = StorageDriverStoreContext(target=StorageDriverWorkflowInfo(namespace="ns", id="wf"))
 
@@ -120,11 +121,18 @@ async def test_single_flight_caller_that_gives_up_never_fails_the_others() -> No
         await release.wait()
         return "done"
 
-    leader = asyncio.ensure_future(flights.run("k", operation))
-    joiner = asyncio.ensure_future(flights.run("k", operation))
-    await asyncio.sleep(0)
+    entered = [asyncio.Event(), asyncio.Event()]
+
+    async def call(i: int) -> tuple[str, bool]:
+        entered[i].set()  # run() reaches its wait without yielding first
+        return await flights.run("k", operation)
+
+    leader = asyncio.ensure_future(call(0))
+    joiner = asyncio.ensure_future(call(1))
+    for event in entered:
+        await event.wait()
     leader.cancel()  # the caller that started the work gives up
-    await asyncio.sleep(0)
+    await asyncio.wait([leader])
     release.set()
     assert await joiner == ("done", True)
     assert leader.cancelled()
@@ -135,12 +143,18 @@ async def test_single_flight_caller_that_gives_up_never_fails_the_others() -> No
 async def test_single_flight_shares_a_failure_and_forgets_it() -> None:
     flights: SingleFlight[str, str] = SingleFlight()
 
+    second = asyncio.Event()
+
     async def failing() -> str:
-        await asyncio.sleep(0)
+        await second.wait()  # fail only once both callers share the run
         raise BackendError("down")
 
+    async def second_caller() -> tuple[str, bool]:
+        second.set()  # run() joins without yielding first
+        return await flights.run("k", failing)
+
     results = await asyncio.gather(
-        flights.run("k", failing), flights.run("k", failing), return_exceptions=True
+        flights.run("k", failing), second_caller(), return_exceptions=True
     )
     assert all(isinstance(r, BackendError) for r in results)
     assert len(flights) == 0
@@ -153,17 +167,23 @@ async def test_single_flight_shares_a_failure_and_forgets_it() -> None:
 
 async def test_request_cancelled_while_waiting_for_a_slot_leaves_no_unawaited_coroutine() -> None:
     release = asyncio.Event()
+    holding = asyncio.Event()
 
     class Blocking(MemoryBackend):
         async def put(self, key: str, data: bytes) -> bool:
+            holding.set()
             await release.wait()
             return await super().put(key, data)
 
+    def waiting_for_the_slot() -> bool:
+        semaphore = driver._run._semaphore  # the one slot, which the holder has
+        return semaphore is not None and bool(semaphore._waiters)
+
     driver = CasStorageDriver(Blocking(), max_concurrency=1)
     holder = asyncio.ensure_future(driver.store(CONTEXT, [Payload(data=b"first")]))
-    await asyncio.sleep(0.01)
+    await holding.wait()
     waiter = asyncio.ensure_future(driver.store(CONTEXT, [Payload(data=b"second")]))
-    await asyncio.sleep(0.01)
+    await wait_until(waiting_for_the_slot, 10, what="the second store waits for the slot")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         waiter.cancel()

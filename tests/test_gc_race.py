@@ -17,19 +17,15 @@ import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
-    StorageDriverClaim,
     StorageDriverRetrieveContext,
     StorageDriverStoreContext,
-    StorageDriverWorkflowInfo,
 )
 
 from casstore import CasStorageDriver
-from casstore._format.claims import parse_claim_data
 from casstore._format.manifest import LifecyclePolicy
 from casstore._format.trash import trash_key
 from casstore._freshness import ensure_policy, read_policy
@@ -37,9 +33,9 @@ from casstore.backends import Backend, LocalBackend, MemoryBackend
 from casstore.backends._wrappers import LatencyBackend
 from casstore.errors import ObjectNotFoundError
 from casstore.ops._gc_sweep import LockHeldError, Plan, apply_plan, gc_lock, plan_sweep
-from tests.s3_fixtures import S3Target, s3_place
+from tests.support.gc import NS, context, key_of, writer_for
+from tests.support.s3 import S3Target, s3_place
 
-NS = "default"
 POLICY = LifecyclePolicy(refresh_after=timedelta(seconds=0.2), claim_delay=timedelta(seconds=1))
 GRACE = timedelta(seconds=5)
 LATER = 1_000.0  # seconds: judging "a grace later" without waiting for it
@@ -51,7 +47,8 @@ def policy() -> LifecyclePolicy:
     return POLICY
 
 
-@pytest.fixture(params=["memory", "local", "moto"])
+# S3 needs a server: that parameter alone is an integration test (tests/conftest.py).
+@pytest.fixture(params=["memory", "local", pytest.param("moto", marks=pytest.mark.integration)])
 async def backend(
     request: pytest.FixtureRequest, tmp_path: Path, policy: LifecyclePolicy
 ) -> AsyncIterator[Backend]:
@@ -69,25 +66,10 @@ async def backend(
             yield store
 
 
-def writer_for(backend: Backend, **options: Any) -> CasStorageDriver:
-    """A driver as a worker configured through the plugin has it: following the manifest."""
-    return CasStorageDriver(backend, lifecycle_manifest=True, **options)
-
-
-def context(workflow_id: str, namespace: str = NS) -> StorageDriverStoreContext:
-    return StorageDriverStoreContext(
-        target=StorageDriverWorkflowInfo(namespace=namespace, id=workflow_id)
-    )
-
-
 async def store(driver: CasStorageDriver, workflow_id: str, data: bytes, **kw: str) -> str:
     """Store one payload; return its object key."""
     [claim] = await driver.store(context(workflow_id, **kw), [Payload(data=data)])
     return key_of(claim)
-
-
-def key_of(claim: StorageDriverClaim) -> str:
-    return parse_claim_data(claim.claim_data, max_size=1 << 30).key
 
 
 async def read(backend: Backend, workflow_id: str, data: bytes) -> bytes:
@@ -162,7 +144,15 @@ async def test_dry_run_plans_change_nothing(backend: Backend) -> None:
 
 
 # rclone too: it cannot report a lost create race, so writers check first there.
-@pytest.mark.parametrize("backend", ["local", "moto", "rclone"], indirect=True)
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "local",
+        pytest.param("moto", marks=pytest.mark.integration),
+        pytest.param("rclone", marks=pytest.mark.integration),
+    ],
+    indirect=True,
+)
 async def test_claim_handed_out_from_a_dedup_hit_during_the_sweep_stays_readable(
     backend: Backend,
 ) -> None:

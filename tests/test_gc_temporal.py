@@ -14,7 +14,7 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -45,8 +45,11 @@ from casstore.ops._gc_mark import mark_namespace
 from casstore.ops._gc_sweep import apply_plan, plan_sweep
 from casstore.plugin import CasStorePlugin
 from testrig import TemporalDevServer, find_temporal_cli, free_port
-from tests.cli_helpers import s3_url
-from tests.gc_workflows import (
+from tests.support.cli import s3_url
+from tests.support.gc import context, key_of, writer_for
+from tests.support.s3 import S3Place
+from tests.support.wait import wait_until
+from tests.support.workflows_gc import (
     AbandonedChild,
     AbandoningParent,
     Finishes,
@@ -56,9 +59,6 @@ from tests.gc_workflows import (
     Sleeps,
     shout,
 )
-from tests.s3_fixtures import S3Place, S3Target
-from tests.s3_fixtures import s3_place as open_s3_place
-from tests.test_gc_race import context, key_of, writer_for
 
 POLICY = LifecyclePolicy(refresh_after=timedelta(seconds=0.5), claim_delay=timedelta(seconds=0.5))
 GRACE = "2s"
@@ -67,31 +67,15 @@ GRACE_SECONDS = 2.0
 WAIT_SECONDS = 30.0
 
 
-@pytest.fixture(scope="module")
-def temporal() -> Iterator[TemporalDevServer]:
-    fast_visibility = [
-        "--namespace",
-        BOGUS_NAMESPACE,
-        "--dynamic-config-value",
-        'history.transferProcessorUpdateAckInterval="1s"',
-        "--dynamic-config-value",
-        'history.visibilityProcessorUpdateAckInterval="1s"',
-    ]
-    with TemporalDevServer(extra_args=fast_visibility) as server:
-        yield server
-
-
-@pytest.fixture
-async def s3_place(rclone_s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[S3Place]:
-    """A fresh bucket on rclone's S3 server; credentials in the environment (the AWS chain)."""
-    assert rclone_s3.access_key is not None
-    assert rclone_s3.secret_key is not None
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", rclone_s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", rclone_s3.secret_key)
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    async with open_s3_place(rclone_s3) as place:
-        yield place
+# Fast visibility acks: a deleted workflow leaves listings within a second or two.
+TEMPORAL_ARGS = [
+    "--namespace",
+    BOGUS_NAMESPACE,
+    "--dynamic-config-value",
+    'history.transferProcessorUpdateAckInterval="1s"',
+    "--dynamic-config-value",
+    'history.visibilityProcessorUpdateAckInterval="1s"',
+]
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -100,8 +84,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "local":
         url = str(tmp_path / "store")
     else:
-        place: S3Place = request.getfixturevalue("s3_place")
-        url = s3_url(place)  # the default client, as a user writes it
+        place: S3Place = request.getfixturevalue("rclone_place")
+        url = s3_url(place)
     asyncio.run(record_policy(url))
     return url
 
@@ -151,13 +135,11 @@ def delete_workflow(temporal: TemporalDevServer, workflow_id: str) -> None:
 
 
 async def wait_until_unlisted(client: Client, workflow_ids: set[str]) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
+    async def unlisted() -> bool:
         listed = {execution.id async for execution in client.list_workflows()}
-        if not listed & workflow_ids:
-            return
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"still listed after {WAIT_SECONDS}s: {listed & workflow_ids}")
+        return not listed & workflow_ids
+
+    await wait_until(unlisted, WAIT_SECONDS, what=f"{sorted(workflow_ids)} leave the listing")
 
 
 @asynccontextmanager
@@ -270,13 +252,11 @@ async def test_gc_deletes_exactly_what_temporal_no_longer_has(
 
 
 async def _wait_for_activity(handle: Any) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
+    async def completed() -> bool:
         history = await handle.fetch_history()
-        if any(e.HasField("activity_task_completed_event_attributes") for e in history.events):
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("the sleeping workflow's activity never completed")
+        return any(e.HasField("activity_task_completed_event_attributes") for e in history.events)
+
+    await wait_until(completed, WAIT_SECONDS, what="the sleeping workflow's activity completes")
 
 
 async def _read_all(backend: Backend, client: Client, workflow_id: str) -> None:
@@ -344,13 +324,13 @@ async def test_bad_inputs_fail_in_one_line_and_delete_nothing(
 
 
 async def test_a_store_that_does_not_exist_or_has_no_manifest_is_refused(
-    temporal: TemporalDevServer, tmp_path: Path, s3_place: S3Place
+    temporal: TemporalDevServer, tmp_path: Path, rclone_place: S3Place
 ) -> None:
     common = ["--namespace", "default", "--address", temporal.address, "--delete"]
     missing = tmp_path / "no-such-store"
     one_line_error(*await gc(str(missing), *common), "store does not exist")
     assert not missing.exists()
-    target = s3_place.target
+    target = rclone_place.target
     no_bucket = f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/p?endpoint_url={target.endpoint_url}"
     one_line_error(*await gc(no_bucket, *common), "cannot open store")
     (tmp_path / "empty").mkdir()

@@ -114,6 +114,27 @@ async def test_modes_are_fixed_whatever_the_umask(tmp_path: Path, umask_000: Non
     assert stat.S_IMODE(other.path_for(KEY).parent.stat().st_mode) == 0o700
 
 
+def test_the_root_and_its_missing_parents_get_dir_mode(tmp_path: Path, umask_000: None) -> None:
+    LocalBackend(tmp_path / "default" / "root")
+    assert stat.S_IMODE((tmp_path / "default").stat().st_mode) == 0o750
+    assert stat.S_IMODE((tmp_path / "default" / "root").stat().st_mode) == 0o750
+    LocalBackend(tmp_path / "private", dir_mode=0o700)
+    assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o700
+    # An existing root is the operator's: its mode is left as it is.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o775)
+    LocalBackend(shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o775
+
+
+def test_a_file_where_the_root_belongs_is_an_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "root").write_bytes(b"not a directory")
+    with pytest.raises(BackendError) as raised:
+        LocalBackend(tmp_path / "root")
+    assert str(tmp_path / "root") in str(raised.value)
+
+
 async def test_stale_temp_files_are_removed_on_start_fresh_ones_kept(tmp_path: Path) -> None:
     backend = LocalBackend(tmp_path)
     await backend.put(KEY, b"data")

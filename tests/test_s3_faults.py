@@ -33,9 +33,9 @@ from casstore.backends import Backend
 from casstore.backends.s3 import S3Backend
 from casstore.errors import BackendUnavailableError, CasstoreError, IntegrityError
 from testrig.chaos import FAULTS, ChaosProxy
-from tests.cli_helpers import assert_one_line_error, cli, s3_url
-from tests.objectstore_fixtures import DEAD_ENDPOINT
-from tests.s3_fixtures import S3Place
+from tests.support.cli import assert_one_line_error, cli, s3_url
+from tests.support.objectstore import DEAD_ENDPOINT
+from tests.support.s3 import S3Place
 
 CONTEXT = StorageDriverStoreContext(
     target=StorageDriverWorkflowInfo(namespace="default", id="faults", run_id=None, type="W")

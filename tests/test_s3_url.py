@@ -18,10 +18,8 @@ from casstore.backends.objectstore import ObjectStoreBackend
 from casstore.backends.s3 import S3Backend
 from casstore.errors import BackendPermissionError, ConfigurationError
 from casstore.ops._common import open_store
-from tests.objectstore_fixtures import DEAD_ENDPOINT
-from tests.s3_fixtures import S3Target, s3_place
-
-pytestmark = pytest.mark.integration
+from tests.support.objectstore import DEAD_ENDPOINT
+from tests.support.s3 import S3Target, s3_place
 
 KEY = "v1/default/order-42/" + "cd" * 32
 _AWS_VARIABLES = (

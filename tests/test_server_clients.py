@@ -26,7 +26,11 @@ from temporalio.worker import Worker
 
 from casstore.plugin import CasStorePlugin
 from testrig import CodecServerProcess, TemporalDevServer, find_temporal_cli, free_port
-from tests.server_workflows import ShipOrder
+from tests.support.servers import server_fixture
+from tests.support.workflows_server import ShipOrder
+
+# A codec server, a Temporal dev server and chromium.
+pytestmark = pytest.mark.integration
 
 ARTIFACTS = Path(os.environ.get("CASSTORE_TEST_ARTIFACTS", "test-artifacts"))
 CHROMIUM = "/usr/bin/chromium"
@@ -68,7 +72,7 @@ async def run_workflow(address: str, store: str) -> str:
     return workflow_id
 
 
-@pytest.fixture(scope="module")
+@server_fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     store = str(tmp_path_factory.mktemp("codec-store"))
     ui_port = free_port()
@@ -88,7 +92,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     assert "casstore serve: stopped (SIGTERM)" in out
 
 
-@pytest.fixture(scope="module")
+@server_fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)

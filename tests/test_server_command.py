@@ -23,8 +23,8 @@ from casstore import CasStorageDriver, KeyRing
 from casstore._cli import main
 from casstore.backends import LocalBackend
 from testrig import CodecServerProcess
-from tests.server_codec import EncryptionCodec
-from tests.test_server_protocol import converter
+from tests.support.codec import EncryptionCodec
+from tests.support.sdk import codec_converter
 
 ORDER = {"customer": "ada", "items": ["sku-1"]}
 REPO = Path(__file__).resolve().parent.parent
@@ -41,8 +41,8 @@ def serve_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     [
         ("json", "--codec takes MODULE:ATTR"),
         ("no_such_module_here:Codec", "cannot import module 'no_such_module_here'"),
-        ("tests.server_codec:Nope", "'tests.server_codec' has no attribute 'Nope'"),
-        ("tests.server_codec:KEY", "is a bytes, not a temporalio PayloadCodec"),
+        ("tests.support.codec:Nope", "'tests.support.codec' has no attribute 'Nope'"),
+        ("tests.support.codec:KEY", "is a bytes, not a temporalio PayloadCodec"),
     ],
 )
 def test_a_bad_codec_is_named(
@@ -108,14 +108,15 @@ def test_without_the_server_extra_the_install_hint_is_given(tmp_path: Path) -> N
     assert "pip install 'casstore[server]'" in hint
 
 
+@pytest.mark.integration
 def test_a_real_server_with_a_token_a_keyring_and_a_codec(tmp_path: Path) -> None:
     keyring_text = "k2026a:" + base64.b64encode(bytes(range(32))).decode()
     writer = CasStorageDriver(LocalBackend(tmp_path), keyring=KeyRing.from_text(keyring_text))
-    history = asyncio.run(converter(writer, codec=EncryptionCodec()).encode([ORDER]))
+    history = asyncio.run(codec_converter(writer, codec=EncryptionCodec()).encode([ORDER]))
     body = json_format.MessageToJson(Payloads(payloads=history)).encode()
     server = CodecServerProcess(
         "--store", str(tmp_path), "--port", "0", "--namespace", "default",
-        "--codec", "tests.server_codec:EncryptionCodec", "--auth-token-env", "CODEC_TOKEN",
+        "--codec", "tests.support.codec:EncryptionCodec", "--auth-token-env", "CODEC_TOKEN",
         "--keyring", "env:CASSTORE_TEST_KEYRING",
         env={**os.environ, "CODEC_TOKEN": "s3cret", "CASSTORE_TEST_KEYRING": keyring_text},
         cwd=REPO,

@@ -10,74 +10,36 @@ from typing import Any
 
 import httpx
 import pytest
-from google.protobuf import json_format
 from starlette.applications import Starlette
 from starlette.routing import Mount
-from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.api.common.v1 import Payload
 from temporalio.contrib.aws.s3driver import S3StorageDriver
 from temporalio.contrib.aws.s3driver.aioboto3 import new_aioboto3_client
 from temporalio.converter import (
     DataConverter,
     ExternalStorage,
-    PayloadCodec,
     StorageDriver,
     StorageDriverClaim,
-    StorageDriverStoreContext,
-    StorageDriverWorkflowInfo,
 )
 
 from casstore import CasStorageDriver, KeyRing
 from casstore._format.claims import parse_claim_data
 from casstore.backends import MemoryBackend
 from casstore.server import bearer_token_authorizer, create_app
-from tests.helpers import OpenCloseBackend
-from tests.s3_fixtures import S3Target, s3_place
-from tests.server_codec import ENCODING as ENCRYPTED
-from tests.server_codec import EncryptionCodec
-
-JSON = {"Content-Type": "application/json"}
-ORDER = {"customer": "ada", "items": ["sku-1", "sku-2"]}
-
-
-def converter(
-    *drivers: StorageDriver,
-    namespace: str = "default",
-    workflow_id: str = "order-42",
-    codec: PayloadCodec | None = None,
-    threshold: int = 0,
-) -> DataConverter:
-    """A worker's converter, bound to a workflow target as the SDK binds it while storing."""
-    plain = dataclasses.replace(
-        DataConverter.default,
-        payload_codec=codec,
-        external_storage=ExternalStorage(drivers=list(drivers), payload_size_threshold=threshold),
-    )
-    # _with_store_context is how the SDK binds targets; there is no public hook.
-    return plain._with_store_context(
-        StorageDriverStoreContext(
-            target=StorageDriverWorkflowInfo(namespace=namespace, id=workflow_id)
-        )
-    )
-
-
-async def stored(driver: StorageDriver, *values: Any, **options: Any) -> list[Payload]:
-    """What history holds for ``values`` written by a worker through ``driver``."""
-    return await converter(driver, **options).encode(list(values))
-
-
-def body(payloads: list[Payload]) -> str:
-    """Proto3 JSON, as the Web UI and the CLI send it."""
-    return json_format.MessageToJson(Payloads(payloads=payloads))
-
-
-def payloads_of(response: httpx.Response) -> list[Payload]:
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "application/json"
-    return list(json_format.Parse(response.text, Payloads()).payloads)
-
-
-def values_of(response: httpx.Response) -> list[Any]:
-    return DataConverter.default.payload_converter.from_payloads(payloads_of(response))
+from tests.support.codec import ENCODING as ENCRYPTED
+from tests.support.codec import EncryptionCodec
+from tests.support.s3 import S3Target, s3_place
+from tests.support.sdk import OpenCloseBackend, codec_converter
+from tests.support.server_http import (
+    JSON,
+    ORDER,
+    body,
+    payloads_of,
+    post,
+    still_serving,
+    stored,
+    values_of,
+)
 
 
 def is_reference(payload: Payload) -> bool:
@@ -117,23 +79,6 @@ async def make_client() -> AsyncIterator[ClientFactory]:
 @pytest.fixture
 def client(make_client: ClientFactory, driver: CasStorageDriver) -> httpx.AsyncClient:
     return make_client(driver, cors_origins=["http://localhost:8233"])
-
-
-async def post(
-    client: httpx.AsyncClient,
-    path: str,
-    content: str | bytes,
-    namespace: str | None = "default",
-    **headers: str,
-) -> httpx.Response:
-    sent = {**JSON, **({"X-Namespace": namespace} if namespace else {}), **headers}
-    return await client.post(path, content=content, headers=sent)
-
-
-async def still_serving(client: httpx.AsyncClient, driver: CasStorageDriver) -> None:
-    """A good request still succeeds after a bad one."""
-    response = await post(client, "/decode", body(await stored(driver, "still here")))
-    assert values_of(response) == ["still here"]
 
 
 # Routes and the three operations.
@@ -282,7 +227,7 @@ async def test_codec_decodes_after_resolving(make_client: ClientFactory) -> None
     plain = DataConverter.default.payload_converter.to_payloads([ORDER])
     encoded = payloads_of(await post(client, "/encode", body(plain)))
     assert is_reference(encoded[0])
-    worker = converter(driver, codec=EncryptionCodec())
+    worker = codec_converter(driver, codec=EncryptionCodec())
     assert await worker.decode(encoded) == [ORDER]
 
 

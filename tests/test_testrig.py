@@ -32,6 +32,7 @@ from testrig import (
     free_port,
 )
 from testrig.chaos import Answer, ChaosProxy
+from tests.support.servers import server_fixture
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,6 +123,7 @@ async def _list_namespaces(client: Any) -> Any:
         yield ns
 
 
+@pytest.mark.integration  # starts a server
 def test_temporal_dev_server_lifecycle() -> None:
     server = TemporalDevServer()
     server.start()
@@ -142,6 +144,7 @@ def test_temporal_dev_server_lifecycle() -> None:
     server.stop()  # idempotent
 
 
+@pytest.mark.integration  # starts a server
 def test_temporal_two_servers_side_by_side_with_extra_namespace(tmp_path: Path) -> None:
     db = tmp_path / "temporal.sqlite"
     log = tmp_path / "temporal.log"
@@ -156,6 +159,7 @@ def test_temporal_two_servers_side_by_side_with_extra_namespace(tmp_path: Path) 
     assert log.exists()  # caller-provided logs are kept
 
 
+@pytest.mark.integration  # starts a server
 def test_temporal_startup_failure_reports_log(tmp_path: Path) -> None:
     from testrig import ServerStartError
 
@@ -171,14 +175,14 @@ def test_temporal_startup_failure_reports_log(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
+@server_fixture(scope="function")
 def moto_server() -> Iterator[MotoS3Server]:
     with MotoS3Server() as server:
         yield server
         server.reset()
 
 
-@pytest.fixture
+@server_fixture(scope="function")
 def rclone_server() -> Iterator[RcloneS3Server]:
     with RcloneS3Server() as server:
         yield server
@@ -203,6 +207,7 @@ def _roundtrip(server: S3Server) -> Any:
     return s3
 
 
+@pytest.mark.integration  # starts a server
 def test_moto_roundtrip_and_conditional_put(moto_server: MotoS3Server) -> None:
     print(f"moto ready in {moto_server.startup_seconds:.2f}s")
     s3 = _roundtrip(moto_server)
@@ -214,6 +219,7 @@ def test_moto_roundtrip_and_conditional_put(moto_server: MotoS3Server) -> None:
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"first"
 
 
+@pytest.mark.integration  # starts a server
 def test_moto_reset_wipes_state(moto_server: MotoS3Server) -> None:
     moto_server.create_bucket("to-be-wiped")
     s3 = moto_server.boto3_client()
@@ -222,6 +228,7 @@ def test_moto_reset_wipes_state(moto_server: MotoS3Server) -> None:
     assert s3.list_buckets()["Buckets"] == []
 
 
+@pytest.mark.integration  # starts a server
 def test_rclone_roundtrip_and_conditional_put(rclone_server: RcloneS3Server) -> None:
     print(f"rclone ready in {rclone_server.startup_seconds:.2f}s")
     s3 = _roundtrip(rclone_server)
@@ -238,6 +245,7 @@ def test_rclone_roundtrip_and_conditional_put(rclone_server: RcloneS3Server) -> 
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"second"
 
 
+@pytest.mark.integration  # starts a server
 def test_rclone_rejects_wrong_credentials(rclone_server: RcloneS3Server) -> None:
     rclone_server.create_bucket("locked")
     import boto3  # type: ignore[import-untyped, unused-ignore]
@@ -262,6 +270,7 @@ def test_rclone_rejects_wrong_credentials(rclone_server: RcloneS3Server) -> None
     assert not (rclone_server.root / "locked" / "k").exists()
 
 
+@pytest.mark.integration  # starts a server
 def test_rclone_given_root_is_kept_and_stop_is_idempotent(tmp_path: Path) -> None:
     root = tmp_path / "s3root"
     (root / "prebucket").mkdir(parents=True)
@@ -280,6 +289,7 @@ def test_rclone_given_root_is_kept_and_stop_is_idempotent(tmp_path: Path) -> Non
     assert (root / "prebucket" / "obj").read_bytes() == b"on-disk"
 
 
+@pytest.mark.integration  # starts a server
 def test_rclone_flush_dir_cache_shows_out_of_band_changes(
     rclone_server: RcloneS3Server,
 ) -> None:
@@ -298,6 +308,7 @@ def test_rclone_flush_dir_cache_shows_out_of_band_changes(
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="oob")["Contents"]] == ["d/new"]
 
 
+@pytest.mark.integration  # starts a server
 def test_rclone_temp_root_is_removed() -> None:
     with RcloneS3Server() as server:
         root = server.root
@@ -311,6 +322,7 @@ def test_rclone_temp_root_is_removed() -> None:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # starts a server
 def test_chaos_proxy_gives_scheduled_answers_to_matching_requests(
     moto_server: MotoS3Server,
 ) -> None:
@@ -375,6 +387,7 @@ _CHILD = textwrap.dedent(
         ("TemporalDevServer", "sigkill"),
     ],
 )
+@pytest.mark.integration  # starts a server
 def test_server_does_not_outlive_crashed_caller(cls: str, how: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", _CHILD.format(cls=cls), how, str(tmp_path)],

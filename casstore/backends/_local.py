@@ -21,6 +21,7 @@ from casstore.backends._localfs import (
     TooLargeError,
     fsync_dir,
     lstat_regular,
+    make_root,
     open_dir,
     read_bounded,
     remove_stale_temps,
@@ -62,7 +63,8 @@ class LocalBackend(Backend):
     Blocking file I/O runs in worker threads, off the event loop.
 
     Args:
-        root: Directory holding the objects; created if missing.
+        root: Directory holding the objects; created if missing (with
+            ``dir_mode``, as are missing parents).
         fsync: Flush each new object (and its directory entry) to stable
             storage before reporting it written. Turn off only for scratch
             stores whose loss after a crash is acceptable.
@@ -87,7 +89,7 @@ class LocalBackend(Backend):
         self._file_mode = file_mode & 0o777
         self._dir_mode = dir_mode & 0o777
         with self._translate("", self._root):
-            self._root.mkdir(parents=True, exist_ok=True)
+            make_root(str(self._root), self._dir_mode)
             if stale_temp_age is not None:
                 self.remove_stale_temp_files(stale_temp_age)
 

@@ -44,6 +44,30 @@ class TooLargeError(OSError):
         self.limit = limit
 
 
+def make_root(root: str, mode: int) -> None:
+    """Create ``root`` and its missing parents, each with exactly ``mode``.
+
+    An existing directory keeps the mode it has: it is the operator's. A
+    directory another process creates meanwhile is left to that process.
+    """
+    missing = []
+    path = os.path.abspath(root)
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", directory) from None
+            continue
+        os.chmod(directory, mode)  # mkdir's mode is filtered by the umask; chmod is not
+
+
 @contextlib.contextmanager
 def open_dir(
     root: str, parts: Sequence[str], *, create: bool = False, mode: int = 0o750

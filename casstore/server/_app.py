@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar, Unpack
 
 from starlette.applications import Starlette
@@ -22,10 +23,12 @@ from casstore._url import open_backend
 from casstore.backends._base import Backend
 from casstore.errors import ConfigurationError
 from casstore.plugin import DEFAULT_PAYLOAD_SIZE_THRESHOLD, DriverOptions
+from casstore.server._admission import Admission, request_cost
 from casstore.server._auth import Authorizer
 from casstore.server._cors import CorsMiddleware, normalize_origin
 from casstore.server._namespaces import ClaimNamespace
 from casstore.server._protocol import ProtocolError, dump_payloads, error_body, parse_payloads
+from casstore.server._sending import TicketedResponse
 from casstore.server._service import PayloadService
 
 logger = logging.getLogger("casstore.server")
@@ -35,8 +38,16 @@ _T = TypeVar("_T")
 OPERATIONS = ("encode", "decode", "download")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_BYTES_IN_FLIGHT = 128 * 1024 * 1024
+DEFAULT_MAX_REFERENCES = 1000
+DEFAULT_MAX_READS_PER_REQUEST = 8
+DEFAULT_BODY_TIMEOUT = 60.0
+DEFAULT_SEND_TIMEOUT = 30.0
 _OFFLOAD_BYTES = 256 * 1024
 """Bodies at least this large are parsed and serialized in a worker thread."""
+_SERIALIZER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="casstore-server-json")
+"""Threads of their own, so large bodies' JSON work never queues ahead of the
+default executor's jobs: small requests' file reads and verification."""
 _MAX_NAMESPACE_LENGTH = 1000
 
 
@@ -52,8 +63,13 @@ def create_app(
     claim_namespace: ClaimNamespace | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-    max_concurrent_requests: int = 16,
+    max_concurrent_requests: int = 4,
     inline_max_bytes: int = 0,
+    max_references: int = DEFAULT_MAX_REFERENCES,
+    max_reads_per_request: int = DEFAULT_MAX_READS_PER_REQUEST,
+    max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    send_timeout: float = DEFAULT_SEND_TIMEOUT,
     **driver_options: Unpack[DriverOptions],
 ) -> Starlette:
     """Build the codec server: ``POST /encode``, ``/decode``, ``/download`` (also ``/{ns}/...``).
@@ -79,12 +95,23 @@ def create_app(
             S3 and GCS drivers' keys itself).
         max_body_bytes: Larger request bodies get 413.
         max_response_bytes: Most payload bytes one response may carry (413).
-        max_concurrent_requests: Requests processed at once; more wait.
+        max_concurrent_requests: Large requests (holding more than 1 MiB)
+            processed at once; more wait. Small ones have their own lane. Large
+            requests are CPU-bound (verification, base64, JSON): a few at a
+            time serve as many bytes per second and leave the CPU to small ones.
         inline_max_bytes: The Web UI asks ``/decode`` to keep references
             (``preserveStorageRefs=true``) and offers a download button for
             each; references to payloads at most this large are resolved
             anyway, so small values show on the page. 0 (the default, as the
             Go SDK's handler) keeps them all.
+        max_references: Most distinct references one request may resolve (413).
+        max_reads_per_request: Reads one request has in flight at once.
+        max_bytes_in_flight: Bytes all admitted requests hold together: their
+            bodies and the payloads they resolve, counted until the response
+            is sent (see docs/codec-server.md, "Limits").
+        body_timeout: Seconds a client has to send the whole body (408).
+        send_timeout: Seconds a client may take to accept one 256 KiB chunk
+            of its response before its connection is dropped.
         **driver_options: Options for the driver built from a URL or backend.
 
     Returns:
@@ -121,6 +148,11 @@ def create_app(
         ("max_body_bytes", max_body_bytes),
         ("max_response_bytes", max_response_bytes),
         ("max_concurrent_requests", max_concurrent_requests),
+        ("max_references", max_references),
+        ("max_reads_per_request", max_reads_per_request),
+        ("max_bytes_in_flight", max_bytes_in_flight),
+        ("body_timeout", body_timeout),
+        ("send_timeout", send_timeout),
     ):
         if value <= 0:
             raise ConfigurationError(f"{option} must be greater than zero, got {value}")
@@ -143,11 +175,15 @@ def create_app(
             claim_namespace=claim_namespace,
             max_response_bytes=max_response_bytes,
             inline_max_bytes=inline_max_bytes,
+            max_references=max_references,
+            max_reads_per_request=max_reads_per_request,
         ),
         authorize=authorize,
         default_namespace=namespace,
         max_body_bytes=max_body_bytes,
-        max_concurrent_requests=max_concurrent_requests,
+        admission=Admission(max_bytes_in_flight, max_concurrent_requests),
+        body_timeout=body_timeout,
+        send_timeout=send_timeout,
     )
 
     @contextlib.asynccontextmanager
@@ -183,37 +219,32 @@ class _Handler:
         authorize: Authorizer | None,
         default_namespace: str | None,
         max_body_bytes: int,
-        max_concurrent_requests: int,
+        admission: Admission,
+        body_timeout: float,
+        send_timeout: float,
     ) -> None:
         self._service = service
         self._authorize = authorize
         self._default_namespace = default_namespace
         self._max_body_bytes = max_body_bytes
-        self._slots = asyncio.Semaphore(max_concurrent_requests)
+        self._admission = admission
+        self._body_timeout = body_timeout
+        self._send_timeout = send_timeout
 
     async def handle(self, request: Request) -> Response:
         operation = request.path_params["operation"]
         if operation not in OPERATIONS:
-            return _error(
-                404,
-                f"unknown path {request.url.path}; expected /encode, /decode or "
-                "/download, optionally under /{namespace}/",
-            )
+            return _refused(request, 404, _unknown_path(request))
         try:
             namespace = self._namespace(request)
             await self._check_authorized(request, namespace)
             _check_content_type(request)
             body = await self._read_body(request)
-            async with self._slots:
-                return await self._respond(request, operation, namespace, body)
+            return await self._respond(request, operation, namespace, body)
         except ProtocolError as exc:
-            level = logging.ERROR if exc.status >= 500 else logging.INFO
-            logger.log(
-                level, "%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.message
-            )
-            return _error(exc.status, exc.message, key=exc.key)
+            return _refused(request, exc.status, exc.message, key=exc.key)
         except ClientDisconnect:
-            return _error(400, "the client disconnected before sending the whole body")
+            return _refused(request, 400, "the client disconnected before sending the whole body")
         except Exception as exc:  # the server keeps serving and never shows a traceback
             logger.exception("%s %s failed", request.method, request.url.path)
             return _error(
@@ -265,11 +296,19 @@ class _Handler:
             raise self._too_large(int(declared))
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self._max_body_bytes:
-                raise self._too_large(size)
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > self._max_body_bytes:
+                        raise self._too_large(size)
+                    chunks.append(chunk)
+        except TimeoutError as exc:
+            raise ProtocolError(
+                408,
+                f"the request body did not arrive within {self._body_timeout:g} s "
+                f"(body_timeout; {size} bytes received)",
+            ) from exc
         return b"".join(chunks)
 
     def _too_large(self, size: int) -> ProtocolError:
@@ -283,21 +322,31 @@ class _Handler:
         self, request: Request, operation: str, namespace: str, body: bytes
     ) -> Response:
         payloads = await _off_loop_if_large(len(body), parse_payloads, body)
-        if operation == "decode":
-            preserve = request.query_params.get("preserveStorageRefs", "").lower() == "true"
-            result = await self._service.decode(payloads, namespace, preserve_references=preserve)
-        elif operation == "download":
-            result = await self._service.download(payloads, namespace)
-        else:
-            result = await self._service.encode(payloads, namespace)
-        size = sum(p.ByteSize() for p in result)
-        content = await _off_loop_if_large(size, dump_payloads, result)
-        return Response(content, media_type="application/json")
+        preserve = request.query_params.get("preserveStorageRefs", "").lower() == "true"
+        preserve = preserve and operation == "decode"
+        resolved = self._service.cost(payloads, operation, preserve=preserve)
+        ticket = await self._admission.admit(request_cost(len(body), resolved))
+        try:
+            if operation == "decode":
+                result = await self._service.decode(
+                    payloads, namespace, preserve_references=preserve
+                )
+            elif operation == "download":
+                result = await self._service.download(payloads, namespace)
+            else:
+                result = await self._service.encode(payloads, namespace)
+            size = sum(p.ByteSize() for p in result)
+            content = await _off_loop_if_large(size, dump_payloads, result)
+        except BaseException:
+            ticket.release()
+            raise
+        return TicketedResponse(content, ticket, self._send_timeout)
 
 
 async def _off_loop_if_large(size: int, func: Callable[[_A], _T], arg: _A) -> _T:
     if size >= _OFFLOAD_BYTES:
-        return await asyncio.to_thread(func, arg)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_SERIALIZER, func, arg)
     return func(arg)
 
 
@@ -329,13 +378,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
         message = f"method {request.method} not allowed on {request.url.path}; use POST"
-        response = _error(405, message)
+        response = _refused(request, 405, message)
         response.headers["Allow"] = "POST, OPTIONS"
         return response
     if exc.status_code == 404:
-        return _error(
-            404,
-            f"unknown path {request.url.path}; expected /encode, /decode or "
-            "/download, optionally under /{namespace}/",
-        )
-    return _error(exc.status_code, str(exc.detail))
+        return _refused(request, 404, _unknown_path(request))
+    return _refused(request, exc.status_code, str(exc.detail))
+
+
+def _unknown_path(request: Request) -> str:
+    return (
+        f"unknown path {request.url.path}; expected /encode, /decode or "
+        "/download, optionally under /{namespace}/"
+    )
+
+
+def _refused(request: Request, status: int, message: str, *, key: str | None = None) -> Response:
+    """Log a refused (4xx, info) or failed (5xx, error) request, then answer it."""
+    level = logging.ERROR if status >= 500 else logging.INFO
+    logger.log(level, "%s %s -> %d: %s", request.method, request.url.path, status, message)
+    return _error(status, message, key=key)

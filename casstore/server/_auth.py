@@ -19,18 +19,23 @@ and ``X-Namespace``, which the server has already turned into ``namespace``.
 def bearer_token_authorizer(token: str) -> Authorizer:
     """An authorizer that allows requests carrying ``Authorization: Bearer <token>``.
 
-    Compares in constant time; every namespace is allowed to a holder of the token.
+    The scheme is case-insensitive (RFC 7235: ``bearer``, ``BEARER``), separated
+    from the token by one or more spaces; the token is compared in constant
+    time. Every namespace is allowed to a holder of the token.
 
     Raises:
         ConfigurationError: For an empty token.
     """
     if not token:
         raise ConfigurationError("the bearer token must not be empty")
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
 
     def authorize(headers: Mapping[str, str], namespace: str) -> bool:
         del namespace  # one token for every namespace
-        given = headers.get("authorization", "").encode()
+        scheme, _, credentials = headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        given = credentials.lstrip(" ").encode("utf-8", "surrogateescape")
         return hmac.compare_digest(given, expected)
 
     return authorize

@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import ipaddress
 import logging
+import math
 import os
 import signal
 import socket
@@ -15,6 +16,9 @@ from types import FrameType
 from typing import Any, TextIO
 
 DEFAULT_PORT = 8081
+DEFAULT_MAX_CONNECTIONS = 1000
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 _EXIT_USAGE = 2
 
 
@@ -80,7 +84,47 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="show payloads up to this size decoded in the Web UI instead of as a download "
         "(default 0: every stored payload is a download, as the Go SDK's handler does)",
     )
+    _add_limits(parser)
     parser.set_defaults(func=run)
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    """Flags bounding what one request and all clients together can take (see "Limits")."""
+    limits = parser.add_argument_group("limits (docs/codec-server.md, Limits)")
+    for flag, kind, default, metavar, text in (
+        ("--max-references", int, 1000, "N", "distinct references one request may resolve"),
+        ("--max-reads-per-request", int, 8, "N", "reads one request has in flight at once"),
+        ("--max-bytes-in-flight", int, 128 * 1024 * 1024, "BYTES",
+         "bytes all requests hold together, counted until each response is sent"),
+        ("--max-concurrent-requests", int, 4, "N", "large requests (over 1 MiB) run at once"),
+        ("--max-connections", int, DEFAULT_MAX_CONNECTIONS, "N",
+         "open connections (kept 256 below the descriptor limit)"),
+        ("--header-timeout", float, DEFAULT_HEADER_TIMEOUT, "SECONDS",
+         "time a connection has to send its request line and headers"),
+        ("--body-timeout", float, 60.0, "SECONDS", "time a client has to send the body"),
+        ("--send-timeout", float, 30.0, "SECONDS",
+         "time a client may take to accept each 256 KiB of its response"),
+        ("--shutdown-timeout", float, DEFAULT_SHUTDOWN_TIMEOUT, "SECONDS",
+         "on SIGTERM, time running requests get before they are cancelled"),
+    ):  # fmt: skip
+        limits.add_argument(
+            flag, type=_positive(kind), default=default, metavar=metavar,
+            help=f"{text} (default %(default)s)",
+        )  # fmt: skip
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be greater than zero, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def _port(text: str) -> int:
@@ -106,7 +150,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         warning = exposure_warning(args.host, authenticated=bool(args.auth_token_env))
         if warning:
             print(f"casstore serve: warning: {warning}", file=sys.stderr)
-        return asyncio.run(_serve(app, args.host, args.port, out))
+        return asyncio.run(_serve(app, args, out))
     except (ServeError, CasstoreError) as exc:
         print(f"casstore serve: error: {exc}", file=sys.stderr)
         return _EXIT_USAGE
@@ -120,6 +164,14 @@ def _log_requests_to_stderr() -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
+    # A dropped slow reader is logged by casstore.server; uvicorn's traceback adds nothing.
+    logging.getLogger("uvicorn.error").addFilter(_not_a_slow_client)
+
+
+def _not_a_slow_client(record: logging.LogRecord) -> bool:
+    from casstore.server._sending import SlowClientError
+
+    return not (record.exc_info and isinstance(record.exc_info[1], SlowClientError))
 
 
 def _build_app(args: argparse.Namespace) -> Any:
@@ -147,6 +199,12 @@ def _build_app(args: argparse.Namespace) -> Any:
         namespace=args.namespace,
         payload_size_threshold=args.threshold,
         inline_max_bytes=args.inline_max_bytes,
+        max_references=args.max_references,
+        max_reads_per_request=args.max_reads_per_request,
+        max_bytes_in_flight=args.max_bytes_in_flight,
+        max_concurrent_requests=args.max_concurrent_requests,
+        body_timeout=args.body_timeout,
+        send_timeout=args.send_timeout,
         name=args.driver_name,
         keyring=keyring,
     )
@@ -199,9 +257,12 @@ def load_codec(spec: str) -> Any:
     return target
 
 
-async def _serve(app: Any, host: str, port: int, out: TextIO) -> int:
+async def _serve(app: Any, args: argparse.Namespace, out: TextIO) -> int:
     import uvicorn
 
+    from casstore.server._connections import ACCEPT_BACKLOG, connection_cap, guarded_protocol
+
+    host, port = args.host, args.port
     # Bind here, so a taken port or a bad address is reported in our words,
     # and the printed port is the real one (--port 0).
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -209,7 +270,7 @@ async def _serve(app: Any, host: str, port: int, out: TextIO) -> int:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(128)
+        sock.listen(ACCEPT_BACKLOG)
     except OSError as exc:
         sock.close()
         raise ServeError(f"could not listen on {host}:{port}: {exc.strerror or exc}") from exc
@@ -231,7 +292,16 @@ async def _serve(app: Any, host: str, port: int, out: TextIO) -> int:
                 self.force_exit = True
             self.should_exit = True
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        backlog=ACCEPT_BACKLOG,
+        http=guarded_protocol(connection_cap(args.max_connections), args.header_timeout),
+        # limit_concurrency is not set: it answers 503 yet keeps the connections open.
+        timeout_graceful_shutdown=math.ceil(args.shutdown_timeout),
+    )
     server = Server(config)
 
     async def serve() -> None:

@@ -10,6 +10,7 @@ origin but never credentials; an exact origin also gets
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -17,6 +18,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from casstore.errors import ConfigurationError
+
+logger = logging.getLogger("casstore.server")
 
 ALLOWED_HEADERS = ("Content-Type", "X-Namespace", "Authorization", "Authorization-Extras")
 ALLOWED_METHODS = ("POST", "OPTIONS")
@@ -59,6 +62,7 @@ class CorsMiddleware:
         if not (exact or self._any):
             allowed = ", ".join(sorted(self._exact | ({"*"} if self._any else set()))) or "none"
             await _refuse(
+                scope,
                 send,
                 f"origin {origin!r} is not allowed by this codec server "
                 f"(allowed origins: {allowed}; see --cors-origin)",
@@ -68,7 +72,7 @@ class CorsMiddleware:
         if exact:
             cors["Access-Control-Allow-Credentials"] = "true"
         if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-            await self._preflight(headers, cors, send)
+            await self._preflight(scope, headers, cors, send)
             return
 
         async def send_with_cors(message: Message) -> None:
@@ -80,10 +84,14 @@ class CorsMiddleware:
 
         await self._app(scope, receive, send_with_cors)
 
-    async def _preflight(self, headers: Headers, cors: dict[str, str], send: Send) -> None:
+    async def _preflight(
+        self, scope: Scope, headers: Headers, cors: dict[str, str], send: Send
+    ) -> None:
         method = headers["access-control-request-method"].upper()
         if method not in ALLOWED_METHODS:
-            await _refuse(send, f"method {method} is not allowed; this codec server takes POST")
+            await _refuse(
+                scope, send, f"method {method} is not allowed; this codec server takes POST"
+            )
             return
         requested = [
             h.strip().lower()
@@ -93,6 +101,7 @@ class CorsMiddleware:
         refused = [h for h in requested if h not in self._allowed_headers]
         if refused:
             await _refuse(
+                scope,
                 send,
                 f"request header(s) {', '.join(refused)} not allowed "
                 f"(allowed: {', '.join(ALLOWED_HEADERS)})",
@@ -116,7 +125,8 @@ class CorsMiddleware:
         await send({"type": "http.response.body", "body": b""})
 
 
-async def _refuse(send: Send, message: str) -> None:
+async def _refuse(scope: Scope, send: Send, message: str) -> None:
+    logger.info("%s %s -> 403: %s", scope.get("method"), scope.get("path"), message)
     body = json.dumps({"status": 403, "message": message}).encode()
     await send(
         {

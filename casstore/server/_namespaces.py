@@ -31,6 +31,7 @@ from casstore._format.keys import (
 )
 from casstore.errors import ClaimError
 from casstore.server._protocol import ProtocolError
+from casstore.server._sdk_claims import check_sdk_claim
 
 ClaimNamespace = Callable[[str, Mapping[str, str]], str | None]
 """``(driver name, claim data) -> namespace`` of a claim, or ``None`` if it has none."""
@@ -51,15 +52,24 @@ def check_namespace(
     Raises:
         ProtocolError: 403 naming both namespaces; 400 for a malformed casstore claim.
     """
+    field = None if isinstance(driver, CasStorageDriver) else _SDK_KEY_TYPES.get(driver.type())
+    if field is not None:
+        check_sdk_claim(driver.type(), field, claim_data, where)
     if claim_namespace is not None and not isinstance(driver, CasStorageDriver):
-        owner = claim_namespace(driver.name(), claim_data)
+        try:
+            owner = claim_namespace(driver.name(), claim_data)
+        except (KeyError, ValueError, TypeError) as exc:  # it could not parse the claim
+            raise ProtocolError(
+                400,
+                f"{where}: the claim of driver {driver.name()!r} cannot be read "
+                f"(claim_namespace raised {type(exc).__name__}: {exc})",
+            ) from exc
         if owner is not None and owner != namespace:
             raise _refused(where, repr(owner), namespace, driver)
         return
     if isinstance(driver, CasStorageDriver):
         _check_casstore(driver, claim_data, namespace, where)
         return
-    field = _SDK_KEY_TYPES.get(driver.type())
     if field is None:
         raise ProtocolError(
             403,
@@ -67,7 +77,7 @@ def check_namespace(
             f"(type {driver.type()!r}) belongs to, so it is refused; give the server a "
             "claim_namespace callback for this driver",
         )
-    key = claim_data.get(field, "")
+    key = claim_data[field]
     segments = key.split("/")
     if len(segments) < 3 or segments[0] != "v0":
         raise ProtocolError(

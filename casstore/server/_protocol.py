@@ -28,6 +28,7 @@ _PAYLOAD_FIELDS = {
 _EXTERNAL_FIELDS = {"sizeBytes": "sizeBytes", "size_bytes": "sizeBytes"}
 _INT64_MAX = (1 << 63) - 1
 _URL_SAFE = str.maketrans("-_", "+/")
+TOO_DEEP = "is JSON nested too deeply to parse (Payloads are at most 4 levels deep)"
 EXPECTED = 'proto3 JSON of temporal.api.common.v1.Payloads, like {"payloads": [...]}'
 
 
@@ -55,6 +56,8 @@ def parse_payloads(body: bytes) -> list[Payload]:
         raise ProtocolError(
             400, f"request body is not valid JSON ({exc}); expected {EXPECTED}"
         ) from exc
+    except RecursionError as exc:
+        raise ProtocolError(400, f"request body {TOO_DEEP}; expected {EXPECTED}") from exc
     if not isinstance(document, dict):
         raise ProtocolError(
             400, f"request body is a JSON {_kind(document)}, not an object; expected {EXPECTED}"

@@ -30,6 +30,7 @@ LEGACY_REFERENCE_ENCODING = b"json/external-storage-reference"
 ENCODED_REFERENCE_MARKER = "__temporal_external_storage_reference"
 
 _converter = JSONProtoPayloadConverter()
+_TOO_DEEP = "is JSON nested too deeply to parse (a reference is 3 levels deep)"
 
 
 def is_reference(payload: Payload) -> bool:
@@ -88,9 +89,47 @@ def read_reference(payload: Payload, where: str) -> ExternalStorageReference:
             f"{where} is a storage reference whose data is not a valid "
             f"ExternalStorageReference: {exc}",
         ) from exc
+    except RecursionError as exc:
+        raise ProtocolError(400, f"{where} is a storage reference whose data {_TOO_DEEP}") from exc
     if not reference.driver_name:
         raise ProtocolError(400, f"{where} is a storage reference without a driverName")
     return reference
+
+
+def check_reference_to_write(payload: Payload, where: str) -> None:
+    """Refuse a reference that workers could not read, before it goes into history.
+
+    ``/encode`` output is written to Event History, and the SDK reads references
+    strictly (unknown fields refused); so a payload typed as a reference must be
+    one, exactly, in either encoding. Readers here stay lenient (unknown fields
+    ignored) so that histories written by newer SDKs still resolve.
+
+    Raises:
+        ProtocolError: 400 naming the payload and what is wrong with it.
+    """
+    if payload.metadata.get("encoding") == LEGACY_REFERENCE_ENCODING:
+        _read_legacy(payload, where)
+        document = json.loads(payload.data)
+        unknown = sorted(set(document) - {"driver_name", "driver_claim"})
+        unknown += sorted(
+            f"driver_claim.{k}" for k in set(document["driver_claim"]) - {"claim_data"}
+        )
+        if unknown:
+            raise ProtocolError(
+                400,
+                f"{where} is a legacy storage reference with unknown field(s) "
+                f"{', '.join(map(repr, unknown))}; workers could not read it",
+            )
+        return
+    read_reference(payload, where)
+    try:
+        json_format.Parse(payload.data, ExternalStorageReference())
+    except (json_format.ParseError, UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(
+            400,
+            f"{where} is a storage reference that workers could not read "
+            f"(the SDK refuses unknown fields): {exc}",
+        ) from exc
 
 
 def _read_legacy(payload: Payload, where: str) -> ExternalStorageReference:
@@ -99,6 +138,10 @@ def _read_legacy(payload: Payload, where: str) -> ExternalStorageReference:
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(
             400, f"{where} is a legacy storage reference whose data is not JSON: {exc}"
+        ) from exc
+    except RecursionError as exc:
+        raise ProtocolError(
+            400, f"{where} is a legacy storage reference whose data {_TOO_DEEP}"
         ) from exc
     driver_name = document.get("driver_name") if isinstance(document, dict) else None
     claim = document.get("driver_claim") if isinstance(document, dict) else None

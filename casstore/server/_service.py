@@ -36,6 +36,7 @@ from casstore.errors import (
 from casstore.server._namespaces import ClaimNamespace, check_namespace
 from casstore.server._protocol import ProtocolError
 from casstore.server._references import (
+    check_reference_to_write,
     is_encoded_reference,
     is_reference,
     make_reference,
@@ -70,6 +71,8 @@ class PayloadService:
         claim_namespace: ClaimNamespace | None,
         max_response_bytes: int,
         inline_max_bytes: int = 0,
+        max_references: int = 1000,
+        max_reads_per_request: int = 8,
     ) -> None:
         self._drivers = {driver.name(): driver for driver in drivers}
         self._store_driver = drivers[0]
@@ -78,6 +81,32 @@ class PayloadService:
         self._claim_namespace = claim_namespace
         self._max_response_bytes = max_response_bytes
         self._inline_max_bytes = inline_max_bytes
+        self._max_references = max_references
+        self._max_reads = max_reads_per_request
+
+    def cost(self, payloads: Sequence[Payload], operation: str, *, preserve: bool) -> int:
+        """The payload bytes a request will resolve, as its references say (0 if unknown).
+
+        An estimate made before anything is read, for admission; the response
+        size is checked again against what was read.
+        """
+        if operation == "encode" or (preserve and not self._inline_max_bytes):
+            return 0
+        total = 0
+        for payload in payloads:
+            if not is_reference(payload) or is_encoded_reference(payload):
+                continue
+            try:
+                reference = read_reference(payload, "")
+            except ProtocolError:
+                continue  # reported with its position when the request runs
+            driver = self._drivers.get(reference.driver_name)
+            if driver is None:
+                continue
+            size = _stored_size(driver, dict(reference.claim_data), payload) or 0
+            if not preserve or size <= self._inline_max_bytes:
+                total += size
+        return total
 
     async def decode(
         self, payloads: list[Payload], namespace: str, *, preserve_references: bool
@@ -104,6 +133,9 @@ class PayloadService:
 
     async def encode(self, payloads: list[Payload], namespace: str) -> list[Payload]:
         """Codec-encode, then store what is at or above the threshold (the inverse of decode)."""
+        for i, payload in enumerate(payloads):
+            if is_reference(payload):
+                check_reference_to_write(payload, f"payloads[{i}]")
         if self._codec is not None:
             payloads = await self._run_codec(self._codec.encode, payloads, "encode")
         context = StorageDriverStoreContext(target=StorageDriverWorkflowInfo(namespace=namespace))
@@ -172,6 +204,12 @@ class PayloadService:
             check_namespace(driver, claim_data, namespace, where, self._claim_namespace)
             claimed_bytes += size or 0
             wanted.setdefault((driver.name(), tuple(sorted(claim_data.items()))), []).append(i)
+            if len(wanted) > self._max_references:
+                raise ProtocolError(
+                    413,
+                    f"the request references more than {self._max_references} distinct stored "
+                    f"payloads (max_references), from {where} on; ask for fewer at a time",
+                )
         if not wanted:
             return payloads
         self._check_response_size(claimed_bytes)
@@ -189,9 +227,19 @@ class PayloadService:
                 ) from exc
             return found
 
-        found = await gather_cancel_on_error(
-            [fetch(name, items, positions[0]) for (name, items), positions in wanted.items()]
-        )
+        # A few reads at a time per request, not one task per reference: a
+        # request for thousands of objects then neither floods the driver's
+        # queue ahead of other requests nor outlives its first missing object.
+        jobs = list(wanted.items())
+        found: list[Payload] = [Payload()] * len(jobs)
+        pending = iter(range(len(jobs)))
+
+        async def reader() -> None:
+            for n in pending:
+                (name, items), positions = jobs[n]
+                found[n] = await fetch(name, items, positions[0])
+
+        await gather_cancel_on_error([reader() for _ in range(min(self._max_reads, len(jobs)))])
         result = list(payloads)
         total = 0
         for positions, payload in zip(wanted.values(), found, strict=True):
@@ -277,6 +325,10 @@ def _driver_failure(
         return exc
     if isinstance(exc, ClaimError):
         return ProtocolError(400, label, key=key)
+    if isinstance(exc, KeyError):  # how drivers index a claim: a field the claim lacks
+        return ProtocolError(
+            400, f"{where}: the claim lacks field {exc} that driver {driver.name()!r} needs"
+        )
     if isinstance(exc, MissingKeyError):
         return ProtocolError(
             500, f"{label}; start the server with the workers' keyring (--keyring)", key=key

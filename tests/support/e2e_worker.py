@@ -1,6 +1,6 @@
 """A worker in its own OS process, for the worker-restart test.
 
-Run as ``python -m tests.e2e_worker --address HOST:PORT --task-queue Q --store URL``.
+Run as ``python -m tests.support.e2e_worker --address HOST:PORT --task-queue Q --store URL``.
 It prints ``worker running`` once polling and runs until SIGTERM or SIGINT.
 """
 
@@ -16,7 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from casstore.plugin import CasStorePlugin
-from tests.e2e_workflows import WaitsForSignal, describe, echo
+from tests.support.workflows_e2e import WaitsForSignal, describe, echo
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,7 +32,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
 from casstore.backends.s3 import S3Backend
-from testrig import MotoS3Server, RcloneS3Server, S3Server
+from testrig import RcloneS3Server, S3Server
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -237,45 +237,17 @@ async def s3_place(target: S3Target) -> AsyncIterator[S3Place]:
                     await raw.delete_object(Bucket=bucket, Key=key)
 
 
-# Fixtures (imported into tests/conftest.py). Servers start once per session,
-# on first use, on free loopback ports.
-
-
-@pytest.fixture(scope="session")
-def moto_s3() -> Iterator[S3Target]:
-    with MotoS3Server() as server:
-        yield S3Target.of_server("moto", server, conditional_writes=True)
-
-
-@pytest.fixture(scope="session")
-def rclone_s3() -> Iterator[S3Target]:
-    # rclone ignores If-None-Match: it cannot report a lost create race.
-    with RcloneS3Server() as server:
-        yield S3Target.of_server("rclone", server, conditional_writes=False)
-
-
-@pytest.fixture(scope="session")
-def env_s3() -> S3Target:
-    target = S3Target.from_env()
-    if target is None:
-        pytest.skip(f"set {ENV_BUCKET} (see tests/s3_fixtures.py) to test your own S3 endpoint")
-    return target
-
-
 # Your own endpoint joins the targets only when configured, so that a plain
 # `make test` does not list dozens of skipped tests.
 TARGETS = ["moto", "rclone"] + (["env"] if S3Target.from_env() else [])
 
 
-@pytest.fixture(params=TARGETS)
-def s3_target(request: pytest.FixtureRequest) -> S3Target:
-    """Each S3 target in turn."""
-    target: S3Target = request.getfixturevalue(f"{request.param}_s3")
+def put_credentials_in_env(monkeypatch: pytest.MonkeyPatch, target: S3Target) -> S3Target:
+    """Put ``target``'s keys where the AWS chain finds them (the CLI, worker subprocesses)."""
+    assert target.access_key is not None
+    assert target.secret_key is not None
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", target.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", target.secret_key)
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
     return target
-
-
-@pytest.fixture
-async def s3(s3_target: S3Target) -> AsyncIterator[S3Place]:
-    """A fresh bucket-and-prefix on each S3 target in turn."""
-    async with s3_place(s3_target) as place:
-        yield place

@@ -15,17 +15,15 @@ import asyncio
 import functools
 import secrets
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pytest
-
 from casstore.backends.objectstore import ObjectStoreBackend
 from testrig.azurite import AzuriteBlobServer, BlobClient
-from tests.s3_fixtures import RACED_DIRECTORY, S3Target
+from tests.support.s3 import RACED_DIRECTORY, S3Target
 
 OBJSTORE_TARGETS = ["moto", "rclone", "azurite"]
 # Bound for the whole session but never listening: connections are refused at
@@ -176,27 +174,3 @@ async def objstore_place(
     await asyncio.to_thread(raw.create_bucket, Bucket=container)
     await asyncio.to_thread(server.prepare_directories, container, [f"{prefix}/{RACED_DIRECTORY}"])
     yield ObjStorePlace(target, container, prefix, s3=raw, s3_target=server)
-
-
-@pytest.fixture(scope="session")
-def azurite() -> Iterator[AzuriteBlobServer]:
-    with AzuriteBlobServer() as server:
-        yield server
-
-
-@pytest.fixture(params=OBJSTORE_TARGETS)
-def objstore_server(request: pytest.FixtureRequest) -> tuple[str, S3Target | AzuriteBlobServer]:
-    """Each object-store target in turn: its name and its server."""
-    name: str = request.param
-    fixture = "azurite" if name == "azurite" else f"{name}_s3"
-    server: S3Target | AzuriteBlobServer = request.getfixturevalue(fixture)
-    return name, server
-
-
-@pytest.fixture
-async def objstore(
-    objstore_server: tuple[str, S3Target | AzuriteBlobServer],
-) -> AsyncIterator[ObjStorePlace]:
-    """A fresh place on each object-store target in turn."""
-    async with objstore_place(*objstore_server) as place:
-        yield place

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from casstore._cli import main as cli_main
-from tests.s3_fixtures import S3Place, S3Target
+from tests.support.s3 import S3Place
 
 
 def s3_url(place: S3Place, *, endpoint_url: str | None = None, client: str | None = None) -> str:
@@ -27,18 +27,6 @@ def s3_url(place: S3Place, *, endpoint_url: str | None = None, client: str | Non
         f"&region={target.region}&conditional_writes={str(target.conditional_writes).lower()}"
     )
     return url + (f"&client={client}" if client else "")
-
-
-@pytest.fixture
-def aws_env(moto_s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> S3Target:
-    """Credentials in the environment, where the CLI's S3 backend finds them."""
-    assert moto_s3.access_key is not None
-    assert moto_s3.secret_key is not None
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    return moto_s3
 
 
 @dataclass

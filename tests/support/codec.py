@@ -1,6 +1,6 @@
 """A test encryption codec (AES-GCM, as the Temporal samples' codec), for the codec-server tests.
 
-``casstore serve --codec tests.server_codec:EncryptionCodec`` loads it in a
+``casstore serve --codec tests.support.codec:EncryptionCodec`` loads it in a
 server process; the tests use it in their converters.
 """
 
