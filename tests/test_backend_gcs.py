@@ -25,6 +25,7 @@ from casstore.errors import (
 )
 from casstore.testing import BackendTests, DriverTests
 from testrig.processes import free_port
+from tests.support.conformance import RawThroughPlace
 from tests.support.gcs import GCSPlace
 
 pytestmark = pytest.mark.integration
@@ -33,18 +34,14 @@ KEY = "v1/default/order-42/" + "ab" * 32
 REPO = Path(__file__).resolve().parents[1]
 
 
-class TestGCSBackend(BackendTests, DriverTests):
+class TestGCSBackend(RawThroughPlace, BackendTests, DriverTests):
+    place: GCSPlace
+
     @pytest.fixture
     async def backend(self, gcs_place: GCSPlace) -> AsyncIterator[GCSBackend]:
         self.place = gcs_place
         async with gcs_place.backend() as backend:
             yield backend
-
-    async def raw_get(self, backend: Backend, key: str) -> bytes:
-        return await self.place.raw_get(key)
-
-    async def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
-        await self.place.raw_put(key, data)
 
     def names_in_errors(self, backend: Backend, key: str) -> list[str]:
         return [f"bucket={self.place.bucket}, key={self.place.name(key)}"]

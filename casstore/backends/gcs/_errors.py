@@ -9,10 +9,10 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from aiohttp import ClientConnectionError, ClientError, ClientPayloadError, ClientResponseError
 
+from casstore.backends._where import Where
 from casstore.errors import (
     BackendError,
     BackendPermissionError,
@@ -40,18 +40,6 @@ class LostRace(Exception):
 
 class Missing(Exception):
     """The object (or its bucket) answered 404."""
-
-
-@dataclass(frozen=True)
-class Where:
-    """What an error is about: for its message and its attributes."""
-
-    suffix: str
-    """``" [bucket=…, key=…, endpoint=…]"``, the message's last part."""
-    key: str | None
-    """The casstore key (without the prefix), for ``CasstoreError.key``."""
-    backend: str
-    """The backend's description, for ``CasstoreError.backend``."""
 
 
 def _reason(exc: ClientResponseError) -> str:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from redis import exceptions as rx
 
+from casstore.backends._where import Where
 from casstore.errors import (
     BackendError,
     BackendPermissionError,
@@ -29,18 +29,6 @@ _COMMANDS = {
     "open": "PING, CONFIG GET",
 }
 """What each operation sends, for permission errors (ACLs are per command)."""
-
-
-@dataclass(frozen=True)
-class Where:
-    """What an error is about: for its message and its attributes."""
-
-    suffix: str
-    """``" [host=…, db=…, key=…]"``, the message's last part."""
-    key: str | None
-    """The casstore key (without the prefix), for ``CasstoreError.key``."""
-    backend: str
-    """The backend's description, for ``CasstoreError.backend``."""
 
 
 @contextlib.contextmanager

@@ -1,0 +1,26 @@
+"""What a backend error is about, shared by the backends that name buckets, hosts and keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from casstore.errors import ObjectNotFoundError
+
+
+@dataclass(frozen=True)
+class Where:
+    """What an error is about: for its message and its attributes."""
+
+    suffix: str
+    """``" [bucket=…, key=…, …]"``, the message's last part."""
+    key: str | None
+    """The casstore key (without the prefix), for ``CasstoreError.key``."""
+    backend: str
+    """The backend's description, for ``CasstoreError.backend``."""
+
+
+def not_found(service: str, where: Where) -> ObjectNotFoundError:
+    """The error for a missing object: ``object not found in <service> [...]``."""
+    return ObjectNotFoundError(
+        f"object not found in {service}{where.suffix}", key=where.key, backend=where.backend
+    )
