@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
-from casstore.errors import ObjectNotFoundError
+from casstore.errors import CasstoreError, ObjectNotFoundError
+
+_E = TypeVar("_E", bound=CasstoreError)
 
 
 @dataclass(frozen=True)
@@ -18,9 +21,11 @@ class Where:
     backend: str
     """The backend's description, for ``CasstoreError.backend``."""
 
+    def error(self, kind: type[_E], message: str) -> _E:
+        """A ``kind`` error: ``message`` with the suffix, carrying the key and backend."""
+        return kind(f"{message}{self.suffix}", key=self.key, backend=self.backend)
+
 
 def not_found(service: str, where: Where) -> ObjectNotFoundError:
     """The error for a missing object: ``object not found in <service> [...]``."""
-    return ObjectNotFoundError(
-        f"object not found in {service}{where.suffix}", key=where.key, backend=where.backend
-    )
+    return where.error(ObjectNotFoundError, f"object not found in {service}")
