@@ -15,6 +15,7 @@ from casstore.backends._aio import gather_bounded
 from casstore.backends._base import Backend, ObjectStat, check_range, describe_backend
 from casstore.backends._download import read_bounded
 from casstore.backends._keys import check_key
+from casstore.backends._urlopts import check_positive
 from casstore.backends._where import Where, not_found
 from casstore.backends.gcs._errors import (
     LostRace,
@@ -28,7 +29,6 @@ from casstore.backends.gcs._options import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_TIMEOUT,
     check_bucket,
-    check_positive,
     check_prefix,
     url_arguments,
 )

@@ -14,6 +14,7 @@ from redis.backoff import NoBackoff
 
 from casstore.backends._base import Backend, ObjectStat, check_range, describe_backend
 from casstore.backends._keys import check_key
+from casstore.backends._urlopts import check_positive
 from casstore.backends._where import Where, not_found
 from casstore.backends.redis import _scripts
 from casstore.backends.redis._errors import translate_errors
@@ -25,7 +26,6 @@ from casstore.backends.redis._options import (
     DEFAULT_PREFIX,
     DEFAULT_SOCKET_TIMEOUT,
     MAX_STRING_SIZE,
-    check_positive,
     check_prefix,
     check_ttl,
     url_arguments,
