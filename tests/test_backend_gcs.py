@@ -164,12 +164,12 @@ async def test_a_refused_connection_names_bucket_key_and_operation() -> None:
 
 
 def test_missing_credentials_are_one_clear_line(tmp_path: Path) -> None:
-    # No credentials file, no gcloud ADC, and a metadata server on a dead
-    # loopback port: what a machine outside Google Cloud without setup has.
+    # No credentials file, no gcloud ADC (HOME and CLOUDSDK_CONFIG are where
+    # gcloud-aio-auth looks for it), and a metadata server on a dead loopback
+    # port: what a machine outside Google Cloud without setup has.
+    unset = ("GOOGLE_", "STORAGE_", "GCE_", "CLOUDSDK_")
     env = {
-        **{
-            k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "STORAGE_", "GCE_"))
-        },
+        **{k: v for k, v in os.environ.items() if not k.startswith(unset)},
         "HOME": str(tmp_path),
         "GCE_METADATA_HOST": f"127.0.0.1:{free_port()}",
     }
