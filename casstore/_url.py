@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from casstore.backends._base import Backend
 from casstore.backends._local import LocalBackend
 from casstore.backends._memory import MemoryBackend
+from casstore.backends._s3url import open_s3
 from casstore.backends._urlopts import merge_options, option_flag, redacted
 from casstore.errors import ConfigurationError
 
@@ -28,10 +29,12 @@ def open_backend(url: str, **options: object) -> Backend:
     * ``memory://``: a new :class:`~casstore.backends.MemoryBackend`;
       ``memory://NAME`` returns the same instance for the same name within
       this process (so a client and worker in one process can share it).
-    * ``s3://bucket/prefix?...``: an :class:`~casstore.backends.s3.S3Backend`
-      (needs ``pip install casstore[s3]``); with option ``client=obstore``, an
-      :class:`~casstore.backends.objectstore.ObjectStoreBackend` instead
-      (needs ``pip install casstore[objectstore]``).
+    * ``s3://bucket/prefix?...``: an
+      :class:`~casstore.backends.objectstore.ObjectStoreBackend` (obstore,
+      needs ``pip install casstore[s3]``); with option ``client=aioboto3``, an
+      :class:`~casstore.backends.s3.S3Backend` instead (needs
+      ``pip install casstore[aioboto3]``). The same option names work with
+      either client (docs/backends.md).
     * ``az://container/prefix?...`` (also ``azure://``, ``abfs://``,
       ``abfss://``, ``adl://``): an
       :class:`~casstore.backends.objectstore.ObjectStoreBackend` on Azure Blob
@@ -77,19 +80,12 @@ def open_backend(url: str, **options: object) -> Backend:
             return MemoryBackend()
         with _named_memory_lock:
             return _named_memory.setdefault(name, MemoryBackend())
-    if scheme in _AZURE_SCHEMES or (scheme == "s3" and _client(url, parts.query, options)):
+    if scheme in _AZURE_SCHEMES:
         from casstore.backends.objectstore import ObjectStoreBackend  # optional dependency
 
         return ObjectStoreBackend.from_url(url, **options)
     if scheme == "s3":
-        from casstore.backends.s3 import S3Backend  # optional dependency
-
-        options.pop("client", None)
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        if any(name == "client" for name, _ in pairs):  # client=aioboto3: the default
-            query = urlencode([(name, value) for name, value in pairs if name != "client"])
-            url = parts._replace(query=query).geturl()
-        return S3Backend.from_url(url, **options)
+        return open_s3(url, options)
     if scheme == "gs":
         from casstore.backends.gcs import GCSBackend  # optional dependency
 
@@ -103,16 +99,6 @@ def open_backend(url: str, **options: object) -> Backend:
         f"az:// (or azure://, abfs://, abfss://, adl://), gs://, redis:// or rediss:// "
         f"[url={redacted(url)}]"
     )
-
-
-def _client(url: str, query: str, options: dict[str, object]) -> bool:
-    """Whether an ``s3://`` URL asks for the obstore client (``client=obstore``)."""
-    given = options.get("client") or dict(parse_qsl(query)).get("client") or "aioboto3"
-    if given not in ("aioboto3", "obstore"):
-        raise ConfigurationError(
-            f"option client must be aioboto3 (the default) or obstore, got {given!r} [url={url}]"
-        )
-    return given == "obstore"
 
 
 def _local(url: str, path: str, query: str, keywords: dict[str, object]) -> LocalBackend:

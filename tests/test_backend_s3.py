@@ -369,7 +369,7 @@ def test_url_options_reach_the_backend() -> None:
         "s3://payloads/prod/eu?endpoint_url=http://127.0.0.1:9000&region=eu-west-1"
         "&retry_mode=adaptive&max_attempts=7&read_timeout=5&max_pool_connections=64"
         "&multipart_threshold=32MiB&multipart_part_size=6291456&multipart_concurrency=2"
-        "&conditional_writes=false&addressing_style=virtual"
+        "&conditional_writes=false&addressing_style=virtual&client=aioboto3"
     )
     assert isinstance(backend, S3Backend)
     assert (backend.bucket, backend.prefix, backend.conditional_writes) == (
@@ -394,6 +394,7 @@ def test_url_options_reach_the_backend() -> None:
 def test_keyword_options_work_like_query_options_and_override_them() -> None:
     backend = open_backend(
         "s3://payloads/prod/eu?region=us-east-1&max_attempts=2&conditional_writes=true",
+        client="aioboto3",
         endpoint_url="http://127.0.0.1:9000",
         region="eu-west-1",  # overrides the query
         retry_mode="adaptive",
@@ -420,9 +421,9 @@ def test_keyword_options_work_like_query_options_and_override_them() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"endpoint": "http://x"}, "unknown option 'endpoint' for backend URL"),
+        ({"touch": "copy"}, "option touch applies only to the default client \\(obstore\\)"),
         ({"session": object()}, "unknown option 'session'"),
-        ({"client": object()}, "option client must be aioboto3 \\(the default\\) or obstore"),
+        ({"client": object()}, "option client must be a string"),
         ({"max_attempts": 2.5}, "max_attempts must be a number, got 2.5"),
         ({"max_attempts": True}, "max_attempts must be a number"),
         ({"read_timeout": "soon"}, "read_timeout must be a number"),
@@ -436,6 +437,7 @@ def test_keyword_options_work_like_query_options_and_override_them() -> None:
 def test_bad_keyword_options_are_configuration_errors_naming_the_url(
     options: dict[str, object], message: str
 ) -> None:
+    options.setdefault("client", "aioboto3")
     with pytest.raises(ConfigurationError, match=message) as info:
         open_backend("s3://payloads/prod", **options)
     assert "[url=s3://payloads/prod]" in str(info.value)
@@ -446,7 +448,8 @@ def test_bad_keyword_options_are_configuration_errors_naming_the_url(
     [
         ("s3://", "s3://bucket/prefix"),
         ("s3://key:secret@bucket/prefix", "no credentials"),
-        ("s3://bucket?endpoint=http://x", "unknown option 'endpoint'"),
+        ("s3://bucket?endpoint=http://x&endpoint_url=http://x", "one option \\(endpoint_url\\)"),
+        ("s3://bucket?touch=copy", "applies only to the default client"),
         ("s3://bucket?max_attempts=many", "max_attempts must be a number"),
         ("s3://bucket?multipart_threshold=16MB", "must be a size in bytes"),
         ("s3://bucket?retry_mode=legacy", "retry_mode must be one of standard, adaptive"),
@@ -455,7 +458,9 @@ def test_bad_keyword_options_are_configuration_errors_naming_the_url(
 )
 def test_bad_urls_are_configuration_errors_naming_the_url(url: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
-        open_backend(url)
+        S3Backend.from_url(url)
+    with pytest.raises(ConfigurationError, match=message):
+        open_backend(url + ("&" if "?" in url else "?") + "client=aioboto3")
 
 
 async def test_backend_from_url_uses_the_aws_credential_chain(
@@ -466,8 +471,12 @@ async def test_backend_from_url_uses_the_aws_credential_chain(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", str(moto_s3.access_key))
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", str(moto_s3.secret_key))
     async with s3_place(moto_s3) as s3:
-        url = f"s3://{s3.bucket}/{s3.prefix}?endpoint_url={moto_s3.endpoint_url}&region=us-east-1"
+        url = (
+            f"s3://{s3.bucket}/{s3.prefix}?endpoint_url={moto_s3.endpoint_url}&region=us-east-1"
+            "&client=aioboto3"
+        )
         async with open_backend(url) as backend:
+            assert isinstance(backend, S3Backend)
             await backend.put(KEY, b"via url")
         assert await s3.raw_get(KEY) == b"via url"
 
@@ -494,7 +503,7 @@ def test_import_without_aioboto3_says_how_to_install() -> None:
         import casstore
         from casstore.errors import ConfigurationError
 
-        for url in ("s3://bucket", None):
+        for url in ("s3://bucket?client=aioboto3", None):
             try:
                 if url:
                     casstore.open_backend(url)
@@ -511,4 +520,4 @@ def test_import_without_aioboto3_says_how_to_install() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2
-    assert all("pip install casstore[s3]" in line for line in lines)
+    assert all("pip install casstore[aioboto3]" in line for line in lines)

@@ -1,6 +1,8 @@
-"""The S3 backend and driver behind a fault-injecting proxy, in front of real servers.
+"""The S3 backends and driver behind a fault-injecting proxy, in front of real servers.
 
-Every fault is real: the proxy (testrig/chaos.py) answers 5xx, resets
+The fault tests run on the client ``s3://`` builds by default (obstore) and on
+aioboto3 (``S3Backend``); the multipart tests on aioboto3, the only client
+that uploads in parts. Every fault is real: the proxy (testrig/chaos.py) answers 5xx, resets
 connections before, after and in the middle of answers, accepts a request
 and never answers, trickles answers, and delays them, in front of moto and
 rclone.
@@ -22,12 +24,14 @@ from temporalio.converter import (
     StorageDriverClaim,
 )
 
-from casstore import CasStorageDriver
+from casstore import CasStorageDriver, open_backend
+from casstore.backends import Backend
 from casstore.backends.s3 import S3Backend
 from casstore.errors import BackendUnavailableError, CasstoreError, IntegrityError
 from testrig.chaos import FAULTS, ChaosProxy
-from tests.support.cli import assert_one_line_error, cli
+from tests.support.cli import assert_one_line_error, cli, s3_url
 from tests.support.faults import CONTEXT, RETRIEVE, SLACK, timed
+from tests.support.objectstore import DEAD_ENDPOINT
 from tests.support.s3 import S3Place
 
 _WARM_KEY = "v1/default/faults/" + "00" * 32
@@ -35,30 +39,55 @@ _WARM_KEY = "v1/default/faults/" + "00" * 32
 
 @dataclass
 class Faulty:
-    """An S3 place reached through a fault proxy."""
+    """An S3 place reached through a fault proxy, by one client."""
 
     place: S3Place
     proxy: ChaosProxy
+    client: str
+    """``obstore`` (what ``s3://`` builds by default) or ``aioboto3``."""
 
-    def backend(self, **options: Any) -> S3Backend:
-        options.setdefault("conditional_writes", self.place.target.conditional_writes)
-        return S3Backend(
-            self.place.bucket,
-            self.place.prefix,
-            session=self.place.session(),
-            endpoint_url=self.proxy.endpoint_url,
+    def backend(self, *, through_proxy: bool = True, **options: Any) -> Backend:
+        """A backend as a worker builds it: from an ``s3://`` URL, for ``client``."""
+        target = self.place.target
+        options.setdefault("conditional_writes", target.conditional_writes)
+        endpoint = self.proxy.endpoint_url if through_proxy else target.endpoint_url
+        if self.client == "aioboto3":
+            return S3Backend(
+                self.place.bucket,
+                self.place.prefix,
+                session=self.place.session(),
+                endpoint_url=endpoint,
+                **options,
+            )
+        url = s3_url(self.place, endpoint_url=endpoint)
+        return open_backend(
+            url,
+            access_key_id=target.access_key,
+            secret_access_key=target.secret_key,
+            metadata_endpoint=DEAD_ENDPOINT,
             **options,
         )
 
 
-@pytest.fixture
-def faulty(s3: S3Place) -> Iterator[Faulty]:
+def _faulty(s3: S3Place, client: str) -> Iterator[Faulty]:
     if s3.target.name == "env":
         pytest.skip("the fault proxy speaks plain HTTP to local servers only")
     upstream = urlsplit(s3.target.endpoint_url or "")
     assert upstream.port is not None
     with ChaosProxy(("127.0.0.1", upstream.port), seed=12, trickle_interval=0.2) as proxy:
-        yield Faulty(s3, proxy)
+        yield Faulty(s3, proxy, client)
+
+
+@pytest.fixture(params=["obstore", "aioboto3"])
+def faulty(s3: S3Place, request: pytest.FixtureRequest) -> Iterator[Faulty]:
+    """Each S3 target behind a fault proxy, through each client."""
+    yield from _faulty(s3, request.param)
+
+
+@pytest.fixture
+def faulty_multipart(s3: S3Place) -> Iterator[Faulty]:
+    """Each S3 target behind a fault proxy, through aioboto3 (multipart uploads)."""
+    yield from _faulty(s3, "aioboto3")
 
 
 @contextlib.asynccontextmanager
@@ -145,7 +174,10 @@ async def _open_uploads(place: S3Place) -> list[str]:
     return [upload["UploadId"] for upload in listing.get("Uploads", [])]
 
 
-async def test_a_lost_complete_multipart_answer_is_a_successful_store(faulty: Faulty) -> None:
+async def test_a_lost_complete_multipart_answer_is_a_successful_store(
+    faulty_multipart: Faulty,
+) -> None:
+    faulty = faulty_multipart
     payload = Payload(data=os.urandom(6 * 1024 * 1024))
     async with _driver(faulty, **_MULTIPART) as writer:
         faulty.proxy.schedule("reset_after", method="POST", target_contains="uploadId=")
@@ -156,7 +188,10 @@ async def test_a_lost_complete_multipart_answer_is_a_successful_store(faulty: Fa
     assert await _open_uploads(faulty.place) == []
 
 
-async def test_a_retried_create_multipart_leaves_no_orphan_upload(faulty: Faulty) -> None:
+async def test_a_retried_create_multipart_leaves_no_orphan_upload(
+    faulty_multipart: Faulty,
+) -> None:
+    faulty = faulty_multipart
     payload = Payload(data=os.urandom(6 * 1024 * 1024))
     async with _driver(faulty, **_MULTIPART) as writer:
         # The server creates the upload, but its answer (the upload id) is lost.
@@ -168,7 +203,8 @@ async def test_a_retried_create_multipart_leaves_no_orphan_upload(faulty: Faulty
         assert await reader.retrieve(RETRIEVE, [claim]) == [payload]
 
 
-async def test_a_failed_multipart_upload_is_aborted(faulty: Faulty) -> None:
+async def test_a_failed_multipart_upload_is_aborted(faulty_multipart: Faulty) -> None:
+    faulty = faulty_multipart
     payload = Payload(data=os.urandom(6 * 1024 * 1024))
     async with _driver(faulty, timeout=1.0, attempt_timeout=0.5, **_MULTIPART) as writer:
         faulty.proxy.schedule("silence", method="PUT", count=100)
@@ -183,7 +219,7 @@ async def test_an_oversized_object_is_refused_before_its_body_is_read(faulty: Fa
     [key] = await faulty.place.raw_keys()
     await faulty.place.raw.put_object(Bucket=faulty.place.bucket, Key=key, Body=bytes(16 << 20))
     faulty.proxy.stop()  # the proxy (and moto) buffer answers in this process: not the client's
-    async with faulty.place.backend() as direct:
+    async with faulty.backend(through_proxy=False) as direct:
         reader = CasStorageDriver(direct)
         # The client is built (botocore's models loaded) before measuring.
         assert await direct.stat(key.removeprefix(faulty.place.prefix + "/")) is not None
@@ -214,10 +250,7 @@ async def test_operator_commands_retry_transient_s3_failures(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", target.secret_key)
     async with _driver(faulty) as writer:
         await writer.store(CONTEXT, [_payload(3000, seed=3)])
-    url = (
-        f"s3://{faulty.place.bucket}/{faulty.place.prefix}?endpoint_url="
-        f"{faulty.proxy.endpoint_url}&region={target.region}"
-    )
+    url = s3_url(faulty.place, endpoint_url=faulty.proxy.endpoint_url, client=faulty.client)
     if attempts != "default":
         url += f"&max_attempts={attempts}"
     faulty.proxy.schedule("status_503", count=2, method="GET")  # the listings

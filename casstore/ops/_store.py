@@ -7,18 +7,19 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from casstore._format.keys import KEY_LAYOUT_VERSION
 from casstore._format.manifest import MANIFEST_KEY
 from casstore._url import open_backend
 from casstore.backends._base import Backend, describe_suffix
+from casstore.backends._s3url import has_attempts
 from casstore.errors import BackendPermissionError, BackendUnavailableError, ConfigurationError
 from casstore.ops._run import CommandError
 
 OPERATOR_S3_ATTEMPTS = 5
-"""botocore attempts per request for commands on an ``s3://`` store (aioboto3
-client). Workers default to one, because the driver retries within each
+"""Attempts per request for commands on an ``s3://`` store, whichever client
+builds it. Workers default to one, because the driver retries within each
 payload's deadline; listings, moves and deletes have no such deadline, and one
 503 must not end an hour-long gc or stats run. ``max_attempts`` in the URL wins."""
 
@@ -95,13 +96,8 @@ def require_local_store(url: str) -> Path | None:
 
 
 def _operator_defaults(url: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Add retries for an aioboto3 ``s3://`` store unless the URL or caller sets them."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    client = options.get("client") or query.get("client") or "aioboto3"
-    if parts.scheme.lower() != "s3" or client != "aioboto3":
-        return options  # obstore retries on its own (max_retries)
-    if options.get("max_attempts") is not None or "max_attempts" in query:
+    """Add retries for an ``s3://`` store (either client) unless the URL or caller sets them."""
+    if urlsplit(url).scheme.lower() != "s3" or has_attempts(url, options):
         return options
     return {**options, "max_attempts": OPERATOR_S3_ATTEMPTS}
 

@@ -15,13 +15,18 @@ from casstore._cli import main as cli_main
 from tests.support.s3 import S3Place
 
 
-def s3_url(place: S3Place) -> str:
-    """The URL a user would give for the place (credentials come from the environment)."""
+def s3_url(place: S3Place, *, endpoint_url: str | None = None, client: str | None = None) -> str:
+    """The URL a user would give for the place (credentials come from the environment).
+
+    Without ``client`` the URL names none, so it builds the default client
+    (obstore); ``client="aioboto3"`` asks for the other one.
+    """
     target = place.target
-    return (
-        f"s3://{place.bucket}/{place.prefix}?endpoint_url={target.endpoint_url}"
+    url = (
+        f"s3://{place.bucket}/{place.prefix}?endpoint_url={endpoint_url or target.endpoint_url}"
         f"&region={target.region}&conditional_writes={str(target.conditional_writes).lower()}"
     )
+    return url + (f"&client={client}" if client else "")
 
 
 @dataclass

@@ -2,11 +2,13 @@
 
 `obstore <https://developmentseed.org/obstore/>`_ is the Python binding of the
 Rust ``object_store`` crate; a small request costs a fraction of the client
-CPU botocore spends (docs/benchmarks.md). This package is the only part of
-casstore that imports ``obstore``; it needs the ``objectstore`` extra
-(``pip install casstore[objectstore]``), and importing it without that extra
-raises an error saying so (both a :class:`~casstore.errors.ConfigurationError`
-and an ``ImportError``).
+CPU botocore spends (docs/benchmarks.md), which is why ``s3://`` URLs build
+this backend by default. This package is the only part of casstore that
+imports ``obstore``; it needs the ``s3`` extra (``pip install casstore[s3]``,
+obstore plus boto3 for the shared AWS config files) or, for Azure alone, the
+``objectstore`` extra, and importing it without obstore raises an error
+saying so (both a :class:`~casstore.errors.ConfigurationError` and an
+``ImportError``).
 
 One job per module: ``_options`` (defaults, checks, URL parsing, building
 the obstore store), ``_errors`` (obstore errors mapped to casstore's),
@@ -25,7 +27,8 @@ except ImportError as _exc:
         """The object-store backend's optional dependency is not installed."""
 
     raise ObjectStoreDependencyError(
-        f"the object-store backend needs obstore: pip install casstore[objectstore] ({_exc})"
+        "the object-store backend (s3:// and az:// URLs) needs obstore: "
+        f"pip install casstore[s3] for S3, casstore[objectstore] for Azure ({_exc})"
     ) from _exc
 
 from casstore.backends.objectstore._backend import ObjectStoreBackend

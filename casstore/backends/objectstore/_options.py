@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 from obstore.store import AzureStore, S3Store
 
 from casstore.backends._prefix import check_prefix as check_prefix_of
+from casstore.backends._s3url import ALL_NAMES, for_client
 from casstore.backends._urlopts import (
     merge_options,
     option_choice,
@@ -146,7 +148,7 @@ def s3_store(
         if value is not None:
             values[name] = value
     values.update(config or {})
-    provider = _profile_credentials(profile) if profile else None
+    provider = _aws_credentials(profile, values)
     return S3Store(
         bucket,
         config=values,  # type: ignore[arg-type]  # checked by obstore, which names bad keys
@@ -207,21 +209,50 @@ def azure_store(
     )
 
 
-def _profile_credentials(profile: str) -> Any:
-    """Credentials of a named AWS profile, through boto3's full credential chain."""
+def _aws_credentials(profile: str | None, values: Mapping[str, Any]) -> Any:
+    """A boto3 credential provider where obstore's own chain lacks the source, else None.
+
+    obstore reads keys from the environment, web identity tokens, container
+    credentials and instance metadata itself, but not the shared config and
+    credentials files (profiles, SSO, ``credential_process``, role chains).
+    Without explicit or environment keys, boto3's chain (minus the container
+    and instance-metadata steps, which obstore does, honouring
+    ``metadata_endpoint``) is asked; if it finds nothing, obstore's chain runs.
+    """
+    explicit = any(values.get(name) for name in ("access_key_id", "secret_access_key"))
+    environment = os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if explicit or (environment and profile is None):
+        return None
     try:
         import boto3  # type: ignore[import-untyped, unused-ignore]
-        from botocore.exceptions import ProfileNotFound
+        from botocore.exceptions import BotoCoreError, ProfileNotFound
         from obstore.auth.boto3 import Boto3CredentialProvider
     except ImportError as exc:
+        if profile is None and not os.environ.get("AWS_PROFILE"):
+            return None  # obstore's own chain: environment, web identity, container, EC2
         raise ConfigurationError(
-            f"profile={profile!r} reads the shared AWS config files through boto3: "
-            f"pip install boto3 ({exc})"
+            f"AWS profile {profile or os.environ.get('AWS_PROFILE')!r} is read from the shared "
+            f"AWS config files through boto3: pip install casstore[s3] ({exc})"
         ) from exc
     try:
-        return Boto3CredentialProvider(boto3.Session(profile_name=profile))
+        session = boto3.Session(profile_name=profile)
+        resolver = session._session.get_component("credential_provider")
+        for name in ("container-role", "iam-role"):  # obstore's, with metadata_endpoint
+            resolver.remove(name)
+        found = session.get_credentials()
     except ProfileNotFound as exc:
         raise ConfigurationError(f"AWS profile {profile!r} not found: {exc}") from exc
+    except BotoCoreError as exc:
+        where = f"AWS profile {profile!r}" if profile else "the AWS config files"
+        raise ConfigurationError(f"{where}: cannot load credentials: {exc}") from exc
+    if found is None:
+        if profile is not None:
+            raise ConfigurationError(
+                f"AWS profile {profile!r} has no credentials (no keys, SSO, "
+                "credential_process or role in the shared config and credentials files)"
+            )
+        return None
+    return Boto3CredentialProvider(session)
 
 
 def check_bucket(bucket: object) -> str:
@@ -299,14 +330,15 @@ def parse_url(url: str, keywords: Mapping[str, object]) -> ParsedUrl:
         url,
         parts.query,
         keywords,
-        allowed=allowed | secrets | _CLIENT_OPTIONS | _BACKEND_OPTIONS | {"config"},
+        allowed=allowed
+        | secrets
+        | _CLIENT_OPTIONS
+        | _BACKEND_OPTIONS
+        | {"config"}
+        | (ALL_NAMES if service == "s3" else set()),
     )
-    if service == "s3" and option_choice(url, options, "client", ("obstore", "aioboto3")) not in (
-        "obstore",
-        None,
-    ):
-        raise ConfigurationError(f"client must be obstore for this backend [url={url}]")
-    options.pop("client", None)
+    if service == "s3":
+        options = for_client(url, options, "obstore")
     config = options.get("config")
     if config is not None and not isinstance(config, Mapping):
         raise ConfigurationError(f"option config must be a mapping of obstore settings [url={url}]")

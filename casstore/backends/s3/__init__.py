@@ -1,8 +1,8 @@
 """The S3 backend: objects in an S3 bucket (AWS, MinIO, Ceph, R2, ...).
 
 This package is the only part of casstore that imports ``aioboto3`` and
-``botocore``; it needs the ``s3`` extra (``pip install casstore[s3]``), and
-importing it without that extra raises an error saying so (both a
+``botocore``; it needs the ``aioboto3`` extra (``pip install casstore[aioboto3]``),
+and importing it without that extra raises an error saying so (both a
 :class:`~casstore.errors.ConfigurationError` and an ``ImportError``).
 
 One job per module: ``_options`` (defaults, checks, URL parsing), ``_errors``
@@ -25,7 +25,8 @@ except ImportError as _exc:
         """The S3 backend's optional dependencies are not installed."""
 
     raise S3DependencyError(
-        f"the S3 backend needs aioboto3: pip install casstore[s3] ({_exc})"
+        "the aioboto3 S3 backend (S3Backend, s3:// URLs with client=aioboto3) needs "
+        f"aioboto3: pip install casstore[aioboto3] ({_exc})"
     ) from _exc
 
 from casstore.backends.s3._backend import S3Backend

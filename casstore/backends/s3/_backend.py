@@ -243,7 +243,10 @@ class S3Backend(Backend):
         client = await self._s3()
         with self._translate("get", s3_key):
             response = await client.get_object(Bucket=self._bucket, Key=s3_key)
-            async with response["Body"] as body:
+            body = response["Body"]
+            # Entering the body yields aiohttp's response, whose read() takes no
+            # size: read through botocore's StreamingBody, release on exit.
+            async with body:
                 return await read_bounded(
                     body, response.get("ContentLength"), max_size, key, self._where(s3_key)
                 )

@@ -14,6 +14,7 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import ProfileNotFound
 
 from casstore.backends._prefix import check_prefix as check_prefix_of
+from casstore.backends._s3url import ALL_NAMES, for_client
 from casstore.backends._urlopts import (
     merge_options,
     option_choice,
@@ -86,7 +87,8 @@ def url_arguments(url: str, keywords: Mapping[str, object]) -> tuple[str, str, d
             "S3 URLs take no credentials or port; credentials come from the AWS "
             f"credential chain and the server from ?endpoint_url= [url={url}]"
         )
-    options = merge_options(url, parts.query, keywords, allowed=URL_OPTIONS)
+    options = merge_options(url, parts.query, keywords, allowed=URL_OPTIONS | ALL_NAMES)
+    options = for_client(url, options, "aioboto3")
     arguments = {
         "endpoint_url": option_text(url, options, "endpoint_url"),
         "region": option_text(url, options, "region"),
