@@ -25,6 +25,7 @@ from casstore.errors import (
 )
 from casstore.testing import BackendTests, DriverTests
 from testrig.processes import free_port
+from tests.support.conformance import RawThroughPlace
 from tests.support.gcs import GCSPlace
 
 pytestmark = pytest.mark.integration
@@ -33,18 +34,14 @@ KEY = "v1/default/order-42/" + "ab" * 32
 REPO = Path(__file__).resolve().parents[1]
 
 
-class TestGCSBackend(BackendTests, DriverTests):
+class TestGCSBackend(RawThroughPlace, BackendTests, DriverTests):
+    place: GCSPlace
+
     @pytest.fixture
     async def backend(self, gcs_place: GCSPlace) -> AsyncIterator[GCSBackend]:
         self.place = gcs_place
         async with gcs_place.backend() as backend:
             yield backend
-
-    async def raw_get(self, backend: Backend, key: str) -> bytes:
-        return await self.place.raw_get(key)
-
-    async def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
-        await self.place.raw_put(key, data)
 
     def names_in_errors(self, backend: Backend, key: str) -> list[str]:
         return [f"bucket={self.place.bucket}, key={self.place.name(key)}"]
@@ -167,12 +164,12 @@ async def test_a_refused_connection_names_bucket_key_and_operation() -> None:
 
 
 def test_missing_credentials_are_one_clear_line(tmp_path: Path) -> None:
-    # No credentials file, no gcloud ADC, and a metadata server on a dead
-    # loopback port: what a machine outside Google Cloud without setup has.
+    # No credentials file, no gcloud ADC (HOME and CLOUDSDK_CONFIG are where
+    # gcloud-aio-auth looks for it), and a metadata server on a dead loopback
+    # port: what a machine outside Google Cloud without setup has.
+    unset = ("GOOGLE_", "STORAGE_", "GCE_", "CLOUDSDK_")
     env = {
-        **{
-            k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "STORAGE_", "GCE_"))
-        },
+        **{k: v for k, v in os.environ.items() if not k.startswith(unset)},
         "HOME": str(tmp_path),
         "GCE_METADATA_HOST": f"127.0.0.1:{free_port()}",
     }

@@ -21,6 +21,7 @@ from casstore.errors import (
 )
 from casstore.testing import BackendTests, DriverTests
 from testrig.processes import free_port
+from tests.support.conformance import RawThroughPlace
 from tests.support.redis import RedisPlace
 
 pytestmark = pytest.mark.integration
@@ -29,18 +30,14 @@ KEY = "v1/default/order-42/" + "ab" * 32
 MANIFEST = "_casstore/lifecycle.json"
 
 
-class TestRedisBackend(BackendTests, DriverTests):
+class TestRedisBackend(RawThroughPlace, BackendTests, DriverTests):
+    place: RedisPlace
+
     @pytest.fixture
     async def backend(self, redis_place: RedisPlace) -> AsyncIterator[RedisBackend]:
         self.place = redis_place
         async with redis_place.backend() as backend:
             yield backend
-
-    async def raw_get(self, backend: Backend, key: str) -> bytes:
-        return await self.place.raw_get(key)
-
-    async def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
-        await self.place.raw_put(key, data)
 
     def names_in_errors(self, backend: Backend, key: str) -> list[str]:
         return [f"db=0, key={self.place.prefix}/{key}"]

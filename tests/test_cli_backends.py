@@ -1,8 +1,9 @@
 """The operator commands and ``casstore serve`` on the Redis and GCS backends, by URL.
 
 One test per backend walks what an operator does (stats, verify, cat, gc in
-age-only mode, the codec server); one more checks that an unreachable store
-is one clear line.
+age-only mode, the codec server); the others check that an unreachable
+store, a wrong Redis password and a missing GCS bucket are each one clear line
+(missing Google credentials: tests/test_backend_gcs.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from casstore._freshness import ensure_policy
 from testrig.codec import CodecServerProcess
 from testrig.gcs import FakeGCSServer
 from testrig.processes import free_port
+from testrig.redis import RedisServer
 from tests.support.cli import assert_one_line_error, cli
 from tests.support.sdk import big_json, in_workflow, make_converter
 
@@ -111,6 +113,19 @@ async def test_an_unreachable_store_is_one_line(
     )
     result = await cli(capsys, "stats", url)
     assert_one_line_error(result, "could not reach", f"127.0.0.1:{port}")
+
+
+async def test_a_wrong_redis_password_is_one_line_that_never_shows_it(
+    capsys: pytest.CaptureFixture[str], redis_server: RedisServer
+) -> None:
+    url = f"redis://nobody:not-the-password@127.0.0.1:{redis_server.port}/0"
+    result = await cli(capsys, "stats", url)
+    assert_one_line_error(
+        result,
+        "Redis refused the credentials for scan",
+        f"host=127.0.0.1:{redis_server.port}",
+    )
+    assert "not-the-password" not in result.err
 
 
 async def test_a_missing_bucket_is_one_line(

@@ -11,36 +11,20 @@ swallowed, delays.
 from __future__ import annotations
 
 import asyncio
-import random
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from temporalio.api.common.v1 import Payload
-from temporalio.converter import (
-    StorageDriverClaim,
-    StorageDriverRetrieveContext,
-    StorageDriverStoreContext,
-    StorageDriverWorkflowInfo,
-)
 
 from casstore import CasStorageDriver
 from casstore.backends import CountingBackend
 from casstore.backends.redis import RedisBackend
-from casstore.errors import BackendUnavailableError, CasstoreError
 from testrig.tcpchaos import TCP_FAULTS, TcpChaosProxy
+from tests.support.faults import nothing_lost_under_faults, survive_one_fault
 from tests.support.redis import RedisPlace
 from tests.support.sdk import big_json, in_workflow, make_converter
 
 pytestmark = pytest.mark.integration
-
-CONTEXT = StorageDriverStoreContext(
-    target=StorageDriverWorkflowInfo(namespace="default", id="faults", run_id=None, type="W")
-)
-RETRIEVE = StorageDriverRetrieveContext()
-SLACK = 1.0
-"""Seconds an operation may overrun its deadline: scheduling on a loaded 2-core machine."""
 
 
 async def test_refresh_after_resets_the_ttl_before_a_claim_is_handed_out(
@@ -74,56 +58,28 @@ def proxy(redis_place: RedisPlace) -> Iterator[TcpChaosProxy]:
         yield chaos
 
 
-def _payload(size: int, seed: int) -> Payload:
-    rng = random.Random(seed)
-    return Payload(metadata={"encoding": b"binary/plain"}, data=rng.randbytes(size))
+def _through(redis_place: RedisPlace, proxy: TcpChaosProxy) -> RedisBackend:
+    return RedisBackend("127.0.0.1", proxy.port, prefix=redis_place.prefix, socket_timeout=1)
 
 
 @pytest.mark.parametrize("fault", TCP_FAULTS)
 async def test_each_fault_is_survived_within_the_deadline(
     redis_place: RedisPlace, proxy: TcpChaosProxy, fault: str
 ) -> None:
-    backend = RedisBackend("127.0.0.1", proxy.port, prefix=redis_place.prefix, socket_timeout=1)
-    async with backend:
-        driver = CasStorageDriver(backend, retrieval_cache_bytes=0)
-        proxy.schedule(fault)
-        started = time.monotonic()
-        [claim] = await driver.store(CONTEXT, [payload := _payload(3000, seed=1)])
-        assert time.monotonic() - started < 5.0 + SLACK
-        proxy.schedule(fault)
-        assert await driver.retrieve(RETRIEVE, [claim]) == [payload]
+    async with _through(redis_place, proxy) as backend:
+        await survive_one_fault(backend, lambda: proxy.schedule(fault))
     assert proxy.injected[fault] == 2
 
 
 async def test_under_20_percent_faults_no_payload_is_lost_or_wrong(
     redis_place: RedisPlace, proxy: TcpChaosProxy
 ) -> None:
-    payloads = [_payload(size, seed) for seed, size in enumerate([10, 3_000, 150_000] * 8)]
-
-    async def timed(work: object) -> tuple[object, float]:
-        started = time.monotonic()
-        try:
-            return await work, time.monotonic() - started  # type: ignore[misc]
-        except CasstoreError as exc:
-            return exc, time.monotonic() - started
-
-    backend = RedisBackend("127.0.0.1", proxy.port, prefix=redis_place.prefix, socket_timeout=1)
-    async with backend:
+    async with _through(redis_place, proxy) as backend:
         # Connections are made before the faults start, like a worker's.
         await backend.stat("v1/default/warm/" + "00" * 32)
-        proxy.configure(fault_rate=0.2)
-        writer = CasStorageDriver(backend, retrieval_cache_bytes=0)
-        stores = await asyncio.gather(*(timed(writer.store(CONTEXT, [p])) for p in payloads))
-        claims: list[StorageDriverClaim | None] = []
-        for result, took in stores:
-            assert took < 5.0 + 0.1 + SLACK, (took, result)
-            claims.append(None if isinstance(result, CasstoreError) else result[0])  # type: ignore[index]
-        proxy.configure(fault_rate=0.0)
-        reader = CasStorageDriver(backend, retrieval_cache_bytes=0)
-        for claim, payload in zip(claims, payloads, strict=True):
-            if claim is not None:  # every claim handed out reads back its payload
-                assert await reader.retrieve(RETRIEVE, [claim]) == [payload]
-    failed = [r for r, _ in stores if isinstance(r, BaseException)]
+        await nothing_lost_under_faults(
+            backend,
+            start=lambda: proxy.configure(fault_rate=0.2),
+            stop=lambda: proxy.configure(fault_rate=0.0),
+        )
     assert sum(proxy.injected.values()) >= 5
-    assert all(isinstance(r, BackendUnavailableError) for r in failed), failed
-    assert len(failed) <= len(payloads) // 10, failed

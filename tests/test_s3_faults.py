@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import random
-import time
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,9 +22,6 @@ import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     StorageDriverClaim,
-    StorageDriverRetrieveContext,
-    StorageDriverStoreContext,
-    StorageDriverWorkflowInfo,
 )
 
 from casstore import CasStorageDriver, open_backend
@@ -34,16 +30,11 @@ from casstore.backends.s3 import S3Backend
 from casstore.errors import BackendUnavailableError, CasstoreError, IntegrityError
 from testrig.chaos import FAULTS, ChaosProxy
 from tests.support.cli import assert_one_line_error, cli, s3_url
+from tests.support.faults import CONTEXT, RETRIEVE, SLACK, timed
 from tests.support.objectstore import DEAD_ENDPOINT
 from tests.support.s3 import S3Place
 
-CONTEXT = StorageDriverStoreContext(
-    target=StorageDriverWorkflowInfo(namespace="default", id="faults", run_id=None, type="W")
-)
-RETRIEVE = StorageDriverRetrieveContext()
 _WARM_KEY = "v1/default/faults/" + "00" * 32
-SLACK = 1.0
-"""Seconds an operation may overrun its deadline: scheduling on a loaded 2-core machine."""
 
 
 @dataclass
@@ -115,14 +106,6 @@ def _payload(size: int, seed: int) -> Payload:
     return Payload(metadata={"encoding": b"binary/plain"}, data=data)
 
 
-async def _timed(work: Any) -> tuple[Any, float]:
-    started = time.monotonic()
-    try:
-        return await work, time.monotonic() - started
-    except CasstoreError as exc:
-        return exc, time.monotonic() - started
-
-
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_each_fault_on_each_request_kind_is_survived(faulty: Faulty, fault: str) -> None:
     options = {"timeout": 4.0, "attempt_timeout": 1.0}
@@ -134,10 +117,10 @@ async def test_each_fault_on_each_request_kind_is_survived(faulty: Faulty, fault
         assert await reader.backend.get(_WARM_KEY) == b"warm"
         for method in ("HEAD", "PUT"):
             faulty.proxy.schedule(fault, method=method)
-        [claim], took = await _timed(writer.store(CONTEXT, [payload]))
+        [claim], took = await timed(writer.store(CONTEXT, [payload]))
         assert took < 4.0 + SLACK
         faulty.proxy.schedule(fault, method="GET")
-        [retrieved], took = await _timed(reader.retrieve(RETRIEVE, [claim]))
+        [retrieved], took = await timed(reader.retrieve(RETRIEVE, [claim]))
         assert took < 4.0 + SLACK
     assert retrieved == payload
     assert faulty.proxy.injected[fault] >= 2
@@ -148,14 +131,14 @@ async def test_under_20_percent_faults_no_payload_is_lost_or_wrong(faulty: Fault
     payloads = [_payload(size, seed) for seed, size in enumerate(sizes)]
     faulty.proxy.configure(fault_rate=0.2, seed=20)
     async with _driver(faulty) as writer, _driver(faulty) as reader:
-        stores = await asyncio.gather(*(_timed(writer.store(CONTEXT, [p])) for p in payloads))
+        stores = await asyncio.gather(*(timed(writer.store(CONTEXT, [p])) for p in payloads))
         claims: list[StorageDriverClaim | None] = []
         for (result, took), payload in zip(stores, payloads, strict=True):
             deadline = 5.0 + len(payload.data) / (2 * 1024 * 1024)
             assert took < deadline + SLACK, (took, result)
             claims.append(None if isinstance(result, CasstoreError) else result[0])
         retrieves = await asyncio.gather(
-            *(_timed(reader.retrieve(RETRIEVE, [c])) for c in claims if c is not None)
+            *(timed(reader.retrieve(RETRIEVE, [c])) for c in claims if c is not None)
         )
         for result, took in retrieves:
             assert took < 5.0 + 0.1 + SLACK, (took, result)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -24,3 +24,14 @@ async def gather_cancel_on_error(coros: Sequence[Coroutine[Any, Any, _T]]) -> li
         # errors and buffers they hold) so no reference cycle keeps them alive.
         tasks.clear()
         raise
+
+
+async def gather_bounded(calls: Sequence[Awaitable[_T]], limit: int) -> list[_T]:
+    """Await ``calls`` with at most ``limit`` in flight; results in order."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable[_T]) -> _T:
+        async with gate:
+            return await call
+
+    return list(await asyncio.gather(*(one(call) for call in calls)))

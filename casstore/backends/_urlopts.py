@@ -134,6 +134,14 @@ def option_size(url: str, options: Options, name: str, *, default: int) -> int:
     return int(match[1]) * _SIZE_UNITS[match[2].lower()]
 
 
+def check_positive(name: str, value: float | None, default: float) -> float:
+    """Return ``value`` (or ``default`` if None) if it is greater than zero."""
+    chosen = default if value is None else value
+    if chosen <= 0:
+        raise ConfigurationError(f"{name} must be greater than zero, got {chosen}")
+    return chosen
+
+
 def redacted(url: str) -> str:
     """``url`` with any password in it masked, for messages."""
     try:

@@ -7,9 +7,10 @@ extra raises an error saying so (both a
 :class:`~casstore.errors.ConfigurationError` and an ``ImportError``).
 
 One job per module: ``_options`` (defaults, checks, URL parsing), ``_errors``
-(aiohttp and gcloud-aio errors mapped to casstore's) and ``_backend``
-(:class:`GCSBackend`). See docs/backends.md for URL options, credentials, IAM
-permissions, lifecycle pairing and what the emulator cannot show.
+(aiohttp and gcloud-aio errors mapped to casstore's), ``_listing`` (paging
+through ``objects.list``) and ``_backend`` (:class:`GCSBackend`). See
+docs/backends.md for URL options, credentials, IAM permissions, lifecycle
+pairing and what the emulator cannot show.
 """
 
 from casstore.errors import ConfigurationError

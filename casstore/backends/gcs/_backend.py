@@ -2,39 +2,39 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import ClientResponseError
 from gcloud.aio.storage import Storage
 
-from casstore.backends._base import Backend, ObjectStat, describe_backend
+from casstore.backends._aio import gather_bounded
+from casstore.backends._base import Backend, ObjectStat, check_range, describe_backend
+from casstore.backends._download import read_bounded
 from casstore.backends._keys import check_key
+from casstore.backends._urlopts import check_positive
+from casstore.backends._where import Where, not_found
 from casstore.backends.gcs._errors import (
     LostRace,
     Missing,
-    Where,
     translate_credentials,
     translate_errors,
 )
+from casstore.backends.gcs._listing import list_objects, stat_of
 from casstore.backends.gcs._options import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_TIMEOUT,
     check_bucket,
-    check_positive,
     check_prefix,
     url_arguments,
 )
-from casstore.errors import ConfigurationError, IntegrityError, ObjectNotFoundError
+from casstore.errors import ConfigurationError, ObjectNotFoundError
 
 _T = TypeVar("_T")
-_CHUNK = 1024 * 1024
 # The object resource sent with every upload. Its presence makes
 # gcloud-aio-storage use a multipart upload, which carries ifGenerationMatch
 # on every server (fake-gcs-server ignores it on media and resumable uploads).
@@ -168,7 +168,7 @@ class GCSBackend(Backend):
             )
         except Missing:
             return None
-        return _stat_of(meta)
+        return stat_of(meta)
 
     async def put(self, key: str, data: bytes) -> bool:
         """Upload with ``ifGenerationMatch=0``: False if the object existed (412)."""
@@ -201,17 +201,9 @@ class GCSBackend(Backend):
         async def read(storage: Storage) -> bytes:
             stream = await storage.download_stream(self._bucket, name, timeout=self._seconds)
             async with stream:
-                length = stream.content_length
-                if max_size is not None and length > max_size:
-                    raise self._too_large(key, name, length, max_size)
-                chunks: list[bytes] = []
-                total = 0
-                while chunk := await stream.read(_CHUNK):
-                    total += len(chunk)
-                    if max_size is not None and total > max_size:
-                        raise self._too_large(key, name, total, max_size)
-                    chunks.append(chunk)
-            return b"".join(chunks)
+                # gcloud-aio reports a missing Content-Length as 0: unknown.
+                length = stream.content_length or None
+                return await read_bounded(stream, length, max_size, key, self._where(name))
 
         try:
             return await self._call("get", name, read)
@@ -225,10 +217,7 @@ class GCSBackend(Backend):
             ObjectNotFoundError: If there is no object at ``key``.
         """
         name = self.object_name(key)
-        if offset < 0 or length < 0:
-            raise ValueError(
-                f"invalid range: offset {offset}, length {length} (neither may be negative)"
-            )
+        check_range(offset, length)
         if length == 0:
             if await self.stat(key) is None:
                 raise self._not_found(key, name)
@@ -269,7 +258,7 @@ class GCSBackend(Backend):
         """Delete objects, 32 requests at a time (GCS has no multi-object delete)."""
         for key in keys:
             check_key(key)
-        await _bounded([self.delete(key) for key in keys])
+        await gather_bounded([self.delete(key) for key in keys], DEFAULT_CONCURRENCY)
 
     async def move(self, src: str, dst: str) -> bool:
         """Rewrite ``src`` to ``dst`` server-side (a fresh creation time), then delete ``src``."""
@@ -292,7 +281,9 @@ class GCSBackend(Backend):
         for src, dst in pairs:
             check_key(src)
             check_key(dst)
-        return await _bounded([self.move(src, dst) for src, dst in pairs])
+        return await gather_bounded(
+            [self.move(src, dst) for src, dst in pairs], DEFAULT_CONCURRENCY
+        )
 
     async def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
         """List keys under ``prefix`` (``objects.list``, paginated), without our prefix."""
@@ -377,24 +368,16 @@ class GCSBackend(Backend):
                     raise Missing from exc
                 raise
 
-    async def _list(self, prefix: str) -> AsyncIterator[tuple[str, ObjectStat]]:
-        params = {"prefix": self._root + prefix, "maxResults": "1000"}
-        while True:
-            page = await self._call(
+    def _list(self, prefix: str) -> AsyncIterator[tuple[str, ObjectStat]]:
+        async def page(params: dict[str, str]) -> Mapping[str, Any]:
+            return await self._call(
                 "scan",
                 self._root + prefix,
-                lambda s: s.list_objects(self._bucket, params=dict(params), timeout=self._seconds),
+                lambda s: s.list_objects(self._bucket, params=params, timeout=self._seconds),
                 bucket_on_404=True,
             )
-            for item in page.get("items", ()):
-                key = str(item.get("name", ""))[len(self._root) :]
-                # Skip foreign objects someone else put under our prefix.
-                with contextlib.suppress(ValueError):
-                    yield check_key(key), _stat_of(item)
-            token = page.get("nextPageToken")
-            if not token:
-                return
-            params["pageToken"] = token
+
+        return list_objects(page, self._root, prefix)
 
     def _about(self, name: str, *, of_object: bool) -> Where:
         key = name[len(self._root) :] if of_object and name else None
@@ -405,34 +388,8 @@ class GCSBackend(Backend):
         return f" [bucket={self._bucket}{key}, endpoint={self.describe()['endpoint']}]"
 
     def _not_found(self, key: str, name: str) -> ObjectNotFoundError:
-        return ObjectNotFoundError(
-            f"object not found in GCS{self._where(name)}", key=key, backend=describe_backend(self)
-        )
-
-    def _too_large(self, key: str, name: str, size: int, bound: int) -> IntegrityError:
-        return IntegrityError(
-            f"object is {size} bytes, above the {bound}-byte bound for it{self._where(name)}",
-            key=key,
-            backend=describe_backend(self),
-        )
+        return not_found("GCS", Where(self._where(name), key, describe_backend(self)))
 
 
 class _RangeNotSatisfiable(Exception):
     """416: the range starts at or past the object's end."""
-
-
-def _stat_of(meta: Mapping[str, Any]) -> ObjectStat:
-    created = str(meta.get("timeCreated") or meta.get("updated"))
-    modified = datetime.fromisoformat(created.replace("Z", "+00:00")).astimezone(UTC)
-    return ObjectStat(size=int(meta.get("size", 0)), modified=modified)
-
-
-async def _bounded(calls: Sequence[Awaitable[_T]]) -> list[_T]:
-    """Await ``calls`` with at most DEFAULT_CONCURRENCY in flight, in order."""
-    gate = asyncio.Semaphore(DEFAULT_CONCURRENCY)
-
-    async def one(call: Awaitable[_T]) -> _T:
-        async with gate:
-            return await call
-
-    return list(await asyncio.gather(*(one(call) for call in calls)))

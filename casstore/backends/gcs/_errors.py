@@ -9,10 +9,10 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from aiohttp import ClientConnectionError, ClientError, ClientPayloadError, ClientResponseError
 
+from casstore.backends._where import Where
 from casstore.errors import (
     BackendError,
     BackendPermissionError,
@@ -42,18 +42,6 @@ class Missing(Exception):
     """The object (or its bucket) answered 404."""
 
 
-@dataclass(frozen=True)
-class Where:
-    """What an error is about: for its message and its attributes."""
-
-    suffix: str
-    """``" [bucket=…, key=…, endpoint=…]"``, the message's last part."""
-    key: str | None
-    """The casstore key (without the prefix), for ``CasstoreError.key``."""
-    backend: str
-    """The backend's description, for ``CasstoreError.backend``."""
-
-
 def _reason(exc: ClientResponseError) -> str:
     """``404 Not Found: <GCS's message>``, from the JSON error body when there is one."""
     reason, _, body = str(exc.message).partition(": ")
@@ -78,52 +66,40 @@ def translate_errors(
     except (LostRace, Missing):
         raise
     except ClientResponseError as exc:
-        about = where()
-        attributes = {"key": about.key, "backend": about.backend}
-        reason = _reason(exc)
+        about, reason = where(), _reason(exc)
         if exc.status == 404 and of_object and "bucket does not exist" not in reason.lower():
-            raise ObjectNotFoundError(
-                f"object not found in GCS: {reason}{about.suffix}", **attributes
-            ) from exc
+            raise about.error(ObjectNotFoundError, f"object not found in GCS: {reason}") from exc
         if exc.status == 404:
-            raise BackendUnavailableError(
-                f"GCS bucket {bucket!r} does not exist (or {operation} found nothing): "
-                f"{reason}{about.suffix}",
-                **attributes,
+            raise about.error(
+                BackendUnavailableError,
+                f"GCS bucket {bucket!r} does not exist (or {operation} found nothing): {reason}",
             ) from exc
         if exc.status in (401, 403):
-            raise BackendPermissionError(
+            raise about.error(
+                BackendPermissionError,
                 f"GCS refused {operation}: {reason}; check the credentials and that they "
-                f"allow {PERMISSIONS.get(operation, 'storage.objects.get')} on the "
-                f"bucket{about.suffix}",
-                **attributes,
+                f"allow {PERMISSIONS.get(operation, 'storage.objects.get')} on the bucket",
             ) from exc
         if exc.status in (408, 429) or exc.status >= 500:
-            raise BackendUnavailableError(
-                f"GCS {operation} failed, the service is unavailable or throttling: "
-                f"{reason}{about.suffix}",
-                **attributes,
+            raise about.error(
+                BackendUnavailableError,
+                f"GCS {operation} failed, the service is unavailable or throttling: {reason}",
             ) from exc
-        raise BackendError(f"GCS {operation} failed: {reason}{about.suffix}", **attributes) from exc
+        raise about.error(BackendError, f"GCS {operation} failed: {reason}") from exc
     except (
         ClientConnectionError,
         ClientPayloadError,
         TimeoutError,
         asyncio.IncompleteReadError,
     ) as exc:
-        about = where()
-        raise BackendUnavailableError(
+        raise where().error(
+            BackendUnavailableError,
             f"GCS {operation} could not reach the server or was cut off: "
-            f"{type(exc).__name__}: {exc}{about.suffix}",
-            key=about.key,
-            backend=about.backend,
+            f"{type(exc).__name__}: {exc}",
         ) from exc
     except ClientError as exc:
-        about = where()
-        raise BackendError(
-            f"GCS {operation} failed: {type(exc).__name__}: {exc}{about.suffix}",
-            key=about.key,
-            backend=about.backend,
+        raise where().error(
+            BackendError, f"GCS {operation} failed: {type(exc).__name__}: {exc}"
         ) from exc
 
 
@@ -133,12 +109,9 @@ def translate_credentials(operation: str, where: Callable[[], Where]) -> Iterato
     try:
         yield
     except Exception as exc:  # gcloud-aio-auth raises anything from file, JSON or HTTP
-        about = where()
-        raise BackendPermissionError(
+        raise where().error(
+            BackendPermissionError,
             f"no usable Google credentials for GCS {operation} ({type(exc).__name__}: {exc}); "
             "they come from service_file=, GOOGLE_APPLICATION_CREDENTIALS, gcloud's "
-            "application default credentials or the metadata server"
-            f"{about.suffix}",
-            key=about.key,
-            backend=about.backend,
+            "application default credentials or the metadata server",
         ) from exc

@@ -85,11 +85,3 @@ def check_bucket(bucket: object) -> str:
 def check_prefix(prefix: object) -> str:
     """Return ``prefix`` without leading and trailing slashes, if it is valid."""
     return check_prefix_of(prefix, what="GCS prefix", store="GCS's ")
-
-
-def check_positive(name: str, value: float | None, default: float) -> float:
-    """Return ``value`` (or ``default`` if None) if it is greater than zero."""
-    chosen = default if value is None else value
-    if chosen <= 0:
-        raise ConfigurationError(f"{name} must be greater than zero, got {chosen}")
-    return chosen

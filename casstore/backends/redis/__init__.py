@@ -7,7 +7,8 @@ it without that extra raises an error saying so (both a
 
 One job per module: ``_options`` (defaults, checks, URL parsing), ``_errors``
 (redis-py errors mapped to casstore's), ``_scripts`` (the Lua scripts that
-make each operation atomic) and ``_backend`` (:class:`RedisBackend`). See
+make each operation atomic), ``_policy`` (the eviction-policy check on first
+use), ``_listing`` (``SCAN`` pages) and ``_backend`` (:class:`RedisBackend`). See
 docs/backends.md for URL options, what Redis promises and what it does not,
 and lifecycle pairing.
 """

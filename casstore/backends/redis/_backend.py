@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from redis import exceptions as rx
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from casstore.backends._base import Backend, ObjectStat, describe_backend
+from casstore.backends._base import Backend, ObjectStat, check_range, describe_backend
 from casstore.backends._keys import check_key
+from casstore.backends._urlopts import check_positive
+from casstore.backends._where import Where, not_found
 from casstore.backends.redis import _scripts
-from casstore.backends.redis._errors import Where, translate_errors
+from casstore.backends.redis._errors import translate_errors
+from casstore.backends.redis._listing import from_ms, list_objects
 from casstore.backends.redis._options import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -26,11 +26,11 @@ from casstore.backends.redis._options import (
     DEFAULT_PREFIX,
     DEFAULT_SOCKET_TIMEOUT,
     MAX_STRING_SIZE,
-    check_positive,
     check_prefix,
     check_ttl,
     url_arguments,
 )
+from casstore.backends.redis._policy import check_eviction_policy
 from casstore.errors import (
     BackendError,
     ConfigurationError,
@@ -38,11 +38,7 @@ from casstore.errors import (
     ObjectNotFoundError,
 )
 
-_log = logging.getLogger("casstore.backends.redis")
-
-_SCAN_COUNT = 1000
 _DELETE_BATCH = 256
-_SCAN_PREFIX_RE = re.compile(r"[A-Za-z0-9._%/-]*")
 # Store metadata (the lifecycle manifest) lives under this prefix and never
 # expires; trash copies gc keeps there do, like the objects they were.
 _METADATA = "_casstore/"
@@ -218,7 +214,7 @@ class RedisBackend(Backend):
         if found is None:
             return None
         size, modified = found
-        return ObjectStat(size=int(size), modified=_from_ms(modified))
+        return ObjectStat(size=int(size), modified=from_ms(modified))
 
     async def put(self, key: str, data: bytes) -> bool:
         """``SET NX`` the object and its time (with the TTL): False if it existed."""
@@ -257,10 +253,7 @@ class RedisBackend(Backend):
             ObjectNotFoundError: If there is no object at ``key``.
         """
         name = self.redis_key(key)
-        if offset < 0 or length < 0:
-            raise ValueError(
-                f"invalid range: offset {offset}, length {length} (neither may be negative)"
-            )
+        check_range(offset, length)
         with self._translate("get_range", name):
             client = await self._redis()
             async with client.pipeline(transaction=True) as pipe:
@@ -359,40 +352,14 @@ class RedisBackend(Backend):
                     client_name="casstore",
                 )
             if not self._checked:
-                await self._check_server(self._client)
+                await check_eviction_policy(
+                    self._client,
+                    ttl_ms=self._ttl_ms,
+                    allow_eviction=self._allow_eviction,
+                    where=self._where(""),
+                )
                 self._checked = True
         return self._client
-
-    async def _check_server(self, client: Redis) -> None:
-        """Refuse an evicting policy (errors are translated by the caller's operation)."""
-        try:
-            config = await client.config_get("maxmemory-policy")
-        except rx.ResponseError as exc:  # CONFIG renamed or refused (managed services)
-            if isinstance(exc, rx.NoPermissionError) or "unknown command" in str(exc):
-                _log.warning(
-                    "cannot read maxmemory-policy (%s); make sure the server never "
-                    "evicts casstore's keys%s",
-                    exc,
-                    self._where(""),
-                )
-                return
-            raise
-        values: dict[Any, Any] = dict(config)
-        raw = values.get(b"maxmemory-policy", values.get("maxmemory-policy", b""))
-        policy = raw.decode() if isinstance(raw, bytes) else str(raw)
-        safe = policy == "noeviction" or (policy.startswith("volatile-") and not self._ttl_ms)
-        if not safe and not self._allow_eviction:
-            why = (
-                "with a ttl, objects carry an expiry, which volatile-* policies evict"
-                if policy.startswith("volatile-")
-                else "it may evict any key"
-            )
-            raise ConfigurationError(
-                f"Redis maxmemory-policy is {policy!r}: {why}, and an evicted object is a "
-                "payload lost while workflow histories still reference it; set "
-                "maxmemory-policy noeviction on the server, or pass allow_eviction=true to "
-                f"accept that{self._where('')}"
-            )
 
     async def _run(self, script: str, keys: list[str], args: list[Any] | None = None) -> Any:
         """Run one of the Lua scripts (``EVALSHA``, loaded on first use)."""
@@ -403,52 +370,11 @@ class RedisBackend(Backend):
             self._scripts[script] = found
         return await found(keys=keys, args=args or [])
 
-    async def _list(self, prefix: str, *, times: bool) -> AsyncIterator[tuple[str, int, datetime]]:
-        if not isinstance(prefix, str) or not _SCAN_PREFIX_RE.fullmatch(prefix):
-            raise ValueError(f"invalid scan prefix {prefix!r}")
-        match = self._root + prefix + "*"
-        seen: set[str] = set()  # SCAN may return a key more than once
-        cursor = 0
-        while True:
-            with self._translate("scan", self._root + prefix, of_object=False):
-                client = await self._redis()
-                cursor, names = await client.scan(
-                    cursor, match=match, count=_SCAN_COUNT, _type="string"
-                )
-                keys = [key for key in map(self._key_of, names) if key and key not in seen]
-                seen.update(keys)
-                rows: list[Any] = []
-                if keys:
-                    async with client.pipeline(transaction=False) as pipe:
-                        for key in keys:
-                            pipe.exists(self._root + key)
-                            pipe.strlen(self._root + key)
-                        if times:
-                            pipe.mget([self._times + key for key in keys])
-                            pipe.time()
-                        rows = await pipe.execute()
-            now_ms = 0
-            stamps: list[Any] = [None] * len(keys)
-            if times and keys:
-                seconds, micros = rows[-1]
-                now_ms = int(seconds) * 1000 + int(micros) // 1000
-                stamps = rows[-2]
-            for index, key in enumerate(keys):
-                if rows[2 * index]:  # deleted since SCAN saw it: skip
-                    stamp = stamps[index]
-                    modified = _from_ms(int(stamp) if stamp is not None else now_ms)
-                    yield key, int(rows[2 * index + 1]), modified
-            if cursor == 0:
-                return
+    def _list(self, prefix: str, *, times: bool) -> AsyncIterator[tuple[str, int, datetime]]:
+        def translate(name: str) -> AbstractContextManager[None]:
+            return self._translate("scan", name, of_object=False)
 
-    def _key_of(self, name: bytes | str) -> str | None:
-        """The casstore key of a Redis key SCAN returned; None for a foreign one."""
-        raw = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
-        text = raw[len(self._root) :]
-        try:
-            return check_key(text)
-        except ValueError:
-            return None
+        return list_objects(self._redis, translate, self._root, self._times, prefix, times=times)
 
     def _expiry(self, key: str) -> int:
         """The TTL (ms) ``key`` gets: the lifecycle manifest and other metadata never expire."""
@@ -457,9 +383,7 @@ class RedisBackend(Backend):
         return self._ttl_ms
 
     def _not_found(self, key: str, name: str) -> ObjectNotFoundError:
-        return ObjectNotFoundError(
-            f"object not found in Redis{self._where(name)}", key=key, backend=describe_backend(self)
-        )
+        return not_found("Redis", Where(self._where(name), key, describe_backend(self)))
 
     def _where(self, name: str) -> str:
         key = f", key={name}" if name else ""
@@ -473,7 +397,3 @@ class RedisBackend(Backend):
             return Where(self._where(name), key, describe_backend(self))
 
         return translate_errors(operation, about)
-
-
-def _from_ms(stamp: Any) -> datetime:
-    return datetime.fromtimestamp(int(stamp) / 1000, UTC)

@@ -103,11 +103,3 @@ def check_ttl(ttl: object) -> int:
     if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
         raise ConfigurationError(f"ttl must be a positive timedelta or None, got {ttl!r}")
     return max(1, round(ttl.total_seconds() * 1000))
-
-
-def check_positive(name: str, value: float | None, default: float) -> float:
-    """Return ``value`` (or ``default`` if None) if it is greater than zero."""
-    chosen = default if value is None else value
-    if chosen <= 0:
-        raise ConfigurationError(f"{name} must be greater than zero, got {chosen}")
-    return chosen

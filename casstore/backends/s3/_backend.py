@@ -14,14 +14,14 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from casstore.backends._base import Backend, ObjectStat, check_range, describe_backend
+from casstore.backends._download import read_bounded
 from casstore.backends._keys import check_key
+from casstore.backends._where import Where
 from casstore.backends.s3._bulk import copy_objects, delete_objects
 from casstore.backends.s3._client import ClientSource
-from casstore.backends.s3._download import read_bounded
 from casstore.backends.s3._errors import (
     NOT_FOUND_CODES,
     ConditionalConflict,
-    Where,
     error_code,
     translate_errors,
 )

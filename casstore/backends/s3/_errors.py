@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from aiohttp import ClientConnectionError, ClientPayloadError
@@ -24,6 +23,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from casstore.backends._where import Where
 from casstore.errors import (
     BackendError,
     BackendPermissionError,
@@ -54,18 +54,6 @@ TRANSIENT = (
 
 class ConditionalConflict(Exception):
     """A concurrent conditional write of the same key was in progress (409)."""
-
-
-@dataclass(frozen=True)
-class Where:
-    """What an error is about: for its message and its attributes."""
-
-    suffix: str
-    """``" [bucket=…, key=…, region=…, endpoint=…]"``, the message's last part."""
-    key: str | None
-    """The casstore key (without the prefix), for ``CasstoreError.key``."""
-    backend: str
-    """The backend's description, for ``CasstoreError.backend``."""
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Reading an S3 object's body without reading more than the caller allows."""
+"""Reading an object's body without reading more than the caller allows."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ _CHUNK = 1 << 20
 async def read_bounded(
     body: Any, length: int | None, max_size: int | None, key: str, where: str
 ) -> bytes:
-    """Read a GetObject body, refusing one larger than ``max_size``.
+    """Read a streaming body (S3 GetObject, a GCS download), refusing one above ``max_size``.
 
     Args:
-        body: The response's streaming body.
+        body: The response's streaming body (``await body.read(n)``).
         length: Its ``Content-Length``, if the server sent one.
         max_size: The most bytes the caller accepts, or None for no bound.
         key: The object key (casstore's), for the error.
