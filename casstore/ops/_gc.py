@@ -13,7 +13,7 @@ import contextlib
 import functools
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Container
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -118,7 +118,7 @@ async def collect_garbage(
             marked = await mark_namespace(
                 client, concurrency=options.concurrency, progress=_stage(progress, "marking")
             )
-            live: set[str] | None = marked.keys
+            live: Container[str] | None = marked.keys
             judged_at = marked.started_at
             min_age = options.grace
         else:
