@@ -3,12 +3,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-ops bench-gc bench-server fuzz reliability clean browser
+.PHONY: demo test lint bench bench-ops bench-gc bench-server bench-agent fuzz batch-soak reliability clean browser redis
 
 # The Web UI test drives Debian's chromium through Playwright (Playwright's own
 # browser download needs the internet). Idempotent; a failed install fails `make test`.
 browser:
 	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+# The Redis backend's tests run Debian's redis-server (started per test session on a
+# free loopback port). Idempotent; a failed install fails `make test`.
+redis:
+	command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,13 +35,17 @@ AZURITE := .node/node_modules/.bin/azurite-blob
 $(AZURITE):
 	npm install --prefix .node --no-audit --no-fund azurite@3
 
-test: lint browser $(AZURITE)
+test: lint browser redis $(AZURITE)
 	$(BIN)/pytest
 
 # Faults injected in front of real S3 servers, payloads lost, worst stall, peak memory
 # (the figures in docs/reliability.md).
 reliability: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.reliability $(RELIABILITY_ARGS)
+
+# One store() of 10,000 payloads on S3 (moto) behind a 20 ms latency proxy (make test runs 2,000).
+batch-soak: $(BIN)/.installed
+	CASSTORE_S3_BATCH=10000 $(BIN)/pytest tests/test_batch_deadline.py -p no:cacheprovider -k s3 --timeout=900
 
 # Long property-based fuzzing of claims and objects (make test runs a bounded profile).
 fuzz: $(BIN)/.installed
@@ -57,6 +66,10 @@ bench-gc: $(BIN)/.installed
 # figures in test-artifacts/server-load.json. make test runs it at a smaller scale.
 bench-server: $(BIN)/.installed
 	CASSTORE_LOAD_SCALE=full $(BIN)/pytest tests/test_server_load.py -p no:cacheprovider -s -q
+
+bench-agent: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[bench-agent]'
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m benchmarks.agent --png docs/benchmarks-agent.png $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

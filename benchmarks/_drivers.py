@@ -20,6 +20,7 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
+from benchmarks import _gcs_redis
 from benchmarks._s3 import (
     S3Endpoint,
     Traffic,
@@ -44,6 +45,7 @@ DRIVERS: dict[str, str] = {
     "(ObjectStoreBackend)",
     "casstore-local": "casstore CasStorageDriver on local disk (LocalBackend)",
     "doc-local": "documentation-style local-disk driver (uuid file per payload)",
+    **_gcs_redis.DESCRIPTIONS,
     "floor": "not a storage driver: keeps payload objects in a dict, so its figures are "
     "what the SDK's External Storage path costs by itself",
 }
@@ -97,6 +99,8 @@ class Environment:
     """Simulated round-trip time added to every S3 request (0: loopback as it is)."""
     prepare_bucket: Callable[[str], None] | None = None
     """Makes what a fresh bucket needs before a run writes into it (see ``_cli.servers``)."""
+    more: _gcs_redis.Servers = field(default_factory=_gcs_redis.Servers)
+    """The GCS and Redis servers (for the drivers on them)."""
 
 
 @asynccontextmanager
@@ -114,6 +118,21 @@ async def open_rig(kind: str, env: Environment, tag: str) -> AsyncIterator[Rig]:
     if kind == OBSTORE:
         async with _obstore_rig(env, tag) as rig:
             yield rig
+        return
+    if kind in (*_gcs_redis.GCS_DRIVERS, *_gcs_redis.REDIS_DRIVERS):
+        try:
+            async with _gcs_redis.build(kind, env.more) as built:
+                yield Rig(
+                    kind,
+                    built.driver,
+                    built.traffic,
+                    HTTP if kind in _gcs_redis.GCS_DRIVERS else "Redis commands",
+                    built.at_rest,
+                    built.details,
+                    another=built.make,
+                )
+        except _gcs_redis.Unavailable as exc:
+            raise DriverUnavailableError(str(exc)) from exc
         return
     if kind not in DRIVERS:
         raise ValueError(f"unknown driver {kind!r}; expected one of {', '.join(DRIVERS)}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._drivers import BASELINE, ENCRYPTED, FILE_OPS
+from benchmarks._gcs_redis import GCS_DRIVERS, SDK_GCS
 from benchmarks._measure import Sample
 
 
@@ -203,7 +204,7 @@ def markdown(
     scenarios = list(dict.fromkeys(r.scenario for r in results))
     for scenario in scenarios:
         rows = [r for r in results if r.scenario == scenario]
-        base = next((r.median for r in rows if r.driver == BASELINE and r.median), None)
+        medians = {r.driver: r.median for r in rows if r.median}
         out += [f"### {titles.get(scenario, scenario)}", ""]
         header = (
             "| driver | wall s | store / retrieve s | speed vs SDK | CPU s | server CPU s "
@@ -220,6 +221,8 @@ def markdown(
                     f"| {r.driver} | {r.error or 'no result'} |" + " |" * (header.count("|") - 3)
                 )
                 continue
+            # GCS drivers compare with the SDK's GCS driver on the same server.
+            base = medians.get(SDK_GCS if r.driver in GCS_DRIVERS else BASELINE)
             phases = " / ".join(_seconds(v) for v in s.phases.values())
             speed = _ratio(base.wall_s / s.wall_s) if base and s.wall_s else "-"
             fewer = (

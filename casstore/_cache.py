@@ -9,7 +9,7 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -94,6 +94,52 @@ class ByteLRU(Generic[K]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class VerifiedIdentity(NamedTuple):
+    """Everything a cold read checks before it trusts stored bytes for a claim.
+
+    Two claims share a cache entry only if a cold read of either checks the
+    same object the same way: the object key (location and digest, so a claim
+    naming another namespace, workflow or the no-target location misses), and
+    the key id, which also fixes the object format (``None``: a plain format 1
+    object under a plain digest; an id: a format 2 object sealed with that key,
+    under a keyed digest). The claimed size is checked on every hit.
+    """
+
+    key: str
+    key_id: str | None
+
+
+class VerifiedPayloads:
+    """Verified serialized payloads by :class:`VerifiedIdentity`, bounded by total bytes.
+
+    A hit answers exactly what a cold read of the same claim would: the entry
+    was verified against this identity, and a claimed size other than the
+    entry's is a miss (the cold read then reports the mismatch).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._lru: ByteLRU[VerifiedIdentity] = ByteLRU(max_bytes)
+
+    @property
+    def size(self) -> int:
+        """Total bytes currently held."""
+        return self._lru.size
+
+    def get(self, identity: VerifiedIdentity, size: int) -> bytes | None:
+        """Return the payload verified for ``identity`` if it is ``size`` bytes, else None."""
+        data = self._lru.get(identity)
+        if data is None or len(data) != size:
+            return None
+        return data
+
+    def put(self, identity: VerifiedIdentity, data: bytes) -> None:
+        """Remember ``data`` as verified for ``identity``."""
+        self._lru.put(identity, data)
+
+    def __len__(self) -> int:
+        return len(self._lru)
 
 
 class SingleFlight(Generic[K, V]):

@@ -19,6 +19,7 @@ from casstore.ops import _cat as cat_command
 from casstore.ops import _gc as gc_command
 from casstore.ops import _stats as stats_command
 from casstore.ops import _verify as verify_command
+from casstore.ops._args import resolve_store
 from casstore.server import _command as serve_command
 
 _INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run the command line; return the process exit code."""
     args = _parser().parse_args(argv)
+    resolve_store(args)  # every command takes the store as --store URL or positionally
     try:
         code: int = args.func(args, out or sys.stdout)
     except KeyboardInterrupt:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar, Unpack
 
 from temporalio.api.common.v1 import Payload
@@ -15,30 +15,40 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
-from casstore._cache import ByteLRU, KnownObjects, SingleFlight
+from casstore._batch import gather_bounded
+from casstore._cache import ByteLRU, KnownObjects, SingleFlight, VerifiedIdentity, VerifiedPayloads
+from casstore._chunk_read import ChunkCacheKey, ChunkReader
+from casstore._chunk_write import ChunkIndex
+from casstore._chunking import ChunkWriter
 from casstore._crypto import Ciphers, cipher_for
 from casstore._deadline import (
     Deadline,
     RetryPolicy,
 )
-from casstore._driver_options import DriverOptions, keyword_signature, resolve_driver_options
+from casstore._driver_options import (
+    DriverOptions,
+    capped_refresh_after,
+    keyword_signature,
+    resolve_driver_options,
+)
+from casstore._format.chunked import is_chunked, max_chunked_object_size
 from casstore._format.claims import claim_data_for, parse_claim_data
-from casstore._format.compression import max_object_size
 from casstore._format.digest import content_digest
-from casstore._format.encrypted import ObjectCipher, encode_stored
+from casstore._format.encrypted import ObjectCipher
 from casstore._format.header import HEADER_SIZE, Codec
 from casstore._format.keys import Scope, location_for_target, object_key
+from casstore._format.manifest import MANIFEST_KEY
 from casstore._format.trash import trash_key
 from casstore._freshness import Freshness
 from casstore._metrics import DriverMetrics, MetricMeter, reported
 from casstore._requests import Requests
 from casstore._stats import DriverStats, error_kind
-from casstore._verify import decode_and_verify, parse_payload
-from casstore.backends._aio import gather_cancel_on_error
+from casstore._verify import check_digest, decode_and_verify, parse_payload
 from casstore.backends._base import Backend, ObjectStat, describe_backend, describe_suffix
 from casstore.errors import (
     BackendError,
     CasstoreError,
+    IntegrityError,
     ObjectNotFoundError,
     PayloadTooLargeError,
 )
@@ -84,17 +94,34 @@ class CasStorageDriver(StorageDriver):
             object longer than this, which is what makes age-based expiry and
             ``casstore gc`` safe (docs/operations.md). ``None`` never refreshes
             (unless the store's lifecycle manifest is followed and has one).
+            Capped at half the backend's
+            :attr:`~casstore.backends.Backend.expires_after` when it has one.
         offload_threshold: Payloads at least this large are hashed, compressed
             and decompressed in a worker thread instead of on the event loop.
-        lifecycle_manifest: On the first store, read the store's lifecycle
-            manifest (or record this driver's policy) and use the shorter
-            ``refresh_after``; gc needs it. On for stores the plugin opens.
+        lifecycle_manifest: Record this driver's policy as the store's
+            lifecycle manifest when the store has none (gc needs one); on for
+            stores the plugin and the codec server open from a URL. Every
+            driver, whatever this says, reads the manifest on its first store
+            and uses the shorter ``refresh_after``, so no writer vouches for an
+            object longer than gc assumes (docs/operations.md).
         timeout, attempt_timeout, min_throughput: The deadline of one payload's
             backend requests, retries included, and of one attempt; see
             docs/reliability.md (defaults 5 s, 2 s, plus size / 2 MiB/s).
         keyring: Encrypt objects with its active key (keyed digests, so dedup
             still works within a key) and read objects sealed with any of its
             keys; see docs/encryption.md. ``None`` stores plain objects.
+        require_encryption: Refuse plain (unencrypted) claims and objects on
+            retrieval with an :class:`~casstore.errors.IntegrityError`, so
+            nobody who can write to the bucket can feed this driver plaintext.
+            Needs ``keyring``. Off by default, which reads plain objects too
+            (as while moving a store to encryption).
+        chunking: Store new payloads of at least ``chunking_threshold`` bytes
+            as a manifest of content-defined chunks plus only the chunks no
+            earlier object of the scope holds (format 3), so a payload that
+            grows turn by turn costs its new bytes, not its whole size; see
+            docs/formats.md. Readers older than format 3 cannot read such
+            objects: upgrade readers first, or pass False until they are.
+        chunking_threshold: The smallest serialized payload that is chunked.
     """
 
     def __init__(self, backend: Backend, **options: Unpack[DriverOptions]) -> None:
@@ -105,23 +132,42 @@ class CasStorageDriver(StorageDriver):
             min_throughput=o["min_throughput"],
         )
         keyring = o["keyring"]
+        self._require_encryption = o["require_encryption"]
         self._ciphers = None if keyring is None else Ciphers(keyring)
         self._backend = backend
         self._name = o["name"]
         self._scope: Scope = o["scope"]
         self._compression_level = o["compression_level"]
         self._max_payload_size = o["max_payload_size"]
-        self._fresh = Freshness(backend, o["refresh_after"])
+        # The manifest's requests get the deadline and retries of a small payload's.
+        self._fresh = Freshness(
+            backend, capped_refresh_after(backend, o["refresh_after"]), self._manifest_request
+        )
         self._lifecycle_manifest = o["lifecycle_manifest"]
         self._known: KnownObjects[Codec] = KnownObjects(o["known_objects_cache_size"])
-        self._verified: ByteLRU[bytes] = ByteLRU(o["retrieval_cache_bytes"])
+        # Keyed by all a cold read checks, so a warm cache accepts exactly the
+        # claims a cold read accepts (docs/encryption.md, "What the caches vouch for").
+        self._verified = VerifiedPayloads(o["retrieval_cache_bytes"])
         self._stores: SingleFlight[str, Codec] = SingleFlight()
-        # Keyed by all that changes the outcome: no claim can fail another.
-        self._reads: SingleFlight[tuple[str, int, str | None], bytes] = SingleFlight()
+        # Keyed by all that changes the outcome (identity and size): no claim can
+        # fail another, nor get bytes another claim's checks vouched for.
+        self._reads: SingleFlight[tuple[VerifiedIdentity, int], bytes] = SingleFlight()
         self.stats = DriverStats()
         """Counters of what this driver has done; see :class:`~casstore.DriverStats`."""
         self._metrics: DriverMetrics | None = None
         self._run = Requests(backend, self.stats, o["max_concurrency"], o["offload_threshold"])
+        index = ChunkIndex()
+        self._chunk_writer = ChunkWriter(
+            self._run,
+            index,
+            self._known,
+            self._vouch,
+            self._compression_level,
+            threshold=o["chunking_threshold"] if o["chunking"] else None,
+        )
+        # Verified chunks get a quarter of the retrieval budget, on top of it.
+        chunk_cache: ByteLRU[ChunkCacheKey] = ByteLRU(o["retrieval_cache_bytes"] // 4)
+        self._chunk_reader = ChunkReader(backend, self._run, self.stats, chunk_cache, index.add)
 
     def name(self) -> str:
         """Return this driver instance's name (recorded in every reference)."""
@@ -165,11 +211,13 @@ class CasStorageDriver(StorageDriver):
                 position, the key and the backend.
         """
         location = location_for_target(context.target, self._scope)
-        if self._lifecycle_manifest:
-            await self._fresh.adopt()
+        # Every writer follows the store's manifest: gc's safety rests on it.
+        await self._fresh.adopt(record=self._lifecycle_manifest)
         return await self._batch(
             [
-                self._labelled(self._store_one(location, payload), i, len(payloads), "store")
+                self._labelled(
+                    functools.partial(self._store_one, location, payload), i, len(payloads), "store"
+                )
                 for i, payload in enumerate(payloads)
             ]
         )
@@ -188,6 +236,7 @@ class CasStorageDriver(StorageDriver):
         digest_key = None if cipher is None else cipher.digest_key
         digest = await self._run.cpu(len(data), content_digest, data, digest_key)
         key = object_key(location, digest)
+        verified = VerifiedIdentity(key, None if cipher is None else cipher.key_id)
         self.stats.payloads_stored += 1
         self.stats.logical_bytes_stored += len(data)
 
@@ -196,7 +245,9 @@ class CasStorageDriver(StorageDriver):
         if codec is not None:
             self.stats.dedup_cache_hits += 1
         else:
-            store = functools.partial(self._store_object, key, digest, data, cipher)
+            store = functools.partial(
+                self._store_object, verified, digest, data, cipher, location, payload
+            )
             # Only the leader of a single flight needs the bytes; a fan-out's
             # joiners must not keep a copy each alive while they wait.
             del data
@@ -207,9 +258,16 @@ class CasStorageDriver(StorageDriver):
         return StorageDriverClaim(claim_data=claim_data_for(location, digest, size, codec, key_id))
 
     async def _store_object(
-        self, key: str, digest: bytes, data: bytes, cipher: ObjectCipher | None
+        self,
+        verified: VerifiedIdentity,
+        digest: bytes,
+        data: bytes,
+        cipher: ObjectCipher | None,
+        location: str,
+        payload: Payload,
     ) -> Codec:
         """Make sure the object exists (write or find it); return its codec."""
+        key = verified.key
         deadline = self._retry.deadline(len(data))
         # For small objects on a backend whose create-if-absent reports existence,
         # the write doubles as the existence check: one request instead of two.
@@ -222,11 +280,17 @@ class CasStorageDriver(StorageDriver):
                 codec = Codec.RAW if found.size == HEADER_SIZE + len(data) else Codec.ZSTD
                 if not await self._found_existing(key, found, codec, deadline):
                     continue  # gone while we refreshed it (gc moved it): write it anew
-                self._verified.put(digest, data)
+                self._verified.put(verified, data)
                 return codec
 
-            codec, obj = await self._run.cpu(
-                len(data), encode_stored, data, self._compression_level, cipher, digest, key
+            codec, obj, learned = await self._chunk_writer.encode_new(
+                location=location,
+                key=key,
+                digest=digest,
+                data=data,
+                payload=payload,
+                cipher=cipher,
+                deadline=deadline,
             )
             written_at = time.time()
             # A put retried after a lost answer finds its own object: a success too.
@@ -236,20 +300,37 @@ class CasStorageDriver(StorageDriver):
                 self.stats.logical_bytes_written += len(data)
                 self.stats.bytes_written += len(obj)
                 self._known.add(key, codec, self._fresh.expiry(written_at))
+                # Where a store that cannot report a lost race may hold another
+                # writer's layout of these bytes, only reads teach chunk locations.
+                if learned and self._backend.conditional_writes:
+                    key_id = None if cipher is None else cipher.key_id
+                    self._chunk_writer.index.add(location, key_id, learned)
                 # These bytes hash to the digest by construction: later reads need none.
-                self._verified.put(digest, data)
+                self._verified.put(verified, data)
                 return codec
             # It exists (another writer, or an earlier store): its age decides
             # whether it needs a refresh before we vouch for it.
             if self._fresh.seconds is None and await self._found_existing(
                 key, None, codec, deadline
             ):
-                self._verified.put(digest, data)
+                self._verified.put(verified, data)
                 return codec
             check_first = True
         where = f"[key={key}{describe_suffix(self._backend)}]"
         message = f"object vanished {_STORE_ATTEMPTS} times while being stored {where}"
         raise BackendError(message, key=key, backend=describe_backend(self._backend))
+
+    async def _vouch(self, key: str, deadline: Deadline) -> bool:
+        """Check an object of unknown age before a manifest vouches for it (refresh if old)."""
+        found = await self._stat(key, deadline)
+        if found is None:
+            return False
+        touch = functools.partial(self._touch, key, deadline)
+        expires_at = await self._fresh.keep_alive(found, touch)
+        if expires_at is None:
+            return False
+        self._known.add(key, Codec.ZSTD, expires_at)
+        return True
 
     async def _found_existing(
         self, key: str, found: ObjectStat | None, codec: Codec, deadline: Deadline
@@ -265,6 +346,9 @@ class CasStorageDriver(StorageDriver):
         self.stats.dedup_backend_hits += 1
         self._known.add(key, codec, expires_at)
         return True
+
+    async def _manifest_request(self, kind: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        return await self._run.request(kind, MANIFEST_KEY, attempt, self._retry.deadline(0))
 
     async def _stat(self, key: str, deadline: Deadline) -> ObjectStat | None:
         return await self._run.request("stat", key, lambda: self._backend.stat(key), deadline)
@@ -292,7 +376,9 @@ class CasStorageDriver(StorageDriver):
         del context  # carries nothing; a claim holds everything retrieval needs
         return await self._batch(
             [
-                self._labelled(self._retrieve_one(claim), i, len(claims), "retrieve")
+                self._labelled(
+                    functools.partial(self._retrieve_one, claim), i, len(claims), "retrieve"
+                )
                 for i, claim in enumerate(claims)
             ]
         )
@@ -300,14 +386,21 @@ class CasStorageDriver(StorageDriver):
     async def _retrieve_one(self, claim: StorageDriverClaim) -> Payload:
         record = parse_claim_data(claim.claim_data, max_size=self._max_payload_size)
         digest, key = record.digest, record.key
+        if record.key_id is None and self._require_encryption:
+            raise IntegrityError(
+                f"claim is for a plain (unencrypted) object, and this driver requires "
+                f"encryption (require_encryption=True): refused unread [key={key}]",
+                key=key,
+            )
         cipher = cipher_for(self._ciphers, record.key_id, key=key)
-        data = self._verified.get(digest)
+        verified = VerifiedIdentity(key, record.key_id)
+        data = self._verified.get(verified, record.size)
         if data is not None:
             self.stats.retrieval_cache_hits += 1
         else:
             data, joined = await self._reads.run(
-                (key, record.size, record.key_id),
-                lambda: self._read_object(key, digest, record.size, cipher),
+                (verified, record.size),
+                lambda: self._read_object(verified, digest, record.size, cipher, record.location),
             )
             if joined:
                 self.stats.retrieval_inflight_hits += 1
@@ -317,12 +410,18 @@ class CasStorageDriver(StorageDriver):
         return await self._run.cpu(len(data), parse_payload, data, key)
 
     async def _read_object(
-        self, key: str, digest: bytes, size: int, cipher: ObjectCipher | None
+        self,
+        verified: VerifiedIdentity,
+        digest: bytes,
+        size: int,
+        cipher: ObjectCipher | None,
+        location: str,
     ) -> bytes:
+        key = verified.key
         deadline = self._retry.deadline(size)
         # No valid object for this claim is larger: a hostile one is refused
         # before it is read, not after it has been allocated.
-        bound = max_object_size(size)
+        bound = max_chunked_object_size(size)
         try:
             obj = await self._run.request(
                 "get", key, lambda: self._backend.get(key, max_size=bound), deadline
@@ -332,8 +431,20 @@ class CasStorageDriver(StorageDriver):
             obj = await self._from_trash(key, missing, bound, deadline)
         self.stats.objects_read += 1
         self.stats.bytes_read += len(obj)
-        data = await self._run.cpu(size, decode_and_verify, obj, size, digest, key, cipher)
-        self._verified.put(digest, data)
+        if is_chunked(obj):
+            data = await self._chunk_reader.read(
+                obj,
+                key=key,
+                location=location,
+                digest=digest,
+                size=size,
+                cipher=cipher,
+                deadline=deadline,
+            )
+            await self._run.cpu(size, check_digest, data, digest, key, cipher)
+        else:
+            data = await self._run.cpu(size, decode_and_verify, obj, size, digest, key, cipher)
+        self._verified.put(verified, data)
         return data
 
     async def _from_trash(
@@ -351,12 +462,16 @@ class CasStorageDriver(StorageDriver):
     # Plumbing.
 
     async def _batch(self, work: list[Coroutine[Any, Any, _T]]) -> list[_T]:
-        return await reported(self._metrics, self.stats, gather_cancel_on_error(work))
+        # Twice the request bound: the next payloads hash while others wait on requests.
+        running = gather_bounded(work, 2 * self._run.max_concurrency)
+        return await reported(self._metrics, self.stats, running)
 
-    async def _labelled(self, work: Awaitable[_T], index: int, count: int, verb: str) -> _T:
-        """Say which payload of a batch failed."""
+    async def _labelled(
+        self, work: Callable[[], Awaitable[_T]], index: int, count: int, verb: str
+    ) -> _T:
+        """Run one payload's work (started only now) and say which payload of a batch failed."""
         try:
-            return await work
+            return await work()
         except CasstoreError as exc:
             self.stats.errors[error_kind(exc)] += 1
             if count == 1:

@@ -17,6 +17,8 @@ from datetime import timedelta
 from typing import Any, Final, TypedDict
 
 from casstore._deadline import DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MIN_THROUGHPUT, DEFAULT_TIMEOUT
+from casstore._docs import docs_url
+from casstore._format.compression import max_object_size
 from casstore._format.keys import Scope
 from casstore._format.manifest import DEFAULT_REFRESH_AFTER
 from casstore._keyring import KeyRing
@@ -41,7 +43,14 @@ class DriverOptions(TypedDict, total=False):
     attempt_timeout: float
     min_throughput: float
     keyring: KeyRing | None
+    require_encryption: bool
+    chunking: bool
+    chunking_threshold: int
 
+
+DEFAULT_CHUNKING_THRESHOLD = 32 * 1024
+"""Payloads at least this large are chunked: below it a payload is a chunk or two,
+and a manifest would cost more than chunk dedup saves."""
 
 DEFAULTS: Final[DriverOptions] = {
     "name": "casstore",
@@ -58,6 +67,9 @@ DEFAULTS: Final[DriverOptions] = {
     "attempt_timeout": DEFAULT_ATTEMPT_TIMEOUT,
     "min_throughput": DEFAULT_MIN_THROUGHPUT,
     "keyring": None,
+    "require_encryption": False,
+    "chunking": True,
+    "chunking_threshold": DEFAULT_CHUNKING_THRESHOLD,
 }
 if DEFAULTS.keys() != DriverOptions.__annotations__.keys():  # pragma: no cover - caught at import
     raise AssertionError("every driver option needs exactly one default")
@@ -103,12 +115,43 @@ def _check(backend: object, o: DriverOptions) -> None:
         ("known_objects_cache_size", o["known_objects_cache_size"]),
         ("retrieval_cache_bytes", o["retrieval_cache_bytes"]),
         ("offload_threshold", o["offload_threshold"]),
+        ("chunking_threshold", o["chunking_threshold"]),
     ):
         if value < 0:
             raise ConfigurationError(f"{option} must not be negative, got {value}")
+    limit = backend.max_object_size
+    largest = max_object_size(o["max_payload_size"])
+    if limit is not None and largest > limit:
+        raise ConfigurationError(
+            f"max_payload_size {o['max_payload_size']} is too large for this backend: its "
+            f"largest object would be {largest} bytes, above the store's {limit}-byte limit "
+            f"[backend={backend!r}]"
+        )
     refresh_after = o["refresh_after"]
     if refresh_after is not None and refresh_after <= timedelta(0):
         raise ConfigurationError(f"refresh_after must be positive, got {refresh_after}")
+    if o["require_encryption"] and o["keyring"] is None:
+        raise ConfigurationError(
+            "require_encryption=True needs a keyring: pass keyring= "
+            f"(see {docs_url('encryption.md')})"
+        )
+
+
+def capped_refresh_after(backend: Backend, refresh_after: timedelta | None) -> timedelta | None:
+    """``refresh_after``, at most half the store's own expiry when it has one.
+
+    A store that deletes objects a ttl after their last write or refresh
+    (Redis with ``ttl``) must see them refreshed well before that, or the
+    driver could vouch for an object about to expire; half the ttl leaves
+    every claim at least half the ttl to live, as the store's lifecycle
+    manifest tightens the value too.
+    """
+    expiry = backend.expires_after
+    if expiry is None:
+        return refresh_after
+    if refresh_after is None or refresh_after > expiry / 2:
+        return expiry / 2
+    return refresh_after
 
 
 def keyword_signature(function: Callable[..., Any]) -> inspect.Signature:

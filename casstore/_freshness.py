@@ -12,13 +12,24 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from casstore._format.manifest import MANIFEST_KEY, MAX_MANIFEST_SIZE, LifecyclePolicy
 from casstore.backends._base import Backend, ObjectStat, describe_suffix
 from casstore.errors import CasstoreError, ObjectNotFoundError
 
+_T = TypeVar("_T")
 
-async def read_policy(backend: Backend) -> LifecyclePolicy | None:
+Call = Callable[[str, Callable[[], Awaitable[_T]]], Awaitable[_T]]
+"""Runs one backend request ``(kind, attempt)``: e.g. a driver's, under its deadline."""
+
+
+async def _direct(kind: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
+    del kind
+    return await attempt()
+
+
+async def read_policy(backend: Backend, call: Call[Any] = _direct) -> LifecyclePolicy | None:
     """Return the store's lifecycle policy, or ``None`` if it has no manifest.
 
     Raises:
@@ -26,24 +37,26 @@ async def read_policy(backend: Backend) -> LifecyclePolicy | None:
         BackendError: The store could not be read.
     """
     try:
-        data = await backend.get(MANIFEST_KEY, max_size=MAX_MANIFEST_SIZE)
+        data = await call("get", lambda: backend.get(MANIFEST_KEY, max_size=MAX_MANIFEST_SIZE))
     except ObjectNotFoundError:
         return None
     return LifecyclePolicy.decode(data, where=describe_suffix(backend))
 
 
-async def ensure_policy(backend: Backend, proposed: LifecyclePolicy) -> LifecyclePolicy:
+async def ensure_policy(
+    backend: Backend, proposed: LifecyclePolicy, call: Call[Any] = _direct
+) -> LifecyclePolicy:
     """Return the store's policy, recording ``proposed`` first if it has none.
 
     The write is create-if-absent: when writers race to create the manifest,
     one wins and the others read what it wrote.
     """
-    found = await read_policy(backend)
+    found = await read_policy(backend, call)
     if found is not None:
         return found
-    if await backend.put(MANIFEST_KEY, proposed.encode()):
+    if await call("put", lambda: backend.put(MANIFEST_KEY, proposed.encode())):
         return proposed
-    found = await read_policy(backend)
+    found = await read_policy(backend, call)
     if found is None:  # created and deleted between our two requests
         raise CasstoreError(
             f"lifecycle manifest vanished while being created "
@@ -57,12 +70,16 @@ class Freshness:
 
     On the driver's first store, :meth:`adopt` reads the store's manifest (one
     request per driver), writing one with this driver's ``refresh_after`` if
-    there is none; the driver then uses the shorter of the two. A driver with
-    ``refresh_after=None`` only follows a manifest, and writes none.
+    there is none and ``record`` is set; the driver then uses the shorter of
+    the two. A driver with ``refresh_after=None`` only follows a manifest, and
+    writes none.
     """
 
-    def __init__(self, backend: Backend, refresh_after: timedelta | None) -> None:
+    def __init__(
+        self, backend: Backend, refresh_after: timedelta | None, call: Call[Any] = _direct
+    ) -> None:
         self._backend = backend
+        self._call = call
         self._seconds = refresh_after.total_seconds() if refresh_after is not None else None
         self._ready = False
         self._adopting: asyncio.Future[None] | None = None
@@ -72,20 +89,25 @@ class Freshness:
         """The vouch bound in seconds, or ``None`` (vouch forever, never refresh)."""
         return self._seconds
 
-    async def adopt(self) -> None:
-        """Follow the store's manifest (once; concurrent callers share the request)."""
+    async def adopt(self, *, record: bool = True) -> None:
+        """Follow the store's manifest (once; concurrent callers share the request).
+
+        Args:
+            record: Write a manifest with this driver's ``refresh_after`` when
+                the store has none.
+        """
         if self._ready:
             return
         if self._adopting is None or self._adopting.done():  # first call, or the last one failed
-            self._adopting = asyncio.ensure_future(self._adopt())
+            self._adopting = asyncio.ensure_future(self._adopt(record))
         await asyncio.shield(self._adopting)
 
-    async def _adopt(self) -> None:
-        if self._seconds is None:
-            policy = await read_policy(self._backend)
+    async def _adopt(self, record: bool) -> None:
+        if self._seconds is None or not record:
+            policy = await read_policy(self._backend, self._call)
         else:
             proposed = LifecyclePolicy(refresh_after=timedelta(seconds=self._seconds))
-            policy = await ensure_policy(self._backend, proposed)
+            policy = await ensure_policy(self._backend, proposed, self._call)
         if policy is not None:
             store_seconds = policy.refresh_after.total_seconds()
             self._seconds = min(self._seconds or store_seconds, store_seconds)

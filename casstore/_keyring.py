@@ -21,8 +21,8 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import stat
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 from casstore._format.header import KEY_ID_RE, MAX_KEY_ID_LENGTH, validate_key_id
 from casstore.errors import ConfigurationError
@@ -142,14 +142,15 @@ class KeyRing:
     def from_file(cls, path: str | os.PathLike[str]) -> KeyRing:
         """Read a keyring in text form from a file.
 
+        Only a regular file (or a symlink to one, as mounted secrets are) of
+        at most 64 KiB is read: a device, pipe or socket could be read without
+        end (``/dev/zero``) or block forever (a FIFO with no writer).
+
         Raises:
-            ConfigurationError: If the file cannot be read or is malformed.
+            ConfigurationError: If the file is not a regular file, is larger
+                than 64 KiB, cannot be read or is malformed.
         """
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigurationError(f"cannot read keyring file [path={path}]: {exc}") from exc
-        return cls.from_text(text, source=os.fspath(path))
+        return cls.from_text(_read_keyring_file(path), source=os.fspath(path))
 
     @classmethod
     def open(cls, spec: str) -> KeyRing:
@@ -199,6 +200,55 @@ class KeyRing:
     def __reduce__(self) -> tuple[object, ...]:
         # Pickling would write key material wherever the pickle goes (logs, caches).
         raise TypeError("KeyRing cannot be pickled; build it from its source in each process")
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _read_keyring_file(path: str | os.PathLike[str]) -> str:
+    """Read a keyring file: a regular file of at most ``_MAX_KEYRING_TEXT`` bytes."""
+    where = f"[path={os.fspath(path)}]"
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer before we can refuse it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read keyring file {where}: {exc.strerror or exc}"
+        ) from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "not a file")
+            raise ConfigurationError(
+                f"keyring file must be a regular file, but it is {kind} {where}"
+            )
+        # Read up to one byte past the limit: a file that grew since fstat is caught too.
+        raw = b""
+        while len(raw) <= _MAX_KEYRING_TEXT and (chunk := os.read(fd, 1 + _MAX_KEYRING_TEXT)):
+            raw += chunk
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read keyring file {where}: {exc.strerror or exc}"
+        ) from exc
+    finally:
+        os.close(fd)
+    if len(raw) > _MAX_KEYRING_TEXT or info.st_size > _MAX_KEYRING_TEXT:
+        raise ConfigurationError(
+            f"keyring file is {max(info.st_size, len(raw))} bytes, above the "
+            f"{_MAX_KEYRING_TEXT}-byte limit (a keyring is a few lines of text) {where}"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"keyring file is not UTF-8 text (byte {exc.start}) {where}"
+        ) from exc
 
 
 def _entries(text: str) -> Iterable[str]:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from casstore._deadline import Deadline
+from casstore._deadline import Deadline, Progress
 from casstore._metrics import DriverMetrics, timed
 from casstore._stats import DriverStats
 from casstore.backends._base import Backend, describe_backend, describe_suffix
@@ -30,9 +30,10 @@ class Requests:
     ) -> None:
         self._backend = backend
         self._stats = stats
-        self._max_concurrency = max_concurrency
+        self.max_concurrency = max_concurrency
         self._offload_threshold = offload_threshold
         self._semaphore: asyncio.Semaphore | None = None
+        self._progress = Progress()
         self.metrics: DriverMetrics | None = None
         """Where request latencies are reported, if anywhere."""
 
@@ -56,6 +57,7 @@ class Requests:
             return await deadline.run(
                 lambda: timed(self.metrics, kind, call),
                 limit=self.limit(),
+                progress=self._progress,
                 what=f"backend {kind}",
                 where=f"[key={key}{describe_suffix(self._backend)}]",
             )
@@ -77,5 +79,5 @@ class Requests:
         """The bound shared by requests and CPU jobs."""
         # Created lazily: a driver may be built before the event loop exists.
         if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self._max_concurrency)
+            self._semaphore = asyncio.Semaphore(self.max_concurrency)
         return self._semaphore

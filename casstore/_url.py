@@ -10,7 +10,7 @@ from casstore.backends._base import Backend
 from casstore.backends._local import LocalBackend
 from casstore.backends._memory import MemoryBackend
 from casstore.backends._s3url import open_s3
-from casstore.backends._urlopts import merge_options, option_flag
+from casstore.backends._urlopts import merge_options, option_flag, redacted
 from casstore.errors import ConfigurationError
 
 _AZURE_SCHEMES = ("az", "azure", "abfs", "abfss", "adl")
@@ -40,6 +40,12 @@ def open_backend(url: str, **options: object) -> Backend:
       :class:`~casstore.backends.objectstore.ObjectStoreBackend` on Azure Blob
       Storage (needs ``pip install casstore[objectstore]``).
 
+    * ``gs://bucket/prefix?...``: a :class:`~casstore.backends.gcs.GCSBackend`
+      on Google Cloud Storage (needs ``pip install casstore[gcs]``).
+    * ``redis://host:port/db?...`` (``rediss://`` for TLS): a
+      :class:`~casstore.backends.redis.RedisBackend` (needs
+      ``pip install casstore[redis]``).
+
     See docs/backends.md for each backend's options.
 
     Options go in the query (``?fsync=false``) or as keyword arguments
@@ -59,8 +65,12 @@ def open_backend(url: str, **options: object) -> Backend:
         return _local(url, url, "", options)  # a plain path: no query to parse
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
+            # file://tmp/x names host "tmp" and path /x; dropping the host would
+            # silently open another folder. Three slashes start an absolute path.
+            meant = "file:///" + (parts.netloc + parts.path).lstrip("/")
             raise ConfigurationError(
-                f"file URLs need an absolute path, like file:///var/lib/casstore [url={url}]"
+                f"file URL names a host ({parts.netloc!r}); file URLs take an absolute path "
+                f"after three slashes: {meant} [url={url}]"
             )
         return _local(url, unquote(parts.path), parts.query, options)
     if scheme == "memory":
@@ -76,9 +86,18 @@ def open_backend(url: str, **options: object) -> Backend:
         return ObjectStoreBackend.from_url(url, **options)
     if scheme == "s3":
         return open_s3(url, options)
+    if scheme == "gs":
+        from casstore.backends.gcs import GCSBackend  # optional dependency
+
+        return GCSBackend.from_url(url, **options)
+    if scheme in ("redis", "rediss"):
+        from casstore.backends.redis import RedisBackend  # optional dependency
+
+        return RedisBackend.from_url(url, **options)
     raise ConfigurationError(
         f"unknown backend URL scheme {parts.scheme!r}; expected file://, memory://, s3://, "
-        f"az:// (or azure://, abfs://, abfss://, adl://) [url={url}]"
+        f"az:// (or azure://, abfs://, abfss://, adl://), gs://, redis:// or rediss:// "
+        f"[url={redacted(url)}]"
     )
 
 

@@ -28,6 +28,16 @@ def decode_and_verify(
             a digest mismatch, naming the key; nothing was parsed.
     """
     data = decode_object(obj, size=size, key=key, cipher=cipher, digest=digest)
+    check_digest(data, digest, key, cipher)
+    return data
+
+
+def check_digest(data: bytes, digest: bytes, key: str, cipher: ObjectCipher | None) -> None:
+    """Check that decoded bytes are the content the claim names.
+
+    Raises:
+        IntegrityError: They are not; names the key and both digests.
+    """
     actual = content_digest(data, None if cipher is None else cipher.digest_key)
     if actual != digest:
         kind = "blake3" if cipher is None else f"keyed blake3 (key {cipher.key_id!r})"
@@ -36,7 +46,6 @@ def decode_and_verify(
             f"{digest.hex()}, got {actual.hex()}",
             key=key,
         )
-    return data
 
 
 def parse_payload(data: bytes, key: str) -> Payload:

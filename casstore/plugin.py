@@ -124,7 +124,7 @@ class CasStorePlugin(SimplePlugin):
             driver = CasStorageDriver(store, **driver_options)
         elif isinstance(store, str):
             # A freshly opened backend has done no I/O: nothing to release if this fails.
-            # A store opened from a URL is a shared store: follow its lifecycle policy.
+            # A store opened from a URL is a shared store: record its policy if it has none.
             driver_options.setdefault("lifecycle_manifest", True)
             driver = CasStorageDriver(open_backend(store), **driver_options)
             self._owned_backend = driver.backend

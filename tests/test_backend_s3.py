@@ -24,6 +24,7 @@ from casstore.errors import (
 )
 from casstore.testing import BackendTests, DriverTests
 from testrig import free_port
+from tests.support.conformance import RawThroughPlace
 from tests.support.s3 import TARGETS, RequestLog, S3Place, S3Target, s3_place
 
 KEY = "v1/default/order-42/" + "ab" * 32
@@ -31,9 +32,10 @@ CONFORMANCE_DIR = "v1/default/order-42"  # where casstore.testing's concurrent p
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class _S3Conformance(BackendTests, DriverTests):
+class _S3Conformance(RawThroughPlace, BackendTests, DriverTests):
     pytestmark = pytest.mark.integration  # its backend fixture picks a server at run time
     target = ""
+    place: S3Place
 
     @pytest.fixture
     async def backend(self, request: pytest.FixtureRequest) -> AsyncIterator[S3Backend]:
@@ -47,12 +49,6 @@ class _S3Conformance(BackendTests, DriverTests):
             # The suite's concurrent puts write under one directory: rclone's trap.
             target.prepare_directories(place.bucket, [f"{place.prefix}/{CONFORMANCE_DIR}"])
             yield backend
-
-    async def raw_get(self, backend: Backend, key: str) -> bytes:
-        return await self.place.raw_get(key)
-
-    async def raw_put(self, backend: Backend, key: str, data: bytes) -> None:
-        await self.place.raw_put(key, data)
 
     def names_in_errors(self, backend: Backend, key: str) -> list[str]:
         return [f"bucket={self.place.bucket}", f"key={self.place.s3_key(key)}"]

@@ -185,7 +185,8 @@ async def test_compressible_payload_is_stored_compressed() -> None:
 
 async def test_incompressible_and_tiny_payloads_are_stored_raw() -> None:
     backend = MemoryBackend()
-    converter = in_workflow(make_converter(CasStorageDriver(backend)))
+    # Whole-object storage (format 1); chunked objects are tested in test_chunking.py.
+    converter = in_workflow(make_converter(CasStorageDriver(backend, chunking=False)))
     references = await converter.encode([os.urandom(300_000), "ok"])
     claims = [json.loads(reference_of(r).claim_data["c"]) for r in references]
     assert [c[4] for c in claims] == [0, 0]
@@ -511,7 +512,7 @@ async def test_large_payload_cpu_work_runs_off_the_event_loop() -> None:
     loop_thread = threading.get_ident()
     threads = RecordingExecutor.install().threads
     backend = MemoryBackend()
-    converter = in_workflow(make_converter(CasStorageDriver(backend)))
+    converter = in_workflow(make_converter(CasStorageDriver(backend, chunking=False)))
     [small] = await converter.encode(["small"])
     await converter.decode([small])
     assert threads == []

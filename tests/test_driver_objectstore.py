@@ -8,7 +8,6 @@ claims) runs on moto, rclone and Azurite from tests/test_backend_objectstore.py.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
@@ -20,7 +19,12 @@ from casstore.errors import (
     BackendUnavailableError,
     ObjectNotFoundError,
 )
-from tests.support.objectstore import ObjStorePlace, objstore_place
+from tests.support.objectstore import (
+    WRONG_CREDENTIALS,
+    ObjStorePlace,
+    objstore_place,
+    target_server,
+)
 from tests.support.sdk import big_json, in_workflow, make_converter
 
 # Every test here needs a server; some pick theirs at run time.
@@ -31,16 +35,15 @@ pytestmark = pytest.mark.integration
 async def test_wrong_credentials_name_the_store_and_permissions(
     request: pytest.FixtureRequest, target: str
 ) -> None:
-    server = request.getfixturevalue("azurite" if target == "azurite" else "rclone_s3")
-    wrong: dict[str, Any] = (
-        {"account_key": "d3Jvbmcga2V5"} if target == "azurite" else {"access_key_id": "AKIAWRONG"}
-    )
+    server, wrong = target_server(request, target), WRONG_CREDENTIALS[target]
     async with objstore_place(target, server) as place, place.backend(**wrong) as backend:
         converter = in_workflow(make_converter(CasStorageDriver(backend)))
         with pytest.raises(BackendPermissionError, match="credentials") as info:
             await converter.encode([big_json(1_000)])
         assert f"={place.container}" in str(info.value)
-        expected = "s3:ListBucket" if target == "rclone" else "Storage Blob Data"
+        # A driver's first request is its read of the lifecycle manifest.
+        assert "_casstore/lifecycle.json" in str(info.value)
+        expected = "s3:GetObject" if target == "rclone" else "Storage Blob Data"
         assert expected in str(info.value)
 
 

@@ -20,6 +20,7 @@ from temporalio.converter import (
 
 from casstore import CasStorageDriver
 from casstore._format.claims import parse_claim_data
+from casstore._format.manifest import MANIFEST_KEY
 from casstore.backends import Backend, CountingBackend, LocalBackend, MemoryBackend
 from casstore.backends._wrappers import FailingBackend, LatencyBackend
 from casstore.errors import (
@@ -36,10 +37,18 @@ RETRIEVE = StorageDriverRetrieveContext()
 
 
 class HangingBackend(LatencyBackend):
-    """A backend whose server accepts requests and never answers."""
+    """A backend whose server accepts requests for objects and never answers.
+
+    The lifecycle manifest (read on a driver's first store) is answered, so
+    that the payload's own deadline is what these tests see.
+    """
 
     def __init__(self, inner: Backend) -> None:
         super().__init__(inner, latency=3600)
+
+    async def _before(self, kind: str, key: str) -> None:
+        if key != MANIFEST_KEY:
+            await super()._before(kind, key)
 
 
 @pytest.fixture
@@ -71,6 +80,15 @@ async def test_a_backend_that_never_answers_fails_within_the_deadline() -> None:
     assert "attempt 1: no answer within 0.20s; attempt 2: no answer within 0.20s" in message
     assert "key=v1/default/rel/" in message
     assert "backend=memory" in message
+
+
+async def test_a_manifest_read_that_never_answers_fails_the_store_within_the_deadline() -> None:
+    hanging = LatencyBackend(MemoryBackend(), latency=3600)
+    driver = CasStorageDriver(hanging, timeout=0.6, attempt_timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError, match=r"0\.60s deadline \[key=_casstore/lifec"):
+        await _store(driver, b"small payload")
+    assert time.monotonic() - started < 0.6 + 0.3
 
 
 async def test_the_deadline_grows_with_the_payload_size() -> None:
@@ -137,7 +155,7 @@ async def test_failed_reads_free_their_buffers_without_garbage_collection(
 ) -> None:
     backend = MemoryBackend()
     data = os.urandom(4 * 1024 * 1024)
-    claim = await _store(CasStorageDriver(backend, compression_level=None), data)
+    claim = await _store(CasStorageDriver(backend, compression_level=None, chunking=False), data)
     [key] = list(backend._objects)
     obj, modified = backend._objects[key]
     backend._objects[key] = (obj[:-1] + bytes([obj[-1] ^ 1]), modified)

@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 from temporalio.client import Client
 from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
-from temporalio.worker import Worker
 
 from casstore import CasStorageDriver
 from casstore.backends.s3 import S3Backend
@@ -20,9 +19,9 @@ from casstore.history import history_references, workflow_task_failures
 from casstore.plugin import CasStorePlugin
 from testrig import TemporalDevServer
 from testrig.chaos import ChaosProxy
+from tests.support.fanout import run_fan_out
 from tests.support.s3 import S3Target, s3_place
 from tests.support.sdk import big_json
-from tests.support.workflows_fanout import FanOutChild, FanOutParent, analyze_shard
 
 FAULT_RATE = 0.1
 
@@ -43,18 +42,15 @@ async def test_fan_out_completes_with_no_payload_lost_while_10_percent_of_s3_req
             )
             async with CasStorePlugin(backend, payload_size_threshold=0) as plugin:
                 client = await Client.connect(temporal.address, plugins=[plugin])
-                async with Worker(
+                summary = await run_fan_out(
                     client,
+                    document,
+                    activities=width,
+                    children=children,
+                    child_activities=width,
+                    workflow_id=workflow_id,
                     task_queue=task_queue,
-                    workflows=[FanOutParent, FanOutChild],
-                    activities=[analyze_shard],
-                ):
-                    summary = await client.execute_workflow(
-                        FanOutParent.run,
-                        args=[document, width, children, width],
-                        id=workflow_id,
-                        task_queue=task_queue,
-                    )
+                )
                 histories = [
                     await client.get_workflow_handle(wid).fetch_history() for wid in workflow_ids
                 ]

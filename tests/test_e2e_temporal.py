@@ -2,7 +2,8 @@
 
 One ``temporal server start-dev`` serves the whole module (unique task queues
 and workflow ids keep tests apart); every test that stores payloads runs on the
-local backend and on S3 (``rclone serve s3``).
+local backend and on S3 (``rclone serve s3``); the fan-out runs on Azure
+(Azurite), Redis (redis-server) and GCS (fake-gcs-server) too.
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ from casstore.history import (
 from casstore.plugin import CasStorePlugin
 from testrig import AzuriteBlobServer, TemporalDevServer
 from tests.support.cli import s3_url
+from tests.support.fanout import run_fan_out
 from tests.support.objectstore import DEAD_ENDPOINT, objstore_place
 from tests.support.s3 import S3Place
 from tests.support.sdk import big_json
 from tests.support.wait import wait_until_sync
 from tests.support.workflows_e2e import ActivityElsewhere, ManySmall, WaitsForSignal, describe, echo
-from tests.support.workflows_fanout import FanOutChild, FanOutParent, analyze_shard
+from tests.support.workflows_fanout import FanOutChild, FanOutParent
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WAIT_SECONDS = 60.0
@@ -86,6 +88,12 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "azure":
         url: str = request.getfixturevalue("azure_url")
         return url
+    if request.param == "redis":
+        redis_url: str = request.getfixturevalue("redis_place").url
+        return redis_url
+    if request.param == "gcs":
+        gcs_url: str = request.getfixturevalue("gcs_place").url
+        return gcs_url
     place: S3Place = request.getfixturevalue("rclone_place")
     return s3_url(place)
 
@@ -146,8 +154,15 @@ def waiting_after_first_activity(history: WorkflowHistory) -> bool:
 # Dedup and references.
 
 
-@pytest.mark.parametrize("store_url", ["local", "s3", "azure"], indirect=True)
-@pytest.mark.parametrize("width", [1, 6])
+@pytest.mark.parametrize(
+    ("store_url", "width"),
+    [
+        *((store, width) for store in ("local", "s3", "azure") for width in (1, 6)),
+        ("redis", 6),
+        ("gcs", 6),
+    ],
+    indirect=["store_url"],
+)
 async def test_fan_out_writes_each_distinct_payload_once_and_a_rerun_writes_nothing(
     temporal: TemporalDevServer, store_url: str, width: int
 ) -> None:
@@ -158,18 +173,15 @@ async def test_fan_out_writes_each_distinct_payload_once_and_a_rerun_writes_noth
 
     async def run() -> tuple[int, int, set[str], dict[str, int]]:
         async with connected(temporal, store_url) as (client, plugin):
-            async with Worker(
+            summary = await run_fan_out(
                 client,
+                document,
+                activities=width,
+                children=children,
+                child_activities=width,
+                workflow_id=workflow_id,
                 task_queue=task_queue,
-                workflows=[FanOutParent, FanOutChild],
-                activities=[analyze_shard],
-            ):
-                summary = await client.execute_workflow(
-                    FanOutParent.run,
-                    args=[document, width, children, width],
-                    id=workflow_id,
-                    task_queue=task_queue,
-                )
+            )
             assert summary.activities == width * (1 + children)
             assert summary.rows == len(document["rows"]) * (1 + children)
             keys = {r.object_key() for r in await references(client, workflow_ids)}
@@ -305,18 +317,15 @@ async def test_a_history_replays_with_a_replayer_configured_with_casstore(
 ) -> None:
     workflow_id, task_queue = unique("replay"), unique("q")
     async with connected(temporal, store_url) as (client, _plugin):
-        async with Worker(
+        await run_fan_out(
             client,
+            big_json(32 * 1024),
+            activities=3,
+            children=1,
+            child_activities=2,
+            workflow_id=workflow_id,
             task_queue=task_queue,
-            workflows=[FanOutParent, FanOutChild],
-            activities=[analyze_shard],
-        ):
-            await client.execute_workflow(
-                FanOutParent.run,
-                args=[big_json(32 * 1024), 3, 1, 2],
-                id=workflow_id,
-                task_queue=task_queue,
-            )
+        )
         history = await client.get_workflow_handle(workflow_id).fetch_history()
 
     async with CasStorePlugin(store_url, payload_size_threshold=0) as fresh:
@@ -615,15 +624,15 @@ async def test_encrypted_fan_out_dedups_and_leaves_nothing_readable_in_history_o
     # Uncompressed, so that plaintext would show verbatim if it were stored.
     options: dict[str, Any] = {"keyring": keyring, "compression_level": None}
     async with connected(temporal, str(store), **options) as (client, plugin):
-        async with Worker(
+        summary = await run_fan_out(
             client,
+            document,
+            activities=3,
+            children=1,
+            child_activities=3,
+            workflow_id=workflow_id,
             task_queue=task_queue,
-            workflows=[FanOutParent, FanOutChild],
-            activities=[analyze_shard],
-        ):
-            summary = await client.execute_workflow(
-                FanOutParent.run, args=[document, 3, 1, 3], id=workflow_id, task_queue=task_queue
-            )
+        )
         assert summary.activities == 6
         refs = await references(client, workflow_ids)
         histories = [await client.get_workflow_handle(w).fetch_history() for w in workflow_ids]

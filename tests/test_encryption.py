@@ -272,7 +272,8 @@ async def test_encrypting_and_decrypting_large_payloads_runs_off_the_event_loop(
     loop_thread = threading.get_ident()
     threads = RecordingExecutor.install().threads
     backend = MemoryBackend()
-    converter = in_workflow(make_converter(CasStorageDriver(backend, keyring=RING)))
+    driver = CasStorageDriver(backend, keyring=RING, chunking=False)
+    converter = in_workflow(make_converter(driver))
     [small] = await converter.encode(["small"])
     await converter.decode([small])
     assert threads == []

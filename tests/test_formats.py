@@ -24,6 +24,7 @@ from casstore._format.encrypted import decode_object, encode_encrypted_object
 from casstore._format.header import Codec
 from casstore._format.keys import is_object_key, location_for, object_key
 from casstore.backends import MemoryBackend, check_key
+from casstore.ops import _gc_journal
 
 PAYLOAD = Payload(
     metadata={"encoding": b"json/plain"},
@@ -246,3 +247,43 @@ async def test_store_with_a_keyring_writes_the_golden_key_and_v2_claim() -> None
     assert claim.claim_data == {"c": GOLDEN_CLAIM_V2}
     assert [key async for key, _ in backend.scan()] == [GOLDEN_ENCRYPTED_KEY]
     assert (await backend.get(GOLDEN_ENCRYPTED_KEY))[:9] == b"CAS\x02\x01\x01\x02k1"
+
+
+# gc's move journal: a crashed run's journal is read by the next run, maybe a
+# newer casstore, so its key and record are a stored format too.
+GOLDEN_TRASH_KEY = "_casstore/trash/v1/default/order-42/" + DIGEST_HEX
+GOLDEN_JOURNAL_KEY = "_casstore/gc/team%2Fa.moving/1764806400000-0011223344556677"
+GOLDEN_JOURNAL = (
+    b'{"version": 1, "host": "worker-1", "pid": 4242, "started": 1764806400.0, '
+    b'"trash_keys": ["_casstore/trash/v1/default/order-42/' + DIGEST_HEX.encode() + b'"]}'
+)
+
+
+async def test_golden_gc_move_journal_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("casstore.ops._gc_journal.time.time", lambda: 1764806400.0)
+    monkeypatch.setattr("casstore.ops._gc_journal.socket.gethostname", lambda: "worker-1")
+    monkeypatch.setattr("casstore.ops._gc_journal.os.getpid", lambda: 4242)
+    monkeypatch.setattr(
+        "casstore.ops._gc_journal.secrets.token_hex", lambda n: "0011223344556677"[: 2 * n]
+    )
+    backend = MemoryBackend()
+    async with _gc_journal.journaled(backend, "team/a", [GOLDEN_TRASH_KEY]):
+        assert [key async for key, _ in backend.scan()] == [GOLDEN_JOURNAL_KEY]
+        assert await backend.get(GOLDEN_JOURNAL_KEY) == GOLDEN_JOURNAL
+    assert [key async for key, _ in backend.scan()] == []
+
+
+async def test_golden_gc_move_journal_is_read() -> None:
+    backend = MemoryBackend()
+    await backend.put(GOLDEN_JOURNAL_KEY, GOLDEN_JOURNAL)
+    leftovers = await _gc_journal.read_leftovers(backend, "team/a")
+    assert leftovers.journals == [GOLDEN_JOURNAL_KEY]
+    assert leftovers.trash_keys == {GOLDEN_TRASH_KEY}
+    assert (await _gc_journal.read_leftovers(backend, "team-a")).journals == []
+
+
+async def test_gc_move_journal_of_another_version_is_refused() -> None:
+    backend = MemoryBackend()
+    await backend.put(GOLDEN_JOURNAL_KEY, GOLDEN_JOURNAL.replace(b'"version": 1', b'"version": 2'))
+    with pytest.raises(_gc_journal.JournalError, match=r"version 2, this casstore reads 1"):
+        await _gc_journal.read_leftovers(backend, "team/a")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -32,7 +33,9 @@ from casstore._freshness import ensure_policy, read_policy
 from casstore.backends import Backend, LocalBackend, MemoryBackend
 from casstore.backends._wrappers import LatencyBackend
 from casstore.errors import ObjectNotFoundError
+from casstore.ops._gc_refs import referenced_objects
 from casstore.ops._gc_sweep import LockHeldError, Plan, apply_plan, gc_lock, plan_sweep
+from tests.support.agents import agent_turns
 from tests.support.gc import NS, context, key_of, writer_for
 from tests.support.s3 import S3Target, s3_place
 
@@ -274,3 +277,64 @@ async def test_one_gc_at_a_time_per_namespace(backend: Backend) -> None:
     async with gc_lock(backend, NS, break_lock=True):
         pass
     assert not [k async for k, _ in backend.scan("_casstore/gc/")]
+
+
+# Chunked objects: a manifest vouches for the objects it reads chunks from.
+
+
+def conversation(turns: int) -> list[bytes]:
+    """Agent-shaped payload data: each turn the previous one plus a few KB."""
+    return [json.dumps(value).encode() for value in agent_turns(turns)]
+
+
+async def marked_with_chunks(backend: Backend, marked: set[str]) -> set[str]:
+    """What gc's mark keeps: the claims' keys and what their manifests reference."""
+    return marked | await referenced_objects(backend, marked)
+
+
+async def read_turn(backend: Backend, data: bytes) -> bytes:
+    return await read(backend, "agent", data)
+
+
+@pytest.mark.parametrize("policy", [LifecyclePolicy(refresh_after=timedelta(minutes=10))])
+async def test_objects_a_new_chunked_object_references_during_the_sweep_stay_readable(
+    backend: Backend,
+) -> None:
+    turns = conversation(6)
+    worker = writer_for(backend, refresh_after=timedelta(hours=1))
+    earlier = [await store(worker, "agent", data) for data in turns[:5]]
+    plan = await plan_sweep(backend, NS, live=set(), judged_at=time.time() + LATER, min_age=GRACE)
+    assert sorted(k for k, _ in plan.quarantine) == sorted(earlier)
+    await apply_plan(backend, plan, POLICY)
+
+    # The worker's caches still vouch for the earlier turns: the new turn's
+    # manifest references them, moved to the trash under its feet.
+    newest = await store(worker, "agent", turns[5])
+    assert set(await referenced_objects(backend, {newest})) & set(earlier)
+    assert await read_turn(backend, turns[5]) == turns[5]
+
+    # Before its claim lands, everything is young (or waits in the trash).
+    await sweep(backend, set(), at=time.time())
+    assert await read_turn(backend, turns[5]) == turns[5]
+    # The claim landed: the mark keeps what its manifest references, restored.
+    live = await marked_with_chunks(backend, {newest})
+    plan = await sweep(backend, live, at=time.time() + LATER)
+    assert set(plan.restore) == live - {newest}
+    await sweep(backend, live, at=time.time() + 2 * LATER)
+    assert await read_turn(backend, turns[5]) == turns[5]
+
+
+async def test_without_the_chunked_claim_in_any_mark_its_references_go_too(
+    backend: Backend,
+) -> None:
+    # The control: the references are kept only because the mark reads manifests.
+    turns = conversation(6)
+    worker = writer_for(backend)
+    earlier = [await store(worker, "agent", data) for data in turns[:5]]
+    newest = await store(worker, "agent", turns[5])
+    referenced = await referenced_objects(backend, {newest})
+    assert referenced & set(earlier)
+    await sweep(backend, {newest}, at=time.time() + LATER)
+    await sweep(backend, {newest}, at=time.time() + 2 * LATER)
+    with pytest.raises(ObjectNotFoundError, match="referenced="):
+        await read_turn(backend, turns[5])

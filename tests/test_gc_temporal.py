@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import Payload
+from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
 from temporalio.client import (
     Client,
     Schedule,
@@ -41,7 +42,8 @@ from casstore._format.trash import trash_key
 from casstore._freshness import ensure_policy
 from casstore.backends import Backend
 from casstore.history import history_references
-from casstore.ops._gc_mark import mark_namespace
+from casstore.ops._gc_mark import is_open_status, mark_namespace
+from casstore.ops._gc_refs import referenced_objects
 from casstore.ops._gc_sweep import apply_plan, plan_sweep
 from casstore.plugin import CasStorePlugin
 from testrig import TemporalDevServer, find_temporal_cli, free_port
@@ -52,11 +54,13 @@ from tests.support.wait import wait_until
 from tests.support.workflows_gc import (
     AbandonedChild,
     AbandoningParent,
+    AgentLoop,
     Finishes,
     Holds,
     Receiver,
     Sender,
     Sleeps,
+    model_call,
     shout,
 )
 
@@ -65,6 +69,7 @@ GRACE = "2s"
 BOGUS_NAMESPACE = "gc-bogus"  # holds a history gc cannot judge
 GRACE_SECONDS = 2.0
 WAIT_SECONDS = 30.0
+PAUSED = 8  # WORKFLOW_EXECUTION_STATUS_PAUSED, newer than the SDK's enum
 
 
 # Fast visibility acks: a deleted workflow leaves listings within a second or two.
@@ -75,6 +80,8 @@ TEMPORAL_ARGS = [
     'history.transferProcessorUpdateAckInterval="1s"',
     "--dynamic-config-value",
     'history.visibilityProcessorUpdateAckInterval="1s"',
+    "--dynamic-config-value",
+    "frontend.WorkflowPauseEnabled=true",  # temporal workflow pause (experimental)
 ]
 
 
@@ -150,8 +157,17 @@ async def worker(temporal: TemporalDevServer, url: str) -> AsyncIterator[Client]
         async with Worker(
             client,
             task_queue=queue,
-            workflows=[Finishes, Sleeps, Holds, AbandonedChild, AbandoningParent, Receiver, Sender],
-            activities=[shout],
+            workflows=[
+                Finishes,
+                Sleeps,
+                Holds,
+                AbandonedChild,
+                AbandoningParent,
+                Receiver,
+                Sender,
+                AgentLoop,
+            ],
+            activities=[shout, model_call],
         ):
             client.gc_test_queue = queue  # type: ignore[attr-defined]
             yield client
@@ -249,6 +265,45 @@ async def test_gc_deletes_exactly_what_temporal_no_longer_has(
                 await _read_all(backend, client, wid)
         await raced.terminate()
         await sleeper_handle.terminate()
+
+
+# Local only: on a store that cannot report a lost create race (rclone), a
+# writer learns chunk locations only from reads, and this worker reads nothing
+# it did not write itself (its verified cache answers).
+@pytest.mark.parametrize("store_url", ["local"], indirect=True)
+async def test_gc_keeps_what_an_agents_chunked_payloads_read_from_an_earlier_run(
+    temporal: TemporalDevServer, store_url: str
+) -> None:
+    # A second run of one workflow id continues the first run's conversation:
+    # its payloads read most of their chunks from the first run's objects,
+    # which no kept history references once the first run is deleted.
+    async with worker(temporal, store_url) as client:
+        queue: str = client.gc_test_queue  # type: ignore[attr-defined]
+        agent = unique("agent")
+        prompt = " ".join(f"instruction-{i}" for i in range(3_000))  # about 40 KB
+        first = await client.execute_workflow(
+            AgentLoop.run, args=[[prompt], 6], id=agent, task_queue=queue
+        )
+        first_keys = await keys_of(client, agent)
+        delete_workflow(temporal, agent)
+        await wait_until_unlisted(client, {agent})
+        await client.execute_workflow(AgentLoop.run, args=[first, 4], id=agent, task_queue=queue)
+        second_keys = await keys_of(client, agent)
+        async with open_backend(store_url) as backend:
+            read_from = await referenced_objects(backend, second_keys)
+        only_first = first_keys - second_keys
+        assert read_from & only_first  # what the mark alone would not keep
+
+        gc_args = ["--namespace", "default", "--address", temporal.address, "--grace", GRACE]
+        for _ in range(2):  # move to the trash, then delete: two graces
+            await asyncio.sleep(GRACE_SECONDS + 0.5)
+            code, _, err = await gc(store_url, *gc_args, "--delete", "--json")
+            assert code == 0, err
+        after = await all_keys(store_url)
+        assert read_from <= after
+        assert only_first - read_from - after  # the rest of the first run went
+        async with open_backend(store_url) as backend:
+            await _read_all(backend, client, agent)
 
 
 async def _wait_for_activity(handle: Any) -> None:
@@ -446,3 +501,61 @@ async def test_a_lock_left_behind_refuses_deletion_until_broken(
     finally:
         async with open_backend(url) as backend:
             await backend.delete(lock)
+
+
+def pause_workflow(temporal: TemporalDevServer, workflow_id: str) -> None:
+    """``temporal workflow pause``: the run stays open with status 8 (paused)."""
+    done = subprocess.run(
+        [find_temporal_cli(), "workflow", "pause", "--address", temporal.address,
+         "--namespace", "default", "--workflow-id", workflow_id, "--reason", "gc test",
+         "--disable-config-file", "--disable-config-env"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def listed_status(client: Client, workflow_id: str) -> int:
+    page = await client.workflow_service.list_workflow_executions(
+        ListWorkflowExecutionsRequest(namespace="default", query=f"WorkflowId = '{workflow_id}'")
+    )
+    return int(page.executions[0].status) if page.executions else 0
+
+
+async def test_a_paused_workflow_is_open_and_keeps_its_payloads(
+    temporal: TemporalDevServer, tmp_path: Path
+) -> None:
+    url = str(tmp_path / "store")
+    await record_policy(url)
+    workflow_id = unique("paused")
+    async with worker(temporal, url) as client:
+        handle = await client.start_workflow(
+            Holds.run,
+            unique("paused input"),
+            id=workflow_id,
+            task_queue=client.gc_test_queue,  # type: ignore[attr-defined]
+        )
+        kept = await keys_of(client, workflow_id)
+        assert kept
+        pause_workflow(temporal, workflow_id)
+
+        async def paused() -> bool:
+            return await listed_status(client, workflow_id) == PAUSED
+
+        await wait_until(paused, WAIT_SECONDS, what="the pause shows in visibility")
+        try:
+            await asyncio.sleep(GRACE_SECONDS + 0.5)
+            args = ["--namespace", "default", "--address", temporal.address, "--grace", GRACE]
+            code, out, err = await gc(url, *args, "--delete", "--json")
+            assert code == 0, err
+            report = json.loads(out)
+            assert report["marked"]["open_executions"] >= 1
+            assert kept <= await all_keys(url)  # still at their keys, not in the trash
+            assert not {trash_key(key) for key in kept} & await all_keys(url)
+        finally:
+            await handle.terminate()
+
+
+def test_every_status_but_the_closed_ones_counts_as_open() -> None:
+    closed = {2, 3, 4, 5, 6, 7}  # completed, failed, canceled, terminated, continued, timed out
+    for status in range(20):
+        assert is_open_status(status) is (status not in closed), status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import pickle
 from pathlib import Path
 
@@ -104,3 +105,45 @@ def test_constructor_checks_ids_sizes_and_active(tmp_path: Path) -> None:
         KeyRing({"k": K1}, active="x")
     with pytest.raises(ConfigurationError, match=r"cannot read keyring file \[path="):
         KeyRing.from_file(tmp_path / "missing")
+
+
+# Keyring files: only regular files, of bounded size (a keyring is a few lines).
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind"),
+    [("file:/dev/zero", "a character device"), ("/dev/null", "a character device")],
+)
+def test_a_device_is_refused_as_a_keyring_file_without_reading_it(spec: str, kind: str) -> None:
+    with pytest.raises(ConfigurationError, match=rf"must be a regular file, but it is {kind}"):
+        KeyRing.open(spec)
+
+
+def test_a_directory_and_a_fifo_without_writer_are_refused_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"it is a directory \[path="):
+        KeyRing.open(f"file:{tmp_path}")
+    fifo = tmp_path / "keyring.fifo"
+    os.mkfifo(fifo)
+    # Opening a FIFO for reading would wait for a writer: the check must not.
+    with pytest.raises(ConfigurationError, match=r"it is a pipe \(FIFO\)"):
+        KeyRing.open(f"file:{fifo}")
+
+
+def test_a_keyring_file_above_64_kib_is_refused_naming_size_and_limit(tmp_path: Path) -> None:
+    path = tmp_path / "keyring"
+    path.write_text(f"k1:{B64_1}\n" + "#" * (64 * 1024))
+    with pytest.raises(ConfigurationError, match=r"is 65\d\d\d bytes, above the 65536-byte limit"):
+        KeyRing.from_file(path)
+
+
+def test_a_symlink_to_a_keyring_file_is_read(tmp_path: Path) -> None:
+    # Mounted secrets (Kubernetes) are symlinks to regular files.
+    target = tmp_path / "..data" / "keyring"
+    target.parent.mkdir()
+    target.write_text(f"k1:{B64_1}\n")
+    link = tmp_path / "keyring"
+    link.symlink_to(target)
+    assert KeyRing.open(f"file:{link}").active_id == "k1"
+    (tmp_path / "dev").symlink_to("/dev/zero")
+    with pytest.raises(ConfigurationError, match="character device"):
+        KeyRing.open(f"file:{tmp_path / 'dev'}")

@@ -34,6 +34,8 @@ from temporalio.converter import (
 from casstore import CasStorageDriver, KeyRing
 from casstore._format.claims import parse_claim_data
 from casstore._format.keys import BadKeyError, location_for, object_key, parse_object_key
+from casstore._format.manifest import LifecyclePolicy
+from casstore._freshness import ensure_policy
 from casstore.backends import Backend, LocalBackend
 from casstore.ops import store_stats, verify_store
 from tests.support.cli import assert_one_line_error, cli, s3_url
@@ -91,8 +93,11 @@ WORKFLOWS = [("default", "order-1"), ("default", "order 2/ü"), ("billing", "inv
 
 
 async def populate(backend: Backend) -> Stored:
-    """Objects of every scope kind and both codecs, one large enough to be checked off-loop."""
-    driver = CasStorageDriver(backend)
+    """Objects of every scope kind and both codecs, one large enough to be checked off-loop.
+
+    Whole objects (formats 1 and 2); chunked stores are checked in test_chunking_ops.py.
+    """
+    driver = CasStorageDriver(backend, chunking=False)
     objects: dict[str, bytes] = {}
     rng = random.Random(7)
 
@@ -596,7 +601,8 @@ class TrackedBackend(LocalBackend):
 
 async def test_verify_holds_to_its_memory_budget_and_concurrency(tmp_path: Path) -> None:
     backend = TrackedBackend(tmp_path)
-    driver = CasStorageDriver(backend, compression_level=None)  # raw: stored size = payload size
+    # Whole objects: the first pass's budget (chunked ones are read by the second).
+    driver = CasStorageDriver(backend, compression_level=None, chunking=False)
     context = StorageDriverStoreContext(
         target=StorageDriverWorkflowInfo(namespace="default", id="w", run_id=None, type=None)
     )
@@ -725,3 +731,15 @@ async def test_verify_never_reads_an_object_too_large_for_any_payload(
     for key in too_big:
         assert "larger than any object holding a payload" in reasons[key]
     assert result.json()["checked"] == len(stored.objects)
+
+
+async def test_verify_refuses_a_store_with_no_manifest_and_no_objects(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await store.raw_put("notes/readme", b"not ours")  # a folder or prefix used for something else
+    result = await cli(capsys, "verify", store.url)
+    assert_one_line_error(result, "not a casstore store", "_casstore/lifecycle.json")
+    await ensure_policy(store.backend, LifecyclePolicy())  # an empty store a writer set up
+    result = await cli(capsys, "verify", "--store", store.url)
+    assert result.code == 0, result
+    assert result.out.startswith("checked 0 objects")

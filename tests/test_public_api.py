@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -15,6 +14,7 @@ import casstore.errors
 from casstore import open_backend
 from casstore.backends import LocalBackend, MemoryBackend
 from casstore.errors import CasstoreError, ConfigurationError
+from tests.support.fresh import run_fresh
 
 
 def test_package_exports_exactly_its_public_names() -> None:
@@ -44,15 +44,9 @@ def test_the_plugin_is_exported_but_imported_only_when_used() -> None:
         _ = casstore.CasStorePlugins
 
 
-def _python(code: str) -> str:
+def _python(code: str, *, blocked: Sequence[str] = ()) -> str:
     """Run ``code`` in a fresh interpreter (nothing imported yet); return what it printed."""
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(__file__).parent.parent,
-    )
+    result = run_fresh(code, blocked=blocked)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -65,16 +59,11 @@ def test_every_error_is_a_casstore_error() -> None:
 
 def test_import_needs_no_aws_libraries() -> None:
     code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('aioboto3', 'aiobotocore', 'botocore', 'boto3'):\n"
-        "            raise ImportError('blocked ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
         "import casstore, casstore.backends, casstore.testing\n"
         "print(casstore.CasStorageDriver.__name__)\n"
     )
-    assert _python(code).strip() == "CasStorageDriver"
+    aws = ["aioboto3", "aiobotocore", "botocore", "boto3"]
+    assert _python(code, blocked=aws).strip() == "CasStorageDriver"
 
 
 def test_file_urls_and_plain_paths_open_a_local_backend(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from casstore import CasStorePlugin, open_backend
 from casstore.backends.objectstore import ObjectStoreBackend
 from casstore.backends.s3 import S3Backend
 from casstore.errors import BackendPermissionError, ConfigurationError
-from casstore.ops._common import open_store
+from casstore.ops._store import open_store
 from tests.support.objectstore import DEAD_ENDPOINT
 from tests.support.s3 import S3Target, s3_place
 

@@ -24,7 +24,15 @@ from casstore import CasStorageDriver
 from casstore.backends import MemoryBackend
 from casstore.server import bearer_token_authorizer, create_app
 from tests.support.s3 import S3Target, s3_place
-from tests.support.server_http import ORDER, body, post, still_serving, stored, values_of
+from tests.support.server_http import (
+    ORDER,
+    body,
+    payloads_of,
+    post,
+    still_serving,
+    stored,
+    values_of,
+)
 
 DEPTH = 100_000
 
@@ -147,6 +155,9 @@ async def test_encode_still_takes_a_valid_reference(
     [reference] = await stored(driver, ORDER)
     response = await post(client, "/encode", body([reference]))
     assert response.status_code == 200, response.text
+    # Passed through as it is: storing it again (threshold 0) would hand workers a
+    # reference to a reference, which they resolve once and then cannot read.
+    assert payloads_of(response) == [reference]
 
 
 # A malformed SDK S3 claim is the caller's error (400), not a driver failure (502).

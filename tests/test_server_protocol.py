@@ -717,3 +717,22 @@ async def test_encrypted_objects_need_the_workers_keyring(make_client: ClientFac
     assert "k2026a" in message
     assert "start the server with the workers' keyring (--keyring)" in message
     assert response.json()["key"] == key_of(history[0])
+
+
+async def test_decode_and_download_read_chunked_payloads_of_a_conversation(
+    make_client: ClientFactory,
+) -> None:
+    # A conversation's turns written by a worker: later turns are chunked
+    # objects reading most of their bytes from earlier ones. The server, with
+    # its own driver (cold caches), reads the newest one from its key alone.
+    backend = MemoryBackend()
+    turns = [{"messages": [f"message {i} " * 2_000 for i in range(n)]} for n in range(2, 6)]
+    worker = CasStorageDriver(backend)
+    history = [(await stored(worker, turn))[0] for turn in turns]
+    newest = await backend.get(key_of(history[-1]))
+    assert newest[:4] == b"CAS\x03"  # chunked
+    assert newest[6:8] != b"\x00\x00"  # with references
+    client = make_client(CasStorageDriver(backend))
+    assert values_of(await post(client, "/decode", body(history[-1:]))) == turns[-1:]
+    response = await post(client, "/download?preserveStorageRefs=true", body(history[-1:]))
+    assert values_of(response) == turns[-1:]

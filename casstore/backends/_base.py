@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -28,7 +28,8 @@ class Backend(ABC):
     docs/backends.md ("Writing a backend") is the full contract; in short:
 
     * **Who calls what.** The driver uses :meth:`stat`, :meth:`put`,
-      :meth:`get` and :meth:`touch`; only tooling (garbage collection,
+      :meth:`get` and :meth:`touch` (and :meth:`get_range`, which has a
+      default built on :meth:`get`); only tooling (garbage collection,
       inspection) uses :meth:`delete` and :meth:`scan`. All six are required.
       Garbage collection also uses :meth:`scan_stat`, :meth:`delete_many`,
       :meth:`move` and :meth:`move_many`, which have defaults built on the six.
@@ -58,6 +59,25 @@ class Backend(ABC):
     write double as the existence check. Set it False for stores that cannot
     tell (e.g. S3-compatible servers that ignore ``If-None-Match``); writing
     identical bytes to a content-addressed key twice is harmless either way."""
+
+    max_object_size: int | None = None
+    """The largest object the store can hold, in bytes (None: no limit worth checking).
+
+    ``CasStorageDriver`` refuses a ``max_payload_size`` whose largest object
+    would not fit, when it is built rather than on the first large payload
+    (Redis strings, for one, hold at most 512 MiB)."""
+
+    @property
+    def expires_after(self) -> timedelta | None:
+        """How long after a write or refresh the store deletes an object by itself.
+
+        None: it never does, or the backend cannot know (an S3 lifecycle rule is
+        configured on the bucket, out of its sight). A backend that expires
+        objects itself (Redis with a ``ttl``) says so, and ``CasStorageDriver``
+        caps its ``refresh_after`` at half of it, so that it never vouches for
+        an object about to expire.
+        """
+        return None
 
     @abstractmethod
     async def stat(self, key: str) -> ObjectStat | None:
@@ -122,6 +142,25 @@ class Backend(ABC):
         whose names are not valid keys (put there by something else) are
         skipped, never yielded.
         """
+
+    # Optional capability, used by the driver to read chunks of earlier objects.
+
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Return ``length`` bytes of the object starting at ``offset``.
+
+        Fewer bytes come back when the object ends first (none when it ends
+        before ``offset``); the caller decides whether that is an error. The
+        default reads the whole object and slices it; backends override it
+        with a ranged request (a ``Range`` header, ``pread``), so that reading
+        a few chunks of a large object costs only those bytes.
+
+        Raises:
+            ObjectNotFoundError: If there is no object at ``key``.
+            ValueError: If ``offset`` or ``length`` is negative.
+        """
+        check_range(offset, length)
+        data = await self.get(key)
+        return data[offset : offset + length]
 
     # Optional capabilities, used by garbage collection (casstore gc). The
     # defaults are built on the six methods above; backends override them
@@ -201,6 +240,14 @@ class Backend(ABC):
     def __repr__(self) -> str:
         facts = ", ".join(f"{k}={v}" for k, v in self.describe().items())
         return f"{type(self).__name__}({facts})"
+
+
+def check_range(offset: int, length: int) -> None:
+    """Refuse a negative range before any I/O."""
+    if offset < 0 or length < 0:
+        raise ValueError(
+            f"invalid range: offset {offset}, length {length} (neither may be negative)"
+        )
 
 
 def describe_backend(backend: Backend) -> str:

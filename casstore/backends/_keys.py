@@ -33,3 +33,12 @@ def check_key(key: str) -> str:
         if not _KEY_SEGMENT_RE.fullmatch(segment):
             raise InvalidKeyError(f"invalid object key segment {segment!r} [key={key!r}]", key=key)
     return key
+
+
+def is_valid_key(key: str) -> bool:
+    """Whether :func:`check_key` accepts ``key`` (a listing may hold names it would not)."""
+    try:
+        check_key(key)
+    except InvalidKeyError:
+        return False
+    return True

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequenc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from casstore.backends._base import Backend, ObjectStat, describe_backend
+from casstore.backends._base import Backend, ObjectStat, check_range, describe_backend
 from casstore.backends._keys import check_key
 from casstore.backends._localfs import (
     TEMP_DIR,
@@ -24,6 +24,7 @@ from casstore.backends._localfs import (
     make_root,
     open_dir,
     read_bounded,
+    read_range,
     remove_stale_temps,
     write_temp,
 )
@@ -121,6 +122,10 @@ class LocalBackend(Backend):
     async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         return await asyncio.to_thread(self._get, key, self._parts(key), max_size)
 
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        check_range(offset, length)
+        return await asyncio.to_thread(self._get_range, key, self._parts(key), offset, length)
+
     async def touch(self, key: str) -> None:
         await asyncio.to_thread(self._touch, key, self._parts(key))
 
@@ -128,7 +133,15 @@ class LocalBackend(Backend):
         await asyncio.to_thread(self._delete, key, self._parts(key))
 
     async def scan(self, prefix: str = "") -> AsyncIterator[tuple[str, int]]:
-        async for key, stat in self.scan_stat(prefix):
+        """Like :meth:`scan_stat`, but entries that are not regular files are listed too.
+
+        A link, FIFO or device where an object belongs is damage an operator
+        must see: ``casstore verify`` reads it (the read refuses it, so it is
+        reported bad) and ``stats`` counts it. gc judges from
+        :meth:`scan_stat`, which skips them: it never moves or deletes what is
+        not a regular file.
+        """
+        async for key, stat in self._walk(prefix, irregular=True):
             yield key, stat.size
 
     async def scan_stat(self, prefix: str = "") -> AsyncIterator[tuple[str, ObjectStat]]:
@@ -137,7 +150,11 @@ class LocalBackend(Backend):
         Memory stays bounded by the batch, not by the store, and only
         directories that can hold keys starting with ``prefix`` are entered.
         """
-        walk = self._scan(prefix)
+        async for item in self._walk(prefix, irregular=False):
+            yield item
+
+    async def _walk(self, prefix: str, *, irregular: bool) -> AsyncIterator[tuple[str, ObjectStat]]:
+        walk = self._scan(prefix, irregular=irregular)
         try:
             while batch := await asyncio.to_thread(_next_batch, walk):
                 for item in batch:
@@ -207,6 +224,10 @@ class LocalBackend(Backend):
         with self._translate(key, parts), open_dir(str(self._root), parts[:-1]) as fd:
             return read_bounded(fd, parts[-1], max_size)
 
+    def _get_range(self, key: str, parts: list[str], offset: int, length: int) -> bytes:
+        with self._translate(key, parts), open_dir(str(self._root), parts[:-1]) as fd:
+            return read_range(fd, parts[-1], offset, length)
+
     def _touch(self, key: str, parts: list[str]) -> None:
         with self._translate(key, parts), open_dir(str(self._root), parts[:-1]) as fd:
             lstat_regular(fd, parts[-1])
@@ -260,7 +281,7 @@ class LocalBackend(Backend):
                     raise
                 return False
 
-    def _scan(self, prefix: str) -> Generator[tuple[str, ObjectStat]]:
+    def _scan(self, prefix: str, *, irregular: bool) -> Generator[tuple[str, ObjectStat]]:
         with self._translate(prefix, [], of_object=False):
             # os.walk does not descend into linked directories; lstat skips linked
             # files. A directory removed mid-walk is skipped; other errors raise,
@@ -278,18 +299,25 @@ class LocalBackend(Backend):
                     if not name.startswith(".") and "/".join((*parts[:-1], name)).startswith(prefix)
                 ]
                 if names:
-                    yield from self._stat_all(parts, names)
+                    yield from self._stat_all(parts, names, irregular=irregular)
 
     def _stat_all(
-        self, parts: tuple[str, ...], names: list[str]
+        self, parts: tuple[str, ...], names: list[str], *, irregular: bool
     ) -> Iterator[tuple[str, ObjectStat]]:
         try:
             with open_dir(str(self._root), list(parts)) as fd:
                 for name in names:
                     try:
                         st = lstat_regular(fd, name)
-                    except (FileNotFoundError, NotRegularError):
-                        continue  # deleted meanwhile, or not a file: not an object
+                    except FileNotFoundError:
+                        continue  # deleted meanwhile
+                    except NotRegularError:
+                        if not irregular:
+                            continue  # not a file: not an object
+                        try:
+                            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue
                     modified = datetime.fromtimestamp(st.st_mtime, UTC)
                     yield "/".join((*parts[:-1], name)), ObjectStat(st.st_size, modified)
         except FileNotFoundError:

@@ -17,6 +17,8 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 
+from casstore.backends._filekind import file_kind
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -126,7 +128,7 @@ def lstat_regular(dir_fd: int, name: str) -> os.stat_result:
     """``lstat`` an object, refusing anything but a regular file."""
     st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     if not stat.S_ISREG(st.st_mode):
-        raise NotRegularError(errno.EINVAL, f"{_kind(st.st_mode)} where an object belongs")
+        raise NotRegularError(errno.EINVAL, f"{file_kind(st.st_mode)} where an object belongs")
     return st
 
 
@@ -148,7 +150,7 @@ def read_bounded(dir_fd: int, name: str, max_size: int | None) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise NotRegularError(errno.EINVAL, f"{_kind(st.st_mode)} where an object belongs")
+            raise NotRegularError(errno.EINVAL, f"{file_kind(st.st_mode)} where an object belongs")
         if max_size is not None and st.st_size > max_size:
             raise TooLargeError(st.st_size, max_size)
         # The first read is sized from fstat (plus one byte to notice growth)
@@ -163,6 +165,34 @@ def read_bounded(dir_fd: int, name: str, max_size: int | None) -> bytes:
                 raise TooLargeError(total, max_size)
             budget = _CHUNK if max_size is None else min(_CHUNK, max_size + 1 - total)
         return parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def read_range(dir_fd: int, name: str, offset: int, length: int) -> bytes:
+    """Read up to ``length`` bytes of a regular file from ``offset`` (``pread``).
+
+    Raises:
+        NotRegularError: The name is a link, FIFO, device, directory, ...
+    """
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            raise NotRegularError(
+                exc.errno, "a link or special file where an object belongs"
+            ) from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularError(errno.EINVAL, f"{file_kind(st.st_mode)} where an object belongs")
+        parts: list[bytes] = []
+        at, end = offset, min(offset + length, st.st_size)
+        while at < end and (chunk := os.pread(fd, end - at, at)):
+            parts.append(chunk)
+            at += len(chunk)
+        return b"".join(parts)
     finally:
         os.close(fd)
 
@@ -205,17 +235,3 @@ def remove_stale_temps(root: str, max_age: float) -> int:
 def fsync_dir(dir_fd: int) -> None:
     """Persist a directory's entries, so a crash cannot lose a reported write."""
     os.fsync(dir_fd)
-
-
-def _kind(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISLNK, "a symbolic link"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "a non-regular file"

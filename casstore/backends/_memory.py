@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 
-from casstore.backends._base import Backend, ObjectStat, describe_backend
+from casstore.backends._base import Backend, ObjectStat, check_range, describe_backend
 from casstore.backends._keys import check_key
 from casstore.errors import IntegrityError, ObjectNotFoundError
 
@@ -47,6 +47,10 @@ class MemoryBackend(Backend):
                 backend=describe_backend(self),
             )
         return data
+
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        check_range(offset, length)
+        return (await self.get(key))[offset : offset + length]
 
     async def touch(self, key: str) -> None:
         data = await self.get(key)

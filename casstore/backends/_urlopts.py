@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import TypeVar
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from casstore.errors import ConfigurationError
 
@@ -132,3 +132,15 @@ def option_size(url: str, options: Options, name: str, *, default: int) -> int:
             f"got {value!r} [url={url}]"
         )
     return int(match[1]) * _SIZE_UNITS[match[2].lower()]
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password in it masked, for messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()

@@ -8,9 +8,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import timedelta
 
 from casstore.backends._base import Backend, ObjectStat
 from casstore.errors import BackendError
+
+_MANIFEST_KEY = "_casstore/lifecycle.json"
+"""The lifecycle manifest's key (a stored format, see docs/formats.md)."""
 
 
 class _WrappingBackend(Backend):
@@ -19,6 +23,11 @@ class _WrappingBackend(Backend):
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.conditional_writes = inner.conditional_writes
+        self.max_object_size = inner.max_object_size
+
+    @property
+    def expires_after(self) -> timedelta | None:
+        return self.inner.expires_after
 
     async def _before(self, kind: str, key: str) -> None:
         """Run before each call of ``kind``; may raise to fail it."""
@@ -34,6 +43,10 @@ class _WrappingBackend(Backend):
     async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         await self._before("get", key)
         return await self.inner.get(key, max_size=max_size)
+
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        await self._before("get_range", key)
+        return await self.inner.get_range(key, offset, length)
 
     async def touch(self, key: str) -> None:
         await self._before("touch", key)
@@ -78,6 +91,10 @@ class _WrappingBackend(Backend):
 class CountingBackend(_WrappingBackend):
     """Counts the requests made to ``inner``, by kind, and the object bytes moved.
 
+    Requests for the lifecycle manifest (each driver reads it once, on its
+    first store) are counted apart, in :attr:`manifest_calls`, so that
+    :attr:`calls` shows what payloads cost.
+
     Args:
         inner: The backend every call is passed on to (and closed with it).
     """
@@ -86,20 +103,29 @@ class CountingBackend(_WrappingBackend):
         super().__init__(inner)
         self.calls: Counter[str] = Counter()
         """Calls started, by method name (``stat``, ``put``, ``get``, ...)."""
+        self.manifest_calls: Counter[str] = Counter()
+        """Calls for the lifecycle manifest (``_casstore/lifecycle.json``), by method name."""
         self.bytes_written = 0
         """Object bytes passed to ``put``."""
         self.bytes_read = 0
-        """Object bytes returned by ``get``."""
+        """Object bytes returned by ``get`` and ``get_range``."""
 
     async def _before(self, kind: str, key: str) -> None:
-        self.calls[kind] += 1
+        (self.manifest_calls if key == _MANIFEST_KEY else self.calls)[kind] += 1
 
     async def put(self, key: str, data: bytes) -> bool:
-        self.bytes_written += len(data)
+        if key != _MANIFEST_KEY:
+            self.bytes_written += len(data)
         return await super().put(key, data)
 
     async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         data = await super().get(key, max_size=max_size)
+        if key != _MANIFEST_KEY:
+            self.bytes_read += len(data)
+        return data
+
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        data = await super().get_range(key, offset, length)
         self.bytes_read += len(data)
         return data
 

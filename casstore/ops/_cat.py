@@ -5,30 +5,28 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
+import stat
 import sys
 from collections.abc import Awaitable
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import StorageDriverClaim, StorageDriverRetrieveContext
 
 from casstore._driver import CasStorageDriver
 from casstore._format.claims import parse_claim_data
+from casstore.backends._filekind import file_kind
 from casstore.errors import BackendPermissionError, BackendUnavailableError, CasstoreError
-from casstore.ops._common import (
-    EXIT_OK,
-    EXIT_PROBLEMS,
-    CommandError,
+from casstore.ops._args import (
     add_json_argument,
     add_keyring_argument,
+    add_max_payload_size_argument,
     add_store_argument,
     open_keyring,
-    open_store,
     positive_int,
-    run_command,
-    write_json,
 )
+from casstore.ops._output import write_json
 from casstore.ops._refs import (
     FoundReference,
     InputError,
@@ -36,8 +34,13 @@ from casstore.ops._refs import (
     looks_like_text_claim,
     parse_input,
 )
+from casstore.ops._run import EXIT_OK, EXIT_PROBLEMS, CommandError, run_command
+from casstore.ops._store import open_store
 
-DEFAULT_MAX_PAYLOAD_SIZE = 50 * 1024 * 1024
+DEFAULT_MAX_INPUT_SIZE = 256 * 1024 * 1024
+"""Largest input ``cat`` reads. Temporal caps a history at 50 MiB by default; its
+JSON form (base64 payloads, field names) is a few times larger at most."""
+_CHUNK = 1024 * 1024
 _JSON_ENCODINGS = ("json/plain", "json/protobuf")
 
 
@@ -56,9 +59,11 @@ def payload_value(payload: Payload) -> dict[str, Any]:
         return entry
     if encoding in _JSON_ENCODINGS:
         try:
-            entry["value"] = json.loads(payload.data)
+            value = json.loads(payload.data)
+            json.dumps(value, indent=2)  # printable too (nesting within the recursion limit)
+            entry["value"] = value
             return entry
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             pass  # not what its encoding says: show the bytes
     entry["data_base64"] = base64.b64encode(payload.data).decode("ascii")
     return entry
@@ -71,19 +76,59 @@ def _text(value: bytes) -> str:
         return "base64:" + base64.b64encode(value).decode("ascii")
 
 
-def read_input(ref: str | None, stdin: TextIO) -> tuple[str, str]:
-    """Return ``(text, source)``: the argument itself, a file it names, or stdin."""
+def read_input(
+    ref: str | None, stdin: TextIO, *, max_size: int = DEFAULT_MAX_INPUT_SIZE
+) -> tuple[str, str]:
+    """Return ``(text, source)``: the argument itself, a file it names, or stdin.
+
+    At most ``max_size`` bytes are read: a larger input is refused, not held.
+
+    Raises:
+        CommandError: The input is larger than ``max_size``, not UTF-8, or
+            names something that is not a regular file.
+    """
     if ref is None or ref == "-":
-        return stdin.read(), "standard input"
+        return _read_bounded(stdin, "standard input", max_size), "standard input"
     if ref.lstrip()[:1] in ("{", "[", '"') or looks_like_text_claim(ref):
         return ref, "the argument"
-    path = Path(ref)
-    if not path.is_file():
-        raise CommandError(f"not JSON, and no file named {ref!r}")
     try:
-        return path.read_text(encoding="utf-8"), f"file {ref}"
-    except (OSError, UnicodeDecodeError) as exc:
+        st = os.stat(ref)
+    except FileNotFoundError:
+        raise CommandError(f"not JSON, and no file named {ref!r}") from None
+    except OSError as exc:
         raise CommandError(f"cannot read file {ref}: {exc}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        # A device or FIFO could stream forever; a history is always a file.
+        raise CommandError(f"{ref} is {file_kind(st.st_mode)}, not a regular file holding JSON")
+    source = f"file {ref}"
+    try:
+        with open(ref, encoding="utf-8") as stream:
+            return _read_bounded(stream, source, max_size), source
+    except OSError as exc:
+        raise CommandError(f"cannot read file {ref}: {exc}") from exc
+
+
+def _read_bounded(stream: TextIO, source: str, max_size: int) -> str:
+    """Read a whole stream as UTF-8 text, refusing more than ``max_size`` bytes."""
+    binary: BinaryIO | None = getattr(stream, "buffer", None)
+    too_large = CommandError(
+        f"{source} is larger than {max_size:,} bytes (--max-input-size); a history or "
+        "reference is far smaller"
+    )
+    if binary is None:  # a text stream without bytes underneath (tests, io.StringIO)
+        text = stream.read(max_size + 1)
+        if len(text.encode("utf-8", errors="surrogatepass")) > max_size:
+            raise too_large
+        return text
+    data = bytearray()
+    while chunk := binary.read(min(_CHUNK, max_size + 1 - len(data))):
+        data += chunk
+        if len(data) > max_size:
+            raise too_large
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{source} is not UTF-8 text: {exc}") from None
 
 
 def _where(found: FoundReference) -> str:
@@ -115,21 +160,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "or store."
         ),
     )
+    add_store_argument(parser, then="ref")
     parser.add_argument(
         "ref",
         nargs="?",
         metavar="REF",
         help="the reference JSON, or a file holding it (default: standard input)",
     )
-    add_store_argument(parser, option=True)
     add_keyring_argument(parser)
+    add_max_payload_size_argument(parser, limit="a claim may promise")
     parser.add_argument(
-        "--max-payload-size",
+        "--max-input-size",
         type=positive_int,
-        default=DEFAULT_MAX_PAYLOAD_SIZE,
+        default=DEFAULT_MAX_INPUT_SIZE,
         metavar="BYTES",
-        help="largest payload a claim may promise, as the driver's max_payload_size "
-        f"(default {DEFAULT_MAX_PAYLOAD_SIZE})",
+        help=f"largest input read from a file or stdin (default {DEFAULT_MAX_INPUT_SIZE})",
     )
     add_json_argument(parser)
     parser.set_defaults(func=run)
@@ -140,7 +185,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
     def work() -> Awaitable[int]:
         # Read the input before the event loop starts, where Ctrl-C interrupts it.
-        text, source = read_input(args.ref, sys.stdin)
+        text, source = read_input(args.ref, sys.stdin, max_size=args.max_input_size)
         return _cat(args, text, source, out, sys.stderr)
 
     return run_command("cat", work)
@@ -152,6 +197,8 @@ async def _cat(args: argparse.Namespace, text: str, source: str, out: TextIO, er
         references = find_references(parse_input(text, source=source))
     except InputError as exc:
         raise CommandError(str(exc)) from exc
+    except RecursionError:  # belt and braces: the walk itself is not recursive
+        raise CommandError(f"{source} is nested too deeply to read") from None
     if not references:
         raise CommandError(
             f"{source} holds no storage references (inline payloads are in the history itself)"

@@ -20,6 +20,8 @@ import blake3
 import zstandard
 
 from casstore._crypto import Ciphers
+from casstore._format.chunked import is_chunked
+from casstore._format.chunked_read import decode_manifest
 from casstore._format.digest import content_hasher
 from casstore._format.encrypted import TAG_SIZE, ObjectCipher, associated_data
 from casstore._format.header import Codec, ObjectHeader, read_header
@@ -50,6 +52,45 @@ class ObjectFacts:
     """Size of the serialized payload it holds; None if it cannot be known (no key)."""
     key_id: str | None = None
     """The keyring key it is encrypted with, or None for a plain object."""
+    chunked: bool = False
+    """A chunked (format 3) object: a manifest and new chunks (``codec`` is moot)."""
+    shared_bytes: int | None = None
+    """For a chunked object: payload bytes it reads from earlier objects (what
+    chunk dedup saved); None for a whole object, or when sealed without a key."""
+
+    @property
+    def codec_name(self) -> str:
+        """How reports name its encoding: ``raw``, ``zstd`` or ``chunked``."""
+        return "chunked" if self.chunked else Codec(self.codec).name.lower()
+
+
+def chunked_facts(
+    obj: bytes, *, key: str, ciphers: Ciphers | None, max_payload_size: int, required: bool
+) -> ObjectFacts:
+    """A chunked object's facts from its header and manifest (checked as a reader would).
+
+    Its chunks are not checked here: those in other objects need reads (see
+    ``verify``). Without the key of an encrypted one, only its key id is known.
+
+    Raises:
+        ObjectProblem: The header or manifest is malformed or fails authentication.
+        NeedsKey: Encrypted with a key ``ciphers`` lacks, and ``required``.
+    """
+    key_id = None
+    if len(obj) > 6 and obj[5]:
+        key_id = bytes(obj[6 : 6 + obj[5]]).decode("ascii", "replace")
+    cipher = None if key_id is None else _cipher(ciphers, key_id, key=key, required=required)
+    if key_id is not None and cipher is None:
+        return ObjectFacts(Codec.ZSTD, None, key_id, chunked=True)
+    digest = bytes.fromhex(key.rpartition("/")[2])
+    try:
+        manifest = decode_manifest(
+            obj, key=key, size=None, own_digest=digest, cipher=cipher, max_size=max_payload_size
+        )
+    except IntegrityError as exc:
+        raise ObjectProblem(str(exc)) from None
+    shared = sum(where.length for _, where in manifest.chunks if where.source is not None)
+    return ObjectFacts(Codec.ZSTD, manifest.size, key_id, chunked=True, shared_bytes=shared)
 
 
 def header_of(obj: bytes, *, key: str) -> ObjectHeader:
@@ -75,6 +116,10 @@ def declared_facts(obj: bytes, *, key: str, ciphers: Ciphers | None = None) -> O
         ObjectProblem: If a header is unreadable, or an encrypted object fails
             authentication.
     """
+    if is_chunked(obj):
+        return chunked_facts(
+            obj, key=key, ciphers=ciphers, max_payload_size=1 << 62, required=False
+        )
     header = header_of(obj, key=key)
     body: bytes | memoryview = memoryview(obj)[header.size :]
     if header.key_id is not None:
@@ -107,6 +152,12 @@ def check_object(
             frame or digest.
         NeedsKey: The object is encrypted with a key ``ciphers`` does not hold.
     """
+    if is_chunked(obj):
+        # Its chunks, here and in the objects it references, are checked by
+        # reading it as the driver does (verify's second pass).
+        return chunked_facts(
+            obj, key=key, ciphers=ciphers, max_payload_size=max_payload_size, required=True
+        )
     header = header_of(obj, key=key)
     body: bytes | memoryview = memoryview(obj)[header.size :]
     cipher = None

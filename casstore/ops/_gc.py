@@ -13,7 +13,7 @@ import contextlib
 import functools
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Container
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,27 +23,25 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from casstore._docs import docs_url
 from casstore._format.manifest import MANIFEST_KEY, LifecyclePolicy
 from casstore._freshness import read_policy
 from casstore.backends._base import Backend, describe_suffix
 from casstore.errors import ConfigurationError
-from casstore.ops._common import (
-    EXIT_OK,
-    CommandError,
-    Progress,
+from casstore.ops._args import (
+    add_concurrency_argument,
     add_json_argument,
     add_store_argument,
-    format_bytes,
-    open_store,
-    parse_duration,
-    positive_int,
-    run_command,
-    write_json,
 )
-from casstore.ops._durations import format_duration
+from casstore.ops._durations import format_duration, parse_duration
 from casstore.ops._gc_mark import DEFAULT_CONCURRENCY, Marked, mark_namespace
+from casstore.ops._gc_refs import referenced_objects
 from casstore.ops._gc_rule import check_collectable
 from casstore.ops._gc_sweep import Applied, Plan, apply_plan, gc_lock, plan_sweep
+from casstore.ops._output import format_bytes, write_json
+from casstore.ops._progress import Progress
+from casstore.ops._run import EXIT_OK, CommandError, run_command
+from casstore.ops._store import NOT_A_STORE, open_store
 
 DEFAULT_GRACE = timedelta(days=3)
 _LISTED = 20  # keys listed per action in text output; --json lists them all
@@ -91,9 +89,8 @@ async def collect_garbage(
     policy = await read_policy(backend)
     if policy is None:
         raise CommandError(
-            f"no lifecycle manifest [key={MANIFEST_KEY}{describe_suffix(backend)}]: this is not "
-            "a casstore store, or no casstore worker has stored anything in it yet; gc needs "
-            "the writers' refresh_after (docs/operations.md)"
+            f"no lifecycle manifest [key={MANIFEST_KEY}{describe_suffix(backend)}]: "
+            f"{NOT_A_STORE}; gc needs the writers' refresh_after ({docs_url('operations.md')})"
         )
     try:
         if options.older_than is not None:
@@ -118,7 +115,13 @@ async def collect_garbage(
             marked = await mark_namespace(
                 client, concurrency=options.concurrency, progress=_stage(progress, "marking")
             )
-            live: Container[str] | None = marked.keys
+            # Objects that chunked objects read their chunks from live as long as they do.
+            by_chunks = await referenced_objects(
+                backend, marked.keys, concurrency=options.concurrency
+            )
+            marked.chunk_references = len(by_chunks)
+            marked.keys |= by_chunks
+            live: set[str] | None = marked.keys
             judged_at = marked.started_at
             min_age = options.grace
         else:
@@ -218,7 +221,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "Mark every casstore object a namespace's histories, open runs, schedules and "
             "standalone activities reference, then move unreferenced objects older than the "
             "grace to the store's trash, and delete trash copies that stayed unreferenced for "
-            "the grace too. Dry run unless --delete. The safety rule: docs/operations.md."
+            f"the grace too. Dry run unless --delete. The safety rule: {docs_url('operations.md')}."
         ),
     )
     add_store_argument(parser)
@@ -246,13 +249,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="remove the namespace's gc lock a crashed run left behind (only if no gc runs)",
     )
-    parser.add_argument(
-        "--concurrency",
-        type=positive_int,
-        default=DEFAULT_CONCURRENCY,
-        metavar="N",
-        help=f"histories read at once (default {DEFAULT_CONCURRENCY})",
-    )
+    add_concurrency_argument(parser, what="histories read", default=DEFAULT_CONCURRENCY)
     parser.add_argument("--tls", action="store_true", help="connect to Temporal over TLS")
     parser.add_argument(
         "--api-key",

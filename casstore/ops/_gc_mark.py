@@ -28,6 +28,7 @@ from temporalio.api.workflowservice.v1 import (
     DescribeWorkflowExecutionRequest,
     ListActivityExecutionsRequest,
     ListSchedulesRequest,
+    ListWorkflowExecutionsRequest,
 )
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -35,7 +36,6 @@ from temporalio.service import RPCError, RPCStatusCode
 from casstore._format.claims import parse_claim_data
 from casstore.errors import CasstoreError
 from casstore.history import iter_payloads, reference_in
-from casstore.ops._gc_keys import KeySet
 
 DEFAULT_CONCURRENCY = 16
 _PAGE_SIZE = 1000
@@ -52,8 +52,8 @@ class Marked:
 
     started_at: float
     """Wall-clock time (``time.time()``) the mark began; ages are judged against it."""
-    keys: KeySet = field(default_factory=KeySet)
-    """Every casstore object key referenced (as hashes: see ``_gc_keys``)."""
+    keys: set[str] = field(default_factory=set)
+    """Every casstore object key referenced."""
     executions: int = 0
     open_executions: int = 0
     schedules: int = 0
@@ -65,6 +65,8 @@ class Marked:
     seen: dict[bytes, str] = field(default_factory=dict, repr=False)
     """Reference payloads decoded lately, by their bytes: one claim recurs in
     many events (a fan-out input in every activity's scheduled event)."""
+    chunk_references: int = 0
+    """Objects kept only because a marked chunked object reads chunks from them."""
 
 
 Progress = Callable[[int], None]
@@ -113,12 +115,12 @@ async def _mark_executions(
 
     async def producer() -> None:
         try:
-            async for execution in client.list_workflows(page_size=_PAGE_SIZE):
+            async for workflow_id, run_id, status in _executions(client):
                 marked.executions += 1
-                is_open = execution.status in (None, WorkflowExecutionStatus.RUNNING)
+                is_open = is_open_status(status)
                 if is_open:
                     marked.open_executions += 1
-                await queue.put((execution.id, execution.run_id, is_open))
+                await queue.put((workflow_id, run_id, is_open))
         finally:
             for _ in range(concurrency):
                 await queue.put(None)
@@ -143,6 +145,51 @@ async def _mark_executions(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+_CLOSED_STATUSES = frozenset(
+    {
+        WorkflowExecutionStatus.COMPLETED,
+        WorkflowExecutionStatus.FAILED,
+        WorkflowExecutionStatus.CANCELED,
+        WorkflowExecutionStatus.TERMINATED,
+        WorkflowExecutionStatus.CONTINUED_AS_NEW,
+        WorkflowExecutionStatus.TIMED_OUT,
+    }
+)
+
+
+def is_open_status(status: int) -> bool:
+    """Whether an execution in ``status`` may still change and must be described too.
+
+    Only the closed statuses this SDK knows are closed. Running, unspecified,
+    paused (8, Temporal's pause feature) and any status newer than this SDK
+    count as open: their pending state is marked as well, and nothing of
+    theirs is ever collected for a status gc does not understand.
+    """
+    return status not in _CLOSED_STATUSES
+
+
+async def _executions(client: Client) -> AsyncIterator[tuple[str, str, int]]:
+    """Every execution visibility lists, with its raw status number.
+
+    The raw API, not ``Client.list_workflows``: the SDK turns each status into
+    its enum and fails on one newer than itself (a paused run is 8), which
+    would stop gc for the whole namespace.
+    """
+    token = b""
+    while True:
+        page = await client.workflow_service.list_workflow_executions(
+            ListWorkflowExecutionsRequest(
+                namespace=client.namespace, page_size=_PAGE_SIZE, next_page_token=token
+            ),
+            retry=True,
+        )
+        for info in page.executions:
+            yield info.execution.workflow_id, info.execution.run_id, int(info.status)
+        token = page.next_page_token
+        if not token:
+            return
 
 
 async def _mark_execution(

@@ -25,6 +25,7 @@ from casstore._format.manifest import LifecyclePolicy
 from casstore._format.trash import TRASH_PREFIX, lock_key, trash_key
 from casstore.backends._base import Backend, describe_suffix
 from casstore.errors import CasstoreError, ObjectNotFoundError
+from casstore.ops._gc_journal import Leftovers, journaled, read_leftovers, restamp_leftovers
 
 _T = TypeVar("_T")
 
@@ -68,7 +69,10 @@ class Plan:
     kept_unjudged: Tally = field(default_factory=Tally)
     """Keys under the namespace prefix that are not casstore object keys."""
     waiting: Tally = field(default_factory=Tally)
-    """Trash copies not yet old enough to delete."""
+    """Trash copies not yet old enough to delete (or left by a crashed run's batch)."""
+    leftovers: Leftovers = field(default_factory=lambda: Leftovers([], set()))
+    """Move journals a crashed run left, and the trash copies they name: never
+    deleted by this run, re-stamped before it acts."""
 
     @property
     def deletes(self) -> Tally:
@@ -110,6 +114,8 @@ async def plan_sweep(
         progress: Told the running count of keys scanned.
     """
     plan = Plan(namespace=namespace, judged_at=judged_at, min_age=min_age)
+    plan.leftovers = await read_leftovers(backend, namespace)
+    unstamped = plan.leftovers.trash_keys  # their dates may precede their removal
     limit = judged_at - min_age.total_seconds()
     referenced: Container[str] = live if live is not None else frozenset()
     staying: set[str] = set()  # originals present and not moved by this run
@@ -147,6 +153,8 @@ async def plan_sweep(
             plan.redundant.append((tkey, stat.size))
         elif key in referenced:
             plan.restore.append(key)
+        elif tkey in unstamped:
+            plan.waiting.add(stat.size)  # G3 unknown for this copy: not deleted this run
         elif stat.modified.timestamp() <= limit:
             plan.purge.append((tkey, stat.size))
         else:
@@ -164,7 +172,8 @@ class Applied:
     moved: Tally = field(default_factory=Tally)
     restored: int = 0
     restamped: int = 0
-    """Trash copies re-stamped because their batch took longer than claim_delay."""
+    """Trash copies re-stamped because their batch took longer than claim_delay,
+    or because a crashed run's journal names them."""
 
 
 async def apply_plan(
@@ -174,13 +183,16 @@ async def apply_plan(
     *,
     progress: Progress | None = None,
 ) -> Applied:
-    """Carry out a plan: deletes first, then restores, then moves to the trash.
+    """Carry out a plan: re-stamp what a crash left, delete, restore, then move to the trash.
 
-    Moves run in batches; a batch that took longer than the store's
+    Moves run in batches, each journaled from before its first change until
+    its copies are dated right; a batch that took longer than the store's
     ``claim_delay`` gets its trash copies re-stamped, so a copy's age never
-    overstates how long its original has been gone (the proof relies on it).
+    overstates how long its original has been gone (the proof relies on it,
+    crash or not: see casstore/ops/_gc_journal.py).
     """
     applied = Applied()
+    applied.restamped += await restamp_leftovers(backend, plan.leftovers)
     done = 0
     deletes = [*plan.purge, *plan.redundant]
     for batch in _batches(deletes):
@@ -197,14 +209,15 @@ async def apply_plan(
         if progress is not None:
             progress(done)
     for batch in _batches(plan.quarantine):
-        started = time.monotonic()
         pairs = [(key, trash_key(key)) for key, _ in batch]
-        results = await backend.move_many(pairs)
-        if time.monotonic() - started > policy.claim_delay.total_seconds():
-            for (_, dst), moved in zip(pairs, results, strict=True):
-                if moved:
-                    await backend.touch(dst)
-                    applied.restamped += 1
+        async with journaled(backend, plan.namespace, [dst for _, dst in pairs]):
+            started = time.monotonic()
+            results = await backend.move_many(pairs)
+            if time.monotonic() - started > policy.claim_delay.total_seconds():
+                for (_, dst), moved in zip(pairs, results, strict=True):
+                    if moved:
+                        await backend.touch(dst)
+                        applied.restamped += 1
         for (_, size), moved in zip(batch, results, strict=True):
             if moved:
                 applied.moved.add(size)

@@ -19,6 +19,7 @@ from casstore.errors import (
     BackendError,
     BackendPermissionError,
     BackendUnavailableError,
+    IntegrityError,
     ObjectNotFoundError,
 )
 
@@ -139,6 +140,8 @@ async def _read_one(
         raise
     except BackendError as exc:
         return Outcome(key, size, error=f"read failed: {exc}")
+    except IntegrityError as exc:  # a link, FIFO or device where an object belongs
+        return Outcome(key, size, error=str(exc))
     if len(data) >= OFFLOAD_SIZE:
         result: object = await asyncio.to_thread(process, key, data)
     else:

@@ -59,8 +59,13 @@ def parse_input(text: str, *, source: str) -> Any:
         return text.strip()  # "2,location,digest,size[,key_id]" is not JSON
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except json.JSONDecodeError as exc:
         raise InputError(f"{source} is not JSON: {exc}") from None
+    except RecursionError:
+        raise InputError(
+            f"{source} is nested too deeply to read (arrays and objects inside each other "
+            "hundreds of levels deep; a Temporal history is a few dozen)"
+        ) from None
 
 
 def find_references(document: Any) -> list[FoundReference]:
@@ -103,16 +108,39 @@ def _in_history(events: list[Any]) -> Iterator[FoundReference]:
 
 
 def _walk(value: Any, path: str) -> Iterator[FoundReference]:
-    if isinstance(value, dict):
-        found = _payload_reference(value)
-        if found is not None:
-            yield FoundReference(found.driver_name, found.claim_data, path=path)
-            return
-        for name, item in value.items():
-            yield from _walk(item, f"{path}.{name}" if path else str(name))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _walk(item, f"{path}[{i}]")
+    """Every reference under ``value``, in document order.
+
+    An explicit stack, not recursion: input is untrusted, and a document
+    nested deeper than Python's recursion limit must not end in a traceback.
+    """
+    stack: list[Iterator[tuple[Any, str]]] = [iter([(value, path)])]
+    while stack:
+        item = next(stack[-1], _DONE)
+        if item is _DONE:
+            stack.pop()
+            continue
+        node, where = item
+        if isinstance(node, dict):
+            found = _payload_reference(node)
+            if found is not None:
+                yield FoundReference(found.driver_name, found.claim_data, path=where)
+                continue
+            stack.append(_members(node, where))
+        elif isinstance(node, list):
+            stack.append(_items(node, where))
+
+
+def _members(node: dict[str, Any], path: str) -> Iterator[tuple[Any, str]]:
+    for name, item in node.items():
+        yield item, f"{path}.{name}" if path else str(name)
+
+
+def _items(node: list[Any], path: str) -> Iterator[tuple[Any, str]]:
+    for i, item in enumerate(node):
+        yield item, f"{path}[{i}]"
+
+
+_DONE: Any = object()
 
 
 def _reference(value: Any) -> FoundReference | None:
@@ -145,7 +173,7 @@ def _payload_reference(value: dict[str, Any]) -> FoundReference | None:
     raw = _b64(data)
     try:
         inner = json.loads(raw) if raw is not None else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         inner = None
     if not isinstance(inner, dict) or not isinstance(inner.get("claimData", {}), dict):
         raise InputError("a storage reference payload holds no readable reference JSON")

@@ -20,22 +20,21 @@ from casstore._format.keys import (
 )
 from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
-from casstore.ops._check import ObjectFacts, ObjectProblem, declared_facts
-from casstore.ops._common import (
-    EXIT_OK,
-    EXIT_PROBLEMS,
-    Progress,
+from casstore.backends._keys import is_valid_key
+from casstore.ops._args import (
+    add_concurrency_argument,
     add_json_argument,
     add_keyring_argument,
     add_store_argument,
-    format_bytes,
     open_keyring,
-    open_store,
     positive_int,
-    run_command,
-    write_json,
 )
+from casstore.ops._check import ObjectFacts, ObjectProblem, declared_facts
+from casstore.ops._output import format_bytes, write_json
+from casstore.ops._progress import Progress
 from casstore.ops._reader import DEFAULT_CONCURRENCY, Outcome, read_each
+from casstore.ops._run import EXIT_OK, EXIT_PROBLEMS, run_command
+from casstore.ops._store import open_store
 
 DEFAULT_TOP = 10
 NO_TARGET = "(no target)"
@@ -79,6 +78,9 @@ class StoreStats:
     """By codec; only with ``deep``."""
     encrypted: dict[str, Tally] = field(default_factory=lambda: defaultdict(Tally))
     """Encrypted objects by key id; only with ``deep``."""
+    chunk_dedup_bytes: int = 0
+    """Payload bytes chunked objects read from earlier objects instead of holding
+    them: what chunk dedup saved, before compression (``deep``)."""
     unknown_logical: Tally = field(default_factory=Tally)
     """Encrypted zstd objects whose payload size is sealed (no key given): their
     payload bytes are not in any ``logical_bytes``."""
@@ -125,6 +127,7 @@ class StoreStats:
             data["codecs"] = tallies(self.codecs)
             data["encrypted"] = tallies(self.encrypted)
             data["unknown_logical"] = self.unknown_logical.as_dict(deep=False)
+            data["chunk_dedup_bytes"] = self.chunk_dedup_bytes
             data["unreadable"] = [{"key": k, "reason": r} for k, r in self.unreadable]
             data["vanished"] = self.vanished
         return data
@@ -166,7 +169,7 @@ async def store_stats(
 
     async def listing() -> AsyncIterator[tuple[str, int]]:
         async for key, size in backend.scan():
-            if not is_casstore_key(key):
+            if not is_casstore_key(key) or not is_valid_key(key):  # stray names too
                 housekeeping = key.startswith(HOUSEKEEPING_PREFIX)
                 (stats.housekeeping if housekeeping else stats.other_keys).add(size)
                 continue
@@ -206,7 +209,8 @@ async def store_stats(
                 facts = outcome.result
                 logical = facts.logical_size or 0
                 count(name, outcome.size, logical)
-                stats.codecs[facts.codec.name.lower()].add(outcome.size, logical)
+                stats.codecs[facts.codec_name].add(outcome.size, logical)
+                stats.chunk_dedup_bytes += facts.shared_bytes or 0
                 if facts.key_id is not None:
                     stats.encrypted[facts.key_id].add(outcome.size, logical)
                 if facts.logical_size is None:
@@ -249,13 +253,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help=f"how many of the largest workflows to list (default {DEFAULT_TOP})",
     )
-    parser.add_argument(
-        "--concurrency",
-        type=positive_int,
-        default=DEFAULT_CONCURRENCY,
-        metavar="N",
-        help=f"objects read at once with --deep (default {DEFAULT_CONCURRENCY})",
-    )
+    add_concurrency_argument(parser, what="objects --deep reads", default=DEFAULT_CONCURRENCY)
     add_json_argument(parser)
     parser.set_defaults(func=run)
 
@@ -322,6 +320,11 @@ def format_stats(stats: StoreStats, *, store: str, top: int = DEFAULT_TOP) -> st
             lines.append("  " + row(codec, t, 11))
         for key_id, t in sorted(stats.encrypted.items()):
             lines.append("  " + row(f"key {key_id}", t, 11))
+        if stats.chunk_dedup_bytes:
+            lines.append(
+                f"chunk dedup    {format_bytes(stats.chunk_dedup_bytes)} of payloads read "
+                "from earlier objects instead of stored again"
+            )
         if stats.unknown_logical.objects:
             lines.append(
                 f"payload bytes leave out {stats.unknown_logical.objects:,} encrypted zstd "
@@ -336,7 +339,7 @@ def format_stats(stats: StoreStats, *, store: str, top: int = DEFAULT_TOP) -> st
         )
     if stats.other_keys.objects:
         lines.append(
-            f"other keys     {stats.other_keys.objects:,} outside v1/ "
+            f"other keys     {stats.other_keys.objects:,} outside v1/ or not keys "
             f"({format_bytes(stats.other_keys.stored_bytes)}), not casstore objects"
         )
     if stats.vanished:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from casstore._crypto import Ciphers
-from casstore._format.header import Codec
+from casstore._driver_options import DEFAULTS
 from casstore._format.keys import (
     HOUSEKEEPING_PREFIX,
     BadKeyError,
@@ -19,24 +19,26 @@ from casstore._format.keys import (
 )
 from casstore._keyring import KeyRing
 from casstore.backends._base import Backend
-from casstore.ops._check import NeedsKey, ObjectFacts, ObjectProblem, check_object
-from casstore.ops._common import (
-    EXIT_OK,
-    EXIT_PROBLEMS,
-    Progress,
+from casstore.backends._keys import is_valid_key
+from casstore.ops._args import (
+    add_concurrency_argument,
     add_json_argument,
     add_keyring_argument,
+    add_max_payload_size_argument,
     add_store_argument,
-    format_bytes,
     open_keyring,
-    open_store,
     positive_int,
-    run_command,
-    write_json,
 )
+from casstore.ops._check import NeedsKey, ObjectFacts, ObjectProblem, check_object
+from casstore.ops._chunks import VANISHED, read_chunked
+from casstore.ops._output import format_bytes, write_json
+from casstore.ops._progress import Progress
 from casstore.ops._reader import DEFAULT_CONCURRENCY, DEFAULT_MEMORY_BUDGET, Outcome, read_each
+from casstore.ops._run import EXIT_OK, EXIT_PROBLEMS, run_command
+from casstore.ops._store import open_store, require_casstore_store
 
-DEFAULT_MAX_PAYLOAD_SIZE = 50 * 1024 * 1024
+DEFAULT_MAX_PAYLOAD_SIZE = DEFAULTS["max_payload_size"]
+_LISTED_OTHERS = 5  # other keys named in text output; --json lists them all
 _MAX_OBJECT_OVERHEAD = 64
 """Most bytes an object adds to its payload: header and key id (at most 39), AEAD
 tag (16); a zstd body is only kept when smaller than the payload."""
@@ -76,7 +78,8 @@ class VerifyReport:
     housekeeping_keys: int = 0
     """Keys under ``_casstore/`` (lifecycle manifest, gc trash): skipped."""
     other_keys: list[str] = field(default_factory=list)
-    """Other keys outside the object prefix (not casstore objects): skipped."""
+    """Other keys (outside the object prefix, or names that are not keys at all):
+    not casstore objects, skipped."""
     sampled: bool = False
     seconds: float = 0.0
 
@@ -155,7 +158,9 @@ async def verify_store(
 
     async def objects() -> AsyncIterator[tuple[str, int]]:
         async for key, size in backend.scan():
-            if not is_casstore_key(key):
+            # A name no backend accepts as a key (a stray "copy 1" a person or
+            # tool left) is not casstore's: listed, never read.
+            if not is_casstore_key(key) or not is_valid_key(key):
                 if key.startswith(HOUSEKEEPING_PREFIX):
                     report.housekeeping_keys += 1
                 else:
@@ -183,6 +188,16 @@ async def verify_store(
         except (ObjectProblem, BadKeyError, NeedsKey) as exc:
             return exc
 
+    chunked: list[tuple[str, ObjectFacts]] = []
+
+    def count_good(facts: ObjectFacts) -> None:
+        report.good += 1
+        report.logical_bytes += facts.logical_size or 0
+        codec = facts.codec_name
+        report.codecs[codec] = report.codecs.get(codec, 0) + 1
+        if facts.key_id is not None:
+            report.encrypted[facts.key_id] = report.encrypted.get(facts.key_id, 0) + 1
+
     def done(outcome: Outcome) -> None:
         if progress is not None:
             progress.advance(1, outcome.size)
@@ -193,14 +208,10 @@ async def verify_store(
         report.stored_bytes += outcome.size
         if outcome.error is not None:
             found_bad(outcome.key, outcome.error)
+        elif isinstance(outcome.result, ObjectFacts) and outcome.result.chunked:
+            chunked.append((outcome.key, outcome.result))  # judged by the second pass
         elif isinstance(outcome.result, ObjectFacts):
-            facts = outcome.result
-            report.good += 1
-            report.logical_bytes += facts.logical_size or 0
-            codec = Codec(facts.codec).name.lower()
-            report.codecs[codec] = report.codecs.get(codec, 0) + 1
-            if facts.key_id is not None:
-                report.encrypted[facts.key_id] = report.encrypted.get(facts.key_id, 0) + 1
+            count_good(outcome.result)
         elif isinstance(outcome.result, NeedsKey):
             report.unchecked.append(BadObject(outcome.key, str(outcome.result)))
             report.needs_keys.add(outcome.result.key_id)
@@ -216,6 +227,24 @@ async def verify_store(
     await read_each(
         backend, listing, check, done, concurrency=concurrency, memory_budget=memory_budget
     )
+    # Chunked objects are read as the driver reads them: every chunk, here and
+    # in the objects referenced, against its digest, then the whole payload.
+    outcomes = await read_chunked(
+        backend,
+        chunked,
+        keyring=keyring,
+        max_payload_size=max_payload_size,
+        concurrency=concurrency,
+        memory_budget=memory_budget,
+    )
+    for (key, facts), problem in zip(chunked, outcomes, strict=True):
+        if problem is None:
+            count_good(facts)
+        elif problem == VANISHED:
+            report.checked -= 1
+            report.vanished.append(key)
+        else:
+            found_bad(key, problem)
     report.seconds = time.monotonic() - started
     return report
 
@@ -266,21 +295,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help="check N objects chosen at random instead of all of them",
     )
-    parser.add_argument(
-        "--concurrency",
-        type=positive_int,
-        default=DEFAULT_CONCURRENCY,
-        metavar="N",
-        help=f"objects read at once (default {DEFAULT_CONCURRENCY})",
-    )
-    parser.add_argument(
-        "--max-payload-size",
-        type=positive_int,
-        default=DEFAULT_MAX_PAYLOAD_SIZE,
-        metavar="BYTES",
-        help="largest payload an object may hold, as the driver's max_payload_size "
-        f"(default {DEFAULT_MAX_PAYLOAD_SIZE})",
-    )
+    add_concurrency_argument(parser, what="objects read", default=DEFAULT_CONCURRENCY)
+    add_max_payload_size_argument(parser, limit="an object may hold")
     add_json_argument(parser)
     parser.set_defaults(func=run)
 
@@ -293,6 +309,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 async def _verify(args: argparse.Namespace, out: TextIO) -> int:
     keyring = open_keyring(args.keyring)
     async with open_store(args.store) as backend:
+        await require_casstore_store(backend)
         with Progress("verifying") as progress:
 
             def on_bad(bad: BadObject) -> None:
@@ -343,6 +360,8 @@ def _print_summary(report: VerifyReport, out: TextIO) -> None:
         )
     if report.other_keys:
         print(
-            f"{len(report.other_keys):,} keys outside v1/ skipped (not casstore objects)",
+            f"{len(report.other_keys):,} other keys skipped (not casstore objects): "
+            + ", ".join(report.other_keys[:_LISTED_OTHERS])
+            + (", ..." if len(report.other_keys) > _LISTED_OTHERS else ""),
             file=out,
         )

@@ -15,6 +15,11 @@ import sys
 from types import FrameType
 from typing import Any, TextIO
 
+from casstore._docs import docs_url, link_docs
+from casstore.ops._args import add_store_argument, open_keyring
+from casstore.ops._run import CommandError
+from casstore.ops._store import require_local_store
+
 DEFAULT_PORT = 8081
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_HEADER_TIMEOUT = 10.0
@@ -31,10 +36,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "Serve POST /encode, /decode and /download (also under /{namespace}/) for the "
             "Temporal Web UI (--ui-codec-endpoint) and CLI (--codec-endpoint), resolving "
             "casstore references from --store. Prints the URL once listening; stops on "
-            "Ctrl-C or SIGTERM. See docs/codec-server.md."
+            f"Ctrl-C or SIGTERM. See {docs_url('codec-server.md')}."
         ),
     )
-    parser.add_argument("--store", required=True, metavar="URL", help="the workers' store URL")
+    add_store_argument(parser, help="the workers' store URL")
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
     )
@@ -56,7 +61,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--keyring",
         metavar="SPEC",
         help="the workers' keyring, for encrypted objects: env:VAR (env: alone reads "
-        "CASSTORE_KEYRING) or file:PATH (see docs/encryption.md)",
+        "CASSTORE_KEYRING) or file:PATH (encryption.md, linked below)",
+    )
+    link_docs(parser, "Keyrings", "encryption.md")
+    parser.add_argument(
+        "--require-encryption",
+        action="store_true",
+        help="refuse plain (unencrypted) references and objects; needs --keyring",
     )
     parser.add_argument(
         "--auth-token-env",
@@ -90,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _add_limits(parser: argparse.ArgumentParser) -> None:
     """Flags bounding what one request and all clients together can take (see "Limits")."""
-    limits = parser.add_argument_group("limits (docs/codec-server.md, Limits)")
+    limits = parser.add_argument_group("limits (codec-server.md, Limits; linked above)")
     for flag, kind, default, metavar, text in (
         ("--max-references", int, 1000, "N", "distinct references one request may resolve"),
         ("--max-reads-per-request", int, 8, "N", "reads one request has in flight at once"),
@@ -175,9 +186,15 @@ def _not_a_slow_client(record: logging.LogRecord) -> bool:
 
 
 def _build_app(args: argparse.Namespace) -> Any:
-    from casstore import KeyRing
-    from casstore.errors import CasstoreError
     from casstore.server import bearer_token_authorizer, create_app
+
+    try:
+        # A driver creates a missing folder on first write; a server that only
+        # reads would create it and answer 404 forever: a typo must fail here.
+        require_local_store(args.store)
+        keyring = open_keyring(args.keyring)
+    except CommandError as exc:
+        raise ServeError(str(exc)) from exc
 
     authorize = None
     if args.auth_token_env:
@@ -185,12 +202,8 @@ def _build_app(args: argparse.Namespace) -> Any:
         if not token:
             raise ServeError(f"environment variable {args.auth_token_env} is not set or empty")
         authorize = bearer_token_authorizer(token)
-    keyring = None
-    if args.keyring:
-        try:
-            keyring = KeyRing.open(args.keyring)
-        except CasstoreError as exc:
-            raise ServeError(f"bad keyring: {exc}") from exc
+    if args.require_encryption and keyring is None:
+        raise ServeError("--require-encryption needs --keyring (the workers' keyring)")
     return create_app(
         args.store,
         codec=load_codec(args.codec) if args.codec else None,
@@ -207,6 +220,7 @@ def _build_app(args: argparse.Namespace) -> Any:
         send_timeout=args.send_timeout,
         name=args.driver_name,
         keyring=keyring,
+        require_encryption=args.require_encryption,
     )
 
 

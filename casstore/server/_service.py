@@ -132,15 +132,27 @@ class PayloadService:
         return await self._codec_decode(await self._retrieve(payloads, namespace))
 
     async def encode(self, payloads: list[Payload], namespace: str) -> list[Payload]:
-        """Codec-encode, then store what is at or above the threshold (the inverse of decode)."""
+        """Codec-encode, then store what is at or above the threshold (the inverse of decode).
+
+        A payload that already is a storage reference is checked and passed through
+        as it is: storing it again would hand workers a reference to a reference,
+        which they resolve once and then cannot read.
+        """
+        references = set()
         for i, payload in enumerate(payloads):
             if is_reference(payload):
                 check_reference_to_write(payload, f"payloads[{i}]")
+                references.add(i)
+        originals = payloads
         if self._codec is not None:
             payloads = await self._run_codec(self._codec.encode, payloads, "encode")
         context = StorageDriverStoreContext(target=StorageDriverWorkflowInfo(namespace=namespace))
         driver = self._store_driver
-        positions = [i for i, p in enumerate(payloads) if p.ByteSize() >= self._threshold]
+        positions = [
+            i
+            for i, p in enumerate(payloads)
+            if i not in references and p.ByteSize() >= self._threshold
+        ]
         sizes = {i: payloads[i].ByteSize() for i in positions}
 
         async def store(i: int) -> Payload:
@@ -152,6 +164,8 @@ class PayloadService:
 
         stored = await gather_cancel_on_error([store(i) for i in positions])
         result = list(payloads)
+        for i in references:
+            result[i] = originals[i]
         for i, reference in zip(positions, stored, strict=True):
             result[i] = reference
         return result

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import pytest
+
 from casstore.backends.objectstore import ObjectStoreBackend
 from testrig.azurite import AzuriteBlobServer, BlobClient
 from tests.support.s3 import RACED_DIRECTORY, S3Target
@@ -32,6 +34,21 @@ _DEAD_SOCKET = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 _DEAD_SOCKET.bind(("127.0.0.1", 0))
 DEAD_ENDPOINT = f"http://127.0.0.1:{_DEAD_SOCKET.getsockname()[1]}"
 """Nothing listens here: where a missing credential would be looked up instead."""
+
+
+WRONG_CREDENTIALS: dict[str, dict[str, Any]] = {
+    "rclone": {"access_key_id": "AKIAWRONG"},
+    "azurite": {"account_key": "d3Jvbmcga2V5"},
+}
+"""Credentials the targets that check signatures refuse (moto accepts any)."""
+
+
+def target_server(request: pytest.FixtureRequest, target: str) -> S3Target | AzuriteBlobServer:
+    """The running server of ``target``, from its session fixture."""
+    server: S3Target | AzuriteBlobServer = request.getfixturevalue(
+        "azurite" if target == "azurite" else f"{target}_s3"
+    )
+    return server
 
 
 @dataclass

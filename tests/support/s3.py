@@ -31,6 +31,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
+from casstore._format.manifest import MANIFEST_KEY
 from casstore.backends.s3 import S3Backend
 from testrig import RcloneS3Server, S3Server
 
@@ -134,6 +135,10 @@ def _botocore_session() -> AioSession:
     return session
 
 
+def _is_manifest(key: str) -> bool:
+    return key == MANIFEST_KEY or key.endswith("/" + MANIFEST_KEY)
+
+
 @dataclass
 class RequestLog:
     """Records every S3 API call made by clients of the sessions it is attached to."""
@@ -152,7 +157,13 @@ class RequestLog:
 
     @property
     def counts(self) -> Counter[str]:
-        return Counter(operation for operation, _, _ in self.calls)
+        """Calls by operation, but for the lifecycle manifest's (see :attr:`manifest_counts`)."""
+        return Counter(op for op, _, key in self.calls if not _is_manifest(key))
+
+    @property
+    def manifest_counts(self) -> Counter[str]:
+        """Calls for the lifecycle manifest, which each driver reads on its first store."""
+        return Counter(op for op, _, key in self.calls if _is_manifest(key))
 
 
 @dataclass

@@ -116,3 +116,34 @@ class Sender:
         """Send ``text`` to the receiver."""
         await workflow.get_external_workflow_handle(receiver_id).signal(Receiver.note, text)
         return f"sent to {receiver_id}"
+
+
+_WORDS = [f"w{i:03d}" for i in range(600)]
+
+
+@activity.defn
+async def model_call(conversation: list[str]) -> str:
+    """A scripted model: a 3-8 KB reply that depends on the conversation so far."""
+    import random
+
+    rng = random.Random(f"{len(conversation)}:{conversation[-1][:64]}")
+    size = rng.randint(3_000, 8_000)
+    words: list[str] = []
+    while sum(len(w) + 1 for w in words) < size:
+        words.append(rng.choice(_WORDS))
+    return " ".join(words)
+
+
+@workflow.defn
+class AgentLoop:
+    """An agent's loop: every model call's input is the whole conversation so far."""
+
+    @workflow.run
+    async def run(self, conversation: list[str], turns: int) -> list[str]:
+        """Return the conversation after ``turns`` model calls."""
+        for _ in range(turns):
+            reply = await workflow.execute_activity(
+                model_call, conversation, start_to_close_timeout=_TIMEOUT
+            )
+            conversation = [*conversation, reply]
+        return conversation

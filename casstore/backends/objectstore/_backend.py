@@ -5,24 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC
 from typing import Any, Literal
 
 import obstore
-from obstore.exceptions import AlreadyExistsError, PreconditionError
+from obstore.exceptions import AlreadyExistsError, GenericError, PreconditionError
 from obstore.store import AzureStore, S3Store
 
-from casstore.backends._base import Backend, ObjectStat
+from casstore.backends._base import Backend, ObjectStat, check_range
 from casstore.backends._keys import check_key
 from casstore.backends.objectstore._errors import (
     NOT_FOUND,
     describe_store,
     error,
+    missing_container,
     settings_errors,
     translate,
     where,
 )
-from casstore.backends.objectstore._listing import list_objects
+from casstore.backends.objectstore._listing import list_objects, object_stat
 from casstore.backends.objectstore._options import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
@@ -299,7 +299,7 @@ class ObjectStoreBackend(Backend):
                 meta = await obstore.head_async(self._store, path)
             except NOT_FOUND:
                 return None  # a missing bucket looks the same: HEAD answers carry no body
-        return ObjectStat(size=meta["size"], modified=meta["last_modified"].astimezone(UTC))
+        return object_stat(meta)
 
     async def put(self, key: str, data: bytes) -> bool:
         """PUT the object if absent, in one request (no multipart: conditional writes need one).
@@ -341,6 +341,27 @@ class ObjectStoreBackend(Backend):
             body = await result.bytes_async()
         return body.to_bytes()
 
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """GET ``length`` bytes from ``offset`` (a ranged request; fewer at the end)."""
+        check_range(offset, length)
+        path = self.object_key(key)
+        with self._translate("get", path):
+            if length == 0:
+                await obstore.head_async(self._store, path)  # still reports a missing object
+                return b""
+            try:
+                body = await obstore.get_range_async(self._store, path, start=offset, length=length)
+            except GenericError as exc:
+                text = str(exc)
+                if "Invalid range" in text or "InvalidRange" in text:
+                    return b""  # starts at or past the end
+                if "non-partial response" not in text:
+                    raise
+                # A server that ignores Range (rclone for some ranges): slice the object.
+                whole = await (await obstore.get_async(self._store, path)).bytes_async()
+                return whole.to_bytes()[offset : offset + length]
+        return body.to_bytes()
+
     async def touch(self, key: str) -> None:
         """Reset the object's last-modified time (see the class for how)."""
         path = self.object_key(key)
@@ -362,8 +383,7 @@ class ObjectStoreBackend(Backend):
             try:
                 await obstore.delete_async(self._aux_store, path)
             except NOT_FOUND as exc:
-                text = str(exc)
-                if "ContainerNotFound" in text or "NoSuchBucket" in text:
+                if missing_container(exc):
                     raise
                 # Azure answers 404 for a missing blob; S3 answers 204.
 
@@ -375,7 +395,7 @@ class ObjectStoreBackend(Backend):
     async def scan_stat(self, prefix: str = "") -> AsyncIterator[tuple[str, ObjectStat]]:
         """List keys with sizes and ages: the listing has them, no request per object."""
         async for key, meta in list_objects(self._store, self._root, prefix, self._translate):
-            yield key, ObjectStat(size=meta["size"], modified=meta["last_modified"].astimezone(UTC))
+            yield key, object_stat(meta)
 
     async def move(self, src: str, dst: str) -> bool:
         """Copy server-side onto ``dst`` (a new object: a fresh age), then delete ``src``.
@@ -389,7 +409,7 @@ class ObjectStoreBackend(Backend):
             try:
                 await obstore.copy_async(self._store, source, target, overwrite=True)
             except NOT_FOUND as exc:
-                if "ContainerNotFound" in str(exc) or "NoSuchBucket" in str(exc):
+                if missing_container(exc):
                     raise
                 return False
         await self.delete(src)

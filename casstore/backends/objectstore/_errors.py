@@ -84,6 +84,11 @@ def status_of(exc: BaseException) -> int | None:
     return int(match[1]) if match else None
 
 
+def missing_container(exc: BaseException) -> bool:
+    """Whether a not-found answer is about the bucket or container, not the object."""
+    return any(code in str(exc) for code in _MISSING_CONTAINER_CODES)
+
+
 def summary(exc: BaseException) -> str:
     """A short account of the service's answer: status, error code and message."""
     text = str(exc).split("\n\nDebug source:", 1)[0]

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC
 
 import obstore
 from obstore.store import AzureStore, S3Store
 
+from casstore.backends._base import ObjectStat
 from casstore.backends._keys import check_key
 from casstore.errors import InvalidKeyError
 
 _LIST_CHUNK = 1000
+
+
+def object_stat(meta: obstore.ObjectMeta) -> ObjectStat:
+    """The size and age a HEAD or a listing reports for one object."""
+    return ObjectStat(size=meta["size"], modified=meta["last_modified"].astimezone(UTC))
 
 
 async def list_objects(

@@ -13,7 +13,7 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
-from casstore.backends._base import Backend, ObjectStat, describe_backend
+from casstore.backends._base import Backend, ObjectStat, check_range, describe_backend
 from casstore.backends._keys import check_key
 from casstore.backends.s3._bulk import copy_objects, delete_objects
 from casstore.backends.s3._client import ClientSource
@@ -250,6 +250,35 @@ class S3Backend(Backend):
                 return await read_bounded(
                     body, response.get("ContentLength"), max_size, key, self._where(s3_key)
                 )
+
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """GET ``length`` bytes from ``offset`` with a ``Range`` header (fewer at the end)."""
+        check_range(offset, length)
+        s3_key = self.s3_key(key)
+        if length == 0:
+            await self.get_range(key, offset, 1)  # still reports a missing object
+            return b""
+        client = await self._s3()
+        with self._translate("get", s3_key):
+            try:
+                response = await client.get_object(
+                    Bucket=self._bucket, Key=s3_key, Range=f"bytes={offset}-{offset + length - 1}"
+                )
+            except ClientError as exc:
+                if error_code(exc) == "InvalidRange":  # starts at or past the end
+                    return b""
+                raise
+            async with response["Body"] as body:
+                # A server that ignores Range sends the whole object: slice it.
+                ranged = "ContentRange" in response
+                data = await read_bounded(
+                    body,
+                    response.get("ContentLength"),
+                    length if ranged else None,
+                    key,
+                    self._where(s3_key),
+                )
+        return data if ranged else data[offset : offset + length]
 
     async def touch(self, key: str) -> None:
         """Reset ``LastModified`` by copying the object onto itself, server-side."""
