@@ -116,12 +116,18 @@ def links_in(page: Path) -> list[str]:
 
 
 def anchors_of(page: Path) -> set[str]:
-    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens.
+
+    A repeated heading gets ``-1``, ``-2``, ... in the order it appears, as on GitHub.
+    """
     text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.DOTALL)
     anchors = set()
+    seen: dict[str, int] = {}
     for heading in re.findall(r"^#{1,6}\s+(.+?)\s*$", text, flags=re.MULTILINE):
         slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-        anchors.add(slug)
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        anchors.add(f"{slug}-{count}" if count else slug)
     return anchors
 
 
