@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-ops bench-server bench-agent fuzz batch-soak reliability clean browser redis
+.PHONY: demo test lint bench bench-ops bench-gc bench-server bench-agent fuzz batch-soak reliability clean browser redis
 
 # The Web UI test drives Debian's chromium through Playwright (Playwright's own
 # browser download needs the internet). Idempotent; a failed install fails `make test`.
@@ -56,6 +56,11 @@ bench: $(BIN)/.installed
 
 bench-ops: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.ops $(BENCH_ARGS)
+
+# casstore gc on a namespace of many closed workflows (10,000 by default; tens of
+# minutes to build on 2 cores): BENCH_GC_ARGS="--workflows 2000 --store s3".
+bench-gc: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.gc_scale $(BENCH_GC_ARGS)
 
 # The codec server's load test at the sizes docs/codec-server.md reports (a few minutes);
 # figures in test-artifacts/server-load.json. make test runs it at a smaller scale.

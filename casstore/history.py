@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
@@ -46,6 +47,10 @@ _REFERENCE_MESSAGE_TYPE = ExternalStorageReference.DESCRIPTOR.full_name.encode()
 def iter_payloads(message: Message) -> Iterator[Payload]:
     """Yield every ``Payload`` inside a protobuf message, at any depth.
 
+    Only fields whose message type can hold a ``Payload`` (directly or
+    nested) are visited: a history event's timestamps, task queues and
+    identities are never walked.
+
     Args:
         message: Any protobuf message, e.g. a ``HistoryEvent``.
 
@@ -56,17 +61,59 @@ def iter_payloads(message: Message) -> Iterator[Payload]:
         yield message
         return
     for descriptor, value in message.ListFields():
-        entry = descriptor.message_type
-        if descriptor.type != FieldDescriptor.TYPE_MESSAGE or entry is None:
+        kind = _PAYLOAD_FIELD_KINDS.get(descriptor)
+        if kind is None:
+            kind = _payload_field_kind(descriptor)
+        if kind == _SKIP:
             continue
-        if entry.GetOptions().map_entry:
+        if kind == _MAP:
             values = [v for v in value.values() if isinstance(v, Message)]
-        elif descriptor.is_repeated:
+        elif kind == _REPEATED:
             values = list(value)
         else:
             values = [value]
         for item in values:
             yield from iter_payloads(item)
+
+
+_SKIP, _SINGLE, _REPEATED, _MAP = range(4)
+_PAYLOAD_FIELD_KINDS: dict[FieldDescriptor, int] = {}
+_HOLDS_PAYLOAD: dict[str, bool] = {}
+
+
+def _payload_field_kind(field: FieldDescriptor) -> int:
+    """How to walk ``field``, or ``_SKIP`` if no value of it can hold a Payload."""
+    entry = field.message_type
+    if field.type != FieldDescriptor.TYPE_MESSAGE or entry is None:
+        kind = _SKIP
+    elif entry.GetOptions().map_entry:
+        value = entry.fields_by_name["value"].message_type
+        kind = _MAP if value is not None and _holds_payload(value, set()) else _SKIP
+    elif not _holds_payload(entry, set()):
+        kind = _SKIP
+    else:
+        kind = _REPEATED if field.is_repeated else _SINGLE
+    _PAYLOAD_FIELD_KINDS[field] = kind
+    return kind
+
+
+def _holds_payload(descriptor: Any, visiting: set[str]) -> bool:
+    """Whether a message of this type can contain a Payload; a cycle counts as yes."""
+    name = descriptor.full_name
+    known = _HOLDS_PAYLOAD.get(name)
+    if known is not None:
+        return known
+    if name == Payload.DESCRIPTOR.full_name or name in visiting:
+        return True  # a cycle: assumed yes, so that nothing is ever skipped wrongly
+    visiting.add(name)
+    holds = any(
+        field.message_type is not None and _holds_payload(field.message_type, visiting)
+        for field in descriptor.fields
+    )
+    visiting.discard(name)
+    if not visiting:  # only answers not resting on an assumed cycle are kept
+        _HOLDS_PAYLOAD[name] = holds
+    return holds
 
 
 def reference_in(payload: Payload) -> ExternalStorageReference | None:

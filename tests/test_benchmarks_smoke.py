@@ -135,3 +135,31 @@ def test_module_entry_point_shows_the_options() -> None:
     )
     for option in ("--scenarios", "--drivers", "--repeat", "--quick", "--s3-endpoint"):
         assert option in shown.stdout
+
+
+@pytest.mark.integration  # a Temporal dev server
+def test_gc_scale_runs_and_checks_what_gc_would_collect() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.gc_scale",
+            "--workflows",
+            "20",
+            "--payloads",
+            "3",
+            *["--json"],
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["mark"]["executions"] == 18  # two of the 20 deleted from Temporal
+    assert report["mark"]["objects"] == 18 * 3
+    assert report["gc"]["json"]["kept"]["referenced"]["objects"] == 18 * 3
+    assert report["verify"]["json"]["ok"] is True
+    assert report["verify"]["json"]["good"] == 20 * 3

@@ -16,9 +16,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+import msgspec
 from google.protobuf.message import Message
-from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.common.v1 import Payload, WorkflowExecution
 from temporalio.api.workflowservice.v1 import (
     DescribeActivityExecutionRequest,
     DescribeNamespaceRequest,
@@ -60,6 +62,9 @@ class Marked:
     """casstore references seen (one key may be referenced many times)."""
     foreign_references: int = 0
     """References of other storage drivers (not casstore claims), ignored."""
+    seen: dict[bytes, str] = field(default_factory=dict, repr=False)
+    """Reference payloads decoded lately, by their bytes: one claim recurs in
+    many events (a fan-out input in every activity's scheduled event)."""
     chunk_references: int = 0
     """Objects kept only because a marked chunked object reads chunks from them."""
 
@@ -289,29 +294,74 @@ async def _standalone_activities(client: Client) -> AsyncIterator[tuple[str, str
             return
 
 
+_REFERENCE_TYPE = b"temporal.api.sdk.v1.ExternalStorageReference"
+_FAST_REFERENCE = msgspec.json.Decoder(dict[str, Any])
+_SEEN_LIMIT = 65536
+
+
 def _collect(marked: Marked, messages: Iterable[Message], where: str) -> None:
     for message in messages:
         for payload in iter_payloads(message):
-            try:
-                reference = reference_in(payload)
-            except Exception as exc:  # a malformed reference payload: untrusted input
-                raise MarkError(
-                    f"a storage reference in Temporal is malformed, so gc cannot tell what "
-                    f"it needs [{where}]: {exc}"
-                ) from exc
-            if reference is None:
+            metadata = payload.metadata
+            if metadata.get("messageType") != _REFERENCE_TYPE:
+                continue  # inline data: the common case, decided without decoding
+            if metadata.get("encoding") != b"json/protobuf":
                 continue
-            claim_data = dict(reference.claim_data)
-            if _CLAIM_FIELD not in claim_data:
-                marked.foreign_references += 1
-                continue
-            try:
-                key = parse_claim_data(claim_data, max_size=1 << 62).key
-            except CasstoreError as exc:
-                raise MarkError(
-                    f"a reference in Temporal is not a claim this casstore can read, so "
-                    f"gc cannot tell what it needs [{where}, driver={reference.driver_name}]: "
-                    f"{exc}"
-                ) from exc
+            data = payload.data
+            key = marked.seen.get(data)
+            if key is None:
+                key = _claim_key(marked, payload, where)
+                if key is None:
+                    continue
+                if len(marked.seen) >= _SEEN_LIMIT:
+                    marked.seen.clear()
+                marked.seen[data] = key
             marked.references += 1
             marked.keys.add(key)
+
+
+def _claim_key(marked: Marked, payload: Payload, where: str) -> str | None:
+    """The object key a reference payload names, or None for another driver's reference."""
+    claim_data, driver = _fast_reference(payload.data)
+    if claim_data is None:
+        try:  # any other spelling protobuf's JSON allows
+            reference = reference_in(payload)
+        except Exception as exc:  # a malformed reference payload: untrusted input
+            raise MarkError(
+                f"a storage reference in Temporal is malformed, so gc cannot tell what "
+                f"it needs [{where}]: {exc}"
+            ) from exc
+        if reference is None:
+            return None
+        claim_data, driver = dict(reference.claim_data), reference.driver_name
+    if _CLAIM_FIELD not in claim_data:
+        marked.foreign_references += 1
+        return None
+    try:
+        return parse_claim_data(claim_data, max_size=1 << 62).key
+    except CasstoreError as exc:
+        raise MarkError(
+            f"a reference in Temporal is not a claim this casstore can read, so "
+            f"gc cannot tell what it needs [{where}, driver={driver}]: {exc}"
+        ) from exc
+
+
+def _fast_reference(data: bytes) -> tuple[dict[str, str] | None, str]:
+    """Decode the SDK's own spelling of a reference (``{"claimData": {...}, "driverName": ...}``).
+
+    Returns ``(None, "")`` for anything else, which then goes through
+    protobuf's full JSON parser (and its errors).
+    """
+    try:
+        decoded = _FAST_REFERENCE.decode(data)
+    except msgspec.DecodeError:
+        return None, ""
+    claim, driver = decoded.get("claimData"), decoded.get("driverName", "")
+    if (
+        set(decoded) <= {"claimData", "driverName"}
+        and isinstance(claim, dict)
+        and isinstance(driver, str)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in claim.items())
+    ):
+        return claim, driver
+    return None, ""

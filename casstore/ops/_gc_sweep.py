@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Container, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -98,7 +98,7 @@ async def plan_sweep(
     backend: Backend,
     namespace: str,
     *,
-    live: set[str] | None,
+    live: Container[str] | None,
     judged_at: float,
     min_age: timedelta,
     progress: Progress | None = None,
@@ -117,7 +117,7 @@ async def plan_sweep(
     plan.leftovers = await read_leftovers(backend, namespace)
     unstamped = plan.leftovers.trash_keys  # their dates may precede their removal
     limit = judged_at - min_age.total_seconds()
-    referenced = live if live is not None else set()
+    referenced: Container[str] = live if live is not None else frozenset()
     staying: set[str] = set()  # originals present and not moved by this run
     moving: set[str] = set()
     seen = 0
