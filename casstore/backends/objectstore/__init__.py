@@ -12,7 +12,8 @@ saying so (both a :class:`~casstore.errors.ConfigurationError` and an
 
 One job per module: ``_options`` (defaults, checks, URL parsing, building
 the obstore store), ``_errors`` (obstore errors mapped to casstore's),
-``_listing`` (string-prefix listings) and ``_backend``
+``_listing`` (string-prefix listings), ``_transfer`` (single-object PUT
+and GETs) and ``_backend``
 (:class:`ObjectStoreBackend`). See docs/backends.md for URLs, credentials,
 permissions and lifecycle pairing per service.
 """

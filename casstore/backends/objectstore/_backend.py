@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import obstore
-from obstore.exceptions import AlreadyExistsError, GenericError, PreconditionError
 from obstore.store import AzureStore, S3Store
 
 from casstore.backends._base import Backend, ObjectStat, check_range
@@ -16,11 +14,9 @@ from casstore.backends._keys import check_key
 from casstore.backends.objectstore._errors import (
     NOT_FOUND,
     describe_store,
-    error,
     missing_container,
     settings_errors,
     translate,
-    where,
 )
 from casstore.backends.objectstore._listing import list_objects, object_stat
 from casstore.backends.objectstore._options import (
@@ -39,14 +35,10 @@ from casstore.backends.objectstore._options import (
     s3_aux_store,
     s3_store,
 )
-from casstore.errors import BackendUnavailableError, ConfigurationError, IntegrityError
+from casstore.backends.objectstore._transfer import get_bounded, get_range, put_object
+from casstore.errors import ConfigurationError
 
 __all__ = ["ObjectStoreBackend"]
-
-# AWS answers 409 ConditionalRequestConflict while another conditional write of
-# the key is in flight, and asks for a retry; that resolves to 200 or 412.
-_CONFLICT_ATTEMPTS = 4
-_CONFLICT_BACKOFF = 0.05
 
 
 class ObjectStoreBackend(Backend):
@@ -308,59 +300,27 @@ class ObjectStoreBackend(Backend):
             False if the service reported that another writer created it first.
         """
         path = self.object_key(key)
-        mode: Literal["create", "overwrite"] = "create" if self.conditional_writes else "overwrite"
-        for attempt in range(_CONFLICT_ATTEMPTS):
-            with self._translate("put", path):
-                try:
-                    await obstore.put_async(self._store, path, data, mode=mode, use_multipart=False)
-                    return True
-                except (AlreadyExistsError, PreconditionError) as exc:
-                    if "ConditionalRequestConflict" not in str(exc):
-                        if isinstance(exc, AlreadyExistsError):
-                            return False
-                        raise
-            await asyncio.sleep(_CONFLICT_BACKOFF * 2**attempt)
-        raise error(
-            BackendUnavailableError,
-            f"the service kept reporting a conflicting concurrent write after "
-            f"{_CONFLICT_ATTEMPTS} attempts{where(self._facts, path)}",
+        return await put_object(
+            self._store,
             path,
-            self._facts,
+            data,
+            conditional=self.conditional_writes,
+            translate=self._translate,
+            facts=self._facts,
         )
 
     async def get(self, key: str, *, max_size: int | None = None) -> bytes:
         """GET the object's bytes; one above ``max_size`` is refused before its body is read."""
         path = self.object_key(key)
         with self._translate("get", path):
-            result = await obstore.get_async(self._store, path)
-            size = int(result.meta["size"])
-            if max_size is not None and size > max_size:
-                message = f"stored object is {size} bytes, above the {max_size} bytes its claim"
-                at = where(self._facts, path)
-                raise error(IntegrityError, f"{message} allows{at}", path, self._facts)
-            body = await result.bytes_async()
-        return body.to_bytes()
+            return await get_bounded(self._store, path, max_size, self._facts)
 
     async def get_range(self, key: str, offset: int, length: int) -> bytes:
         """GET ``length`` bytes from ``offset`` (a ranged request; fewer at the end)."""
         check_range(offset, length)
         path = self.object_key(key)
         with self._translate("get", path):
-            if length == 0:
-                await obstore.head_async(self._store, path)  # still reports a missing object
-                return b""
-            try:
-                body = await obstore.get_range_async(self._store, path, start=offset, length=length)
-            except GenericError as exc:
-                text = str(exc)
-                if "Invalid range" in text or "InvalidRange" in text:
-                    return b""  # starts at or past the end
-                if "non-partial response" not in text:
-                    raise
-                # A server that ignores Range (rclone for some ranges): slice the object.
-                whole = await (await obstore.get_async(self._store, path)).bytes_async()
-                return whole.to_bytes()[offset : offset + length]
-        return body.to_bytes()
+            return await get_range(self._store, path, offset, length)
 
     async def touch(self, key: str) -> None:
         """Reset the object's last-modified time (see the class for how)."""
