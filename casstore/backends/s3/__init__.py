@@ -8,7 +8,8 @@ and importing it without that extra raises an error saying so (both a
 One job per module: ``_options`` (defaults, checks, URL parsing), ``_errors``
 (botocore errors mapped to casstore's), ``_client`` (the client: passed in, or
 built on first use and closed), ``_upload`` (create-if-absent writes),
-``_bulk`` (batched deletes and moves) and ``_backend`` (:class:`S3Backend`);
+``_bulk`` (batched deletes and moves), ``_reads`` (GETs and listings) and
+``_backend`` (:class:`S3Backend`);
 bounded reads are shared with GCS (``casstore.backends._download``). See
 docs/backends.md for configuration, URL options, IAM permissions, lifecycle pairing and the key
 layout on S3.

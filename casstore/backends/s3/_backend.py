@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC
@@ -14,7 +13,6 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from casstore.backends._base import Backend, ObjectStat, check_range, describe_backend
-from casstore.backends._download import read_bounded
 from casstore.backends._keys import check_key
 from casstore.backends._where import Where
 from casstore.backends.s3._bulk import copy_objects, delete_objects
@@ -36,8 +34,9 @@ from casstore.backends.s3._options import (
     check_prefix,
     url_arguments,
 )
+from casstore.backends.s3._reads import get_object, get_object_range, list_objects
 from casstore.backends.s3._upload import CLEANUP_TIMEOUT, UploadTarget, put_multipart, put_single
-from casstore.errors import BackendUnavailableError, InvalidKeyError
+from casstore.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -242,14 +241,9 @@ class S3Backend(Backend):
         s3_key = self.s3_key(key)
         client = await self._s3()
         with self._translate("get", s3_key):
-            response = await client.get_object(Bucket=self._bucket, Key=s3_key)
-            body = response["Body"]
-            # Entering the body yields aiohttp's response, whose read() takes no
-            # size: read through botocore's StreamingBody, release on exit.
-            async with body:
-                return await read_bounded(
-                    body, response.get("ContentLength"), max_size, key, self._where(s3_key)
-                )
+            return await get_object(
+                client, self._bucket, s3_key, key, max_size, self._where(s3_key)
+            )
 
     async def get_range(self, key: str, offset: int, length: int) -> bytes:
         """GET ``length`` bytes from ``offset`` with a ``Range`` header (fewer at the end)."""
@@ -260,25 +254,9 @@ class S3Backend(Backend):
             return b""
         client = await self._s3()
         with self._translate("get", s3_key):
-            try:
-                response = await client.get_object(
-                    Bucket=self._bucket, Key=s3_key, Range=f"bytes={offset}-{offset + length - 1}"
-                )
-            except ClientError as exc:
-                if error_code(exc) == "InvalidRange":  # starts at or past the end
-                    return b""
-                raise
-            async with response["Body"] as body:
-                # A server that ignores Range sends the whole object: slice it.
-                ranged = "ContentRange" in response
-                data = await read_bounded(
-                    body,
-                    response.get("ContentLength"),
-                    length if ranged else None,
-                    key,
-                    self._where(s3_key),
-                )
-        return data if ranged else data[offset : offset + length]
+            return await get_object_range(
+                client, self._bucket, s3_key, key, offset, length, self._where(s3_key)
+            )
 
     async def touch(self, key: str) -> None:
         """Reset ``LastModified`` by copying the object onto itself, server-side."""
@@ -336,22 +314,12 @@ class S3Backend(Backend):
 
     async def _list(self, prefix: str) -> AsyncIterator[tuple[str, ObjectTypeDef]]:
         client = await self._s3()
-        pages = aiter(
-            client.get_paginator("list_objects_v2").paginate(
-                Bucket=self._bucket, Prefix=self._root + prefix
-            )
-        )
-        while True:
-            with self._translate("scan", self._root + prefix, of_object=False):
-                try:
-                    page = await anext(pages)
-                except StopAsyncIteration:
-                    return
-            for item in page.get("Contents", ()):
-                key = item["Key"][len(self._root) :]
-                # Skip foreign objects someone else put under our prefix.
-                with contextlib.suppress(InvalidKeyError):
-                    yield check_key(key), item
+
+        def errors() -> AbstractContextManager[None]:
+            return self._translate("scan", self._root + prefix, of_object=False)
+
+        async for entry in list_objects(client, self._bucket, self._root, prefix, errors):
+            yield entry
 
     def describe(self) -> Mapping[str, str]:
         """Return backend, bucket, prefix (if any), region and endpoint."""
