@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import itertools
 import os
 import secrets
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
@@ -20,6 +18,7 @@ from casstore.backends._localfs import (
     NotRegularError,
     TooLargeError,
     fsync_dir,
+    link_into_place,
     lstat_regular,
     make_root,
     open_dir,
@@ -28,6 +27,7 @@ from casstore.backends._localfs import (
     remove_stale_temps,
     write_temp,
 )
+from casstore.backends._localscan import next_batch, walk
 from casstore.errors import (
     BackendError,
     BackendPermissionError,
@@ -154,13 +154,13 @@ class LocalBackend(Backend):
             yield item
 
     async def _walk(self, prefix: str, *, irregular: bool) -> AsyncIterator[tuple[str, ObjectStat]]:
-        walk = self._scan(prefix, irregular=irregular)
+        steps = self._scan(prefix, irregular=irregular)
         try:
-            while batch := await asyncio.to_thread(_next_batch, walk):
+            while batch := await asyncio.to_thread(next_batch, steps):
                 for item in batch:
                     yield item
         finally:
-            walk.close()
+            steps.close()
 
     async def move(self, src: str, dst: str) -> bool:
         """Rename the file (atomic), then set its modification time to now."""
@@ -212,7 +212,7 @@ class LocalBackend(Backend):
             with open_dir(root, [TEMP_DIR], create=True, mode=self._dir_mode) as temps:
                 write_temp(temps, temp, data, mode=self._file_mode, fsync=self._fsync)
                 try:
-                    created = _link_into_place(temps, temp, directory, name)
+                    created = link_into_place(temps, temp, directory, name)
                 finally:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(temp, dir_fd=temps)
@@ -283,45 +283,7 @@ class LocalBackend(Backend):
 
     def _scan(self, prefix: str, *, irregular: bool) -> Generator[tuple[str, ObjectStat]]:
         with self._translate(prefix, [], of_object=False):
-            # os.walk does not descend into linked directories; lstat skips linked
-            # files. A directory removed mid-walk is skipped; other errors raise,
-            # so a listing never silently leaves part of the store out.
-            for directory, dirnames, filenames in os.walk(self._root, onerror=_raise_unless_gone):
-                parts = Path(directory).relative_to(self._root).parts
-                dirnames[:] = sorted(
-                    d for d in dirnames if not d.startswith(".") and _may_hold(parts, d, prefix)
-                )
-                if not parts:
-                    continue  # files at the root are not objects
-                names = [
-                    name
-                    for name in sorted(filenames)
-                    if not name.startswith(".") and "/".join((*parts[:-1], name)).startswith(prefix)
-                ]
-                if names:
-                    yield from self._stat_all(parts, names, irregular=irregular)
-
-    def _stat_all(
-        self, parts: tuple[str, ...], names: list[str], *, irregular: bool
-    ) -> Iterator[tuple[str, ObjectStat]]:
-        try:
-            with open_dir(str(self._root), list(parts)) as fd:
-                for name in names:
-                    try:
-                        st = lstat_regular(fd, name)
-                    except FileNotFoundError:
-                        continue  # deleted meanwhile
-                    except NotRegularError:
-                        if not irregular:
-                            continue  # not a file: not an object
-                        try:
-                            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                        except FileNotFoundError:
-                            continue
-                    modified = datetime.fromtimestamp(st.st_mtime, UTC)
-                    yield "/".join((*parts[:-1], name)), ObjectStat(st.st_size, modified)
-        except FileNotFoundError:
-            return  # the directory went away mid-walk
+            yield from walk(self._root, prefix, irregular=irregular)
 
     @contextlib.contextmanager
     def _translate(
@@ -357,46 +319,3 @@ class LocalBackend(Backend):
             raise BackendPermissionError(f"permission denied {where}: {exc}", **about) from exc
         except OSError as exc:
             raise BackendError(f"local store I/O failed {where}: {exc}", **about) from exc
-
-
-def _link_into_place(temps: int, temp: str, directory: int, name: str) -> bool:
-    try:
-        os.link(temp, name, src_dir_fd=temps, dst_dir_fd=directory, follow_symlinks=False)
-        return True
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-            raise
-    # No hard links here (some network and FUSE file systems): rename is
-    # still atomic; replacing an object with identical bytes is harmless.
-    try:
-        os.stat(name, dir_fd=directory, follow_symlinks=False)
-        return False
-    except FileNotFoundError:
-        os.replace(temp, name, src_dir_fd=temps, dst_dir_fd=directory)
-        return True
-
-
-_SCAN_BATCH = 1000
-"""Objects a listing hands over per worker-thread step."""
-
-
-def _next_batch(walk: Iterator[tuple[str, ObjectStat]]) -> list[tuple[str, ObjectStat]]:
-    return list(itertools.islice(walk, _SCAN_BATCH))
-
-
-def _may_hold(parts: tuple[str, ...], name: str, prefix: str) -> bool:
-    """Whether directory ``parts/name`` can hold a key that starts with ``prefix``.
-
-    Every key below it starts with ``a/b/name`` (a sharding directory ``ab`` is
-    the first two characters of its files' names), so it can match only if
-    that path and the prefix are prefixes one of the other.
-    """
-    path = "/".join((*parts, name))
-    return path.startswith(prefix) or prefix.startswith(path)
-
-
-def _raise_unless_gone(error: OSError) -> None:
-    if not isinstance(error, FileNotFoundError):
-        raise error

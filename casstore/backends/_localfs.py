@@ -211,6 +211,26 @@ def write_temp(temp_dir: int, name: str, data: bytes, *, mode: int, fsync: bool)
         os.close(fd)
 
 
+def link_into_place(temps: int, temp: str, directory: int, name: str) -> bool:
+    """Link ``temp`` into place as ``name``; False if ``name`` already exists."""
+    try:
+        os.link(temp, name, src_dir_fd=temps, dst_dir_fd=directory, follow_symlinks=False)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+    # No hard links here (some network and FUSE file systems): rename is
+    # still atomic; replacing an object with identical bytes is harmless.
+    try:
+        os.stat(name, dir_fd=directory, follow_symlinks=False)
+        return False
+    except FileNotFoundError:
+        os.replace(temp, name, src_dir_fd=temps, dst_dir_fd=directory)
+        return True
+
+
 def remove_stale_temps(root: str, max_age: float) -> int:
     """Delete temporary files older than ``max_age`` seconds; return how many.
 
