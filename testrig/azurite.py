@@ -31,9 +31,9 @@ from pathlib import Path
 from testrig.processes import (
     HTTP,
     LOOPBACK,
-    ContextManagerMixin,
     Process,
     ServerStartError,
+    WorkdirServer,
     free_port,
     wait_http,
 )
@@ -190,7 +190,7 @@ class BlobClient:
         return f"SharedKey {self.account}:{base64.b64encode(digest).decode()}"
 
 
-class AzuriteBlobServer(ContextManagerMixin):
+class AzuriteBlobServer(WorkdirServer):
     """``azurite-blob`` on a free loopback port, in memory, telemetry off.
 
     Attributes:
@@ -205,12 +205,10 @@ class AzuriteBlobServer(ContextManagerMixin):
             startup_timeout: Seconds to wait for Azurite to answer (Node.js
                 starts slowly on a busy machine).
         """
+        super().__init__()
         self.account = AZURITE_ACCOUNT
         self.key = AZURITE_KEY
         self.startup_timeout = startup_timeout
-        self._proc: Process | None = None
-        self._workdir: Path | None = None
-        self._port: int | None = None
 
     @property
     def endpoint(self) -> str:
@@ -265,16 +263,3 @@ class AzuriteBlobServer(ContextManagerMixin):
         except BaseException:
             self._remove_workdir()
             raise
-
-    def stop(self) -> None:
-        """Stop Azurite (its data lives in memory and goes with it). Idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.stop()
-        self._port = None
-        self._remove_workdir()
-
-    def _remove_workdir(self) -> None:
-        workdir, self._workdir = self._workdir, None
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)

@@ -25,9 +25,9 @@ from typing import Any
 from testrig.processes import (
     HTTP,
     LOOPBACK,
-    ContextManagerMixin,
     Process,
     ServerStartError,
+    WorkdirServer,
     free_port,
     wait_http,
 )
@@ -130,14 +130,12 @@ class GCSClient:
             raise GCSError(exc.code, exc.read().decode("utf-8", "replace")) from exc
 
 
-class FakeGCSServer(ContextManagerMixin):
+class FakeGCSServer(WorkdirServer):
     """``fake-gcs-server`` on a free loopback port, in memory, plain HTTP."""
 
     def __init__(self, *, startup_timeout: float = 30.0) -> None:
+        super().__init__()
         self.startup_timeout = startup_timeout
-        self._proc: Process | None = None
-        self._workdir: Path | None = None
-        self._port: int | None = None
 
     @property
     def port(self) -> int:
@@ -191,16 +189,3 @@ class FakeGCSServer(ContextManagerMixin):
         except BaseException:
             self._remove_workdir()
             raise
-
-    def stop(self) -> None:
-        """Stop the server (its data lives in memory and goes with it). Idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.stop()
-        self._port = None
-        self._remove_workdir()
-
-    def _remove_workdir(self) -> None:
-        workdir, self._workdir = self._workdir, None
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)

@@ -40,6 +40,7 @@ __all__ = [
     "ContextManagerMixin",
     "Process",
     "ServerStartError",
+    "WorkdirServer",
     "clean_env",
     "find_packaged_binary",
     "find_rclone",
@@ -297,6 +298,32 @@ class ContextManagerMixin(ABC):
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class WorkdirServer(ContextManagerMixin):
+    """A server process on a loopback port with a temporary directory of its own.
+
+    Subclasses start ``self._proc`` on ``self._port`` with its files under
+    ``self._workdir``; stopping ends the process and removes the directory.
+    """
+
+    def __init__(self) -> None:
+        self._proc: Process | None = None
+        self._workdir: Path | None = None
+        self._port: int | None = None
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory (data in memory goes with it). Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.stop()
+        self._port = None
+        self._remove_workdir()
+
+    def _remove_workdir(self) -> None:
+        workdir, self._workdir = self._workdir, None
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def wait_http(url: str, timeout: float, proc: Process | None) -> None:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from testrig.processes import (
     LOOPBACK,
-    ContextManagerMixin,
     Process,
     ServerStartError,
+    WorkdirServer,
     free_port,
     tail,
 )
@@ -100,17 +100,15 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
-class RedisServer(ContextManagerMixin):
+class RedisServer(WorkdirServer):
     """``redis-server`` on a free loopback port; its directory is removed when it stops."""
 
     def __init__(self, *, tls: bool = False, startup_timeout: float = 30.0) -> None:
+        super().__init__()
         self.tls = tls
         self.startup_timeout = startup_timeout
         self.ca_file: Path | None = None
         """With ``tls``: the certificate to verify the server with (once started)."""
-        self._proc: Process | None = None
-        self._workdir: Path | None = None
-        self._port: int | None = None
 
     @property
     def port(self) -> int:
@@ -182,16 +180,3 @@ class RedisServer(ContextManagerMixin):
                 return True
             time.sleep(0.05)
         return False
-
-    def stop(self) -> None:
-        """Stop the server and remove its directory. Idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.stop()
-        self._port = None
-        self._remove_workdir()
-
-    def _remove_workdir(self) -> None:
-        workdir, self._workdir = self._workdir, None
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
