@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar, Unpack
 
@@ -35,7 +36,7 @@ from casstore._driver_store import StorePath
 from casstore._format.header import Codec
 from casstore._format.keys import Scope, location_for_target
 from casstore._format.manifest import MANIFEST_KEY
-from casstore._freshness import Freshness
+from casstore._freshness import Call, Freshness
 from casstore._metrics import DriverMetrics, MetricMeter, reported
 from casstore._requests import Requests
 from casstore._stats import DriverStats, error_kind
@@ -124,9 +125,8 @@ class CasStorageDriver(StorageDriver):
         self._scope: Scope = o["scope"]
         self._compression_level = o["compression_level"]
         self._max_payload_size = o["max_payload_size"]
-        # The manifest's requests get the deadline and retries of a small payload's.
         self._fresh = Freshness(
-            backend, capped_refresh_after(backend, o["refresh_after"]), self._manifest_request
+            backend, capped_refresh_after(backend, o["refresh_after"]), self._manifest_calls
         )
         self._lifecycle_manifest = o["lifecycle_manifest"]
         known: KnownObjects[Codec] = KnownObjects(o["known_objects_cache_size"])
@@ -216,11 +216,13 @@ class CasStorageDriver(StorageDriver):
         """
         location = location_for_target(context.target, self._scope)
         # Every writer follows the store's manifest: gc's safety rests on it.
+        started = time.monotonic()
         await self._fresh.adopt(record=self._lifecycle_manifest)
+        waited = time.monotonic() - started
         return await self._batch(
             [
                 self._labelled(
-                    functools.partial(self._store.store_one, location, payload),
+                    functools.partial(self._store.store_one, location, payload, waited),
                     i,
                     len(payloads),
                     "store",
@@ -232,8 +234,14 @@ class CasStorageDriver(StorageDriver):
     async def _vouch(self, key: str, deadline: Deadline) -> bool:
         return await self._store.vouch(key, deadline)
 
-    async def _manifest_request(self, kind: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
-        return await self._run.request(kind, MANIFEST_KEY, attempt, self._retry.deadline(0))
+    def _manifest_calls(self) -> Call[Any]:
+        """One adoption's requests (read, create, read again) share one small payload's deadline."""
+        deadline = self._retry.deadline(0)
+
+        async def call(kind: str, attempt: Callable[[], Awaitable[_T]]) -> _T:
+            return await self._run.request(kind, MANIFEST_KEY, attempt, deadline)
+
+        return call
 
     # Retrieve path.
 

@@ -63,7 +63,10 @@ class StorePath:
         self._chunk_writer = chunk_writer
         self._stores: SingleFlight[str, Codec] = SingleFlight()
 
-    async def store_one(self, location: str, payload: Payload) -> StorageDriverClaim:
+    async def store_one(
+        self, location: str, payload: Payload, waited: float = 0.0
+    ) -> StorageDriverClaim:
+        """Store one payload; ``waited`` is what its call spent before (see ``Deadline.charge``)."""
         # Serializing is one memory copy, and upb's ByteSize() serializes anyway
         # (into fresh memory each call), so the copy is made once, here, and the
         # hashing of large payloads goes to a worker thread.
@@ -87,7 +90,7 @@ class StorePath:
             self.stats.dedup_cache_hits += 1
         else:
             store = functools.partial(
-                self._store_object, verified, digest, data, cipher, location, payload
+                self._store_object, verified, digest, data, cipher, location, payload, waited
             )
             # Only the leader of a single flight needs the bytes; a fan-out's
             # joiners must not keep a copy each alive while they wait.
@@ -106,10 +109,12 @@ class StorePath:
         cipher: ObjectCipher | None,
         location: str,
         payload: Payload,
+        waited: float,
     ) -> Codec:
         """Make sure the object exists (write or find it); return its codec."""
         key = verified.key
         deadline = self._retry.deadline(len(data))
+        deadline.charge(waited, "waiting for the store's lifecycle manifest")
         # For small objects on a backend whose create-if-absent reports existence,
         # the write doubles as the existence check: one request instead of two.
         # Large objects are checked first, so a hit does not upload them again.

@@ -76,10 +76,14 @@ class Freshness:
     """
 
     def __init__(
-        self, backend: Backend, refresh_after: timedelta | None, call: Call[Any] = _direct
+        self,
+        backend: Backend,
+        refresh_after: timedelta | None,
+        calls: Callable[[], Call[Any]] = lambda: _direct,
     ) -> None:
         self._backend = backend
-        self._call = call
+        self._calls = calls
+        # Makes the request runner of one adoption (a driver: one deadline for all of it).
         self._seconds = refresh_after.total_seconds() if refresh_after is not None else None
         self._ready = False
         self._adopting: asyncio.Future[None] | None = None
@@ -103,11 +107,12 @@ class Freshness:
         await asyncio.shield(self._adopting)
 
     async def _adopt(self, record: bool) -> None:
+        call = self._calls()
         if self._seconds is None or not record:
-            policy = await read_policy(self._backend, self._call)
+            policy = await read_policy(self._backend, call)
         else:
             proposed = LifecyclePolicy(refresh_after=timedelta(seconds=self._seconds))
-            policy = await ensure_policy(self._backend, proposed, self._call)
+            policy = await ensure_policy(self._backend, proposed, call)
         if policy is not None:
             store_seconds = policy.refresh_after.total_seconds()
             self._seconds = min(self._seconds or store_seconds, store_seconds)

@@ -91,6 +91,31 @@ async def test_a_manifest_read_that_never_answers_fails_the_store_within_the_dea
     assert time.monotonic() - started < 0.6 + 0.3
 
 
+async def test_waiting_for_the_manifest_counts_against_the_first_stores_deadline() -> None:
+    # Each request takes 0.4 s of a 0.6 s deadline: the manifest read, then the
+    # payload's write. A call that finished at 0.8 s would take about two deadlines.
+    slow = LatencyBackend(MemoryBackend(), latency=0.4)
+    driver = CasStorageDriver(slow, timeout=0.6, attempt_timeout=0.6)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError) as caught:
+        await _store(driver, b"small payload")
+    assert time.monotonic() - started < 0.6 + 0.15
+    message = str(caught.value)
+    assert "0.60s deadline (0.4" in message
+    assert "of it waiting for the store's lifecycle manifest)" in message
+    assert "key=v1/default/rel/" in message
+
+
+async def test_recording_the_manifest_takes_one_deadline_for_all_its_requests() -> None:
+    # Read (not found), then create: 0.35 s each, one 0.6 s deadline for both.
+    slow = LatencyBackend(MemoryBackend(), latency=0.35)
+    driver = CasStorageDriver(slow, timeout=0.6, attempt_timeout=0.6, lifecycle_manifest=True)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError, match=r"backend put .* \[key=_casstore/lifec"):
+        await _store(driver, b"small payload")
+    assert time.monotonic() - started < 0.6 + 0.15
+
+
 async def test_the_deadline_grows_with_the_payload_size() -> None:
     driver = CasStorageDriver(
         HangingBackend(MemoryBackend()), timeout=0.2, attempt_timeout=0.1, min_throughput=1e6

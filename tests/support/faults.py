@@ -65,24 +65,31 @@ async def survive_one_fault(backend: Backend, schedule: Callable[[], None]) -> N
 async def nothing_lost_under_faults(
     backend: Backend, start: Callable[[], None], stop: Callable[[], None]
 ) -> None:
-    """Store 24 payloads while ``start`` faults run, then read back every claim handed out.
+    """Store 1 then 24 payloads while ``start`` faults run, then read back every claim handed out.
 
     A store may fail, but only in time and as :class:`BackendUnavailableError`,
-    and for at most a tenth of the payloads.
+    and for at most a tenth of the 24. The first store also follows the
+    store's lifecycle manifest, whose wait counts against its deadline; it is
+    made alone, as a worker's first one is, so that a slow manifest under
+    faults fails at most that one call instead of all 24 at once.
     """
+    first = payload(2_000, seed=99)
     payloads = [payload(size, seed) for seed, size in enumerate([10, 3_000, 150_000] * 8)]
     start()
     writer = CasStorageDriver(backend, retrieval_cache_bytes=0)
-    stores = await asyncio.gather(*(timed(writer.store(CONTEXT, [p])) for p in payloads))
+    stores = [await timed(writer.store(CONTEXT, [first]))]
+    stores += await asyncio.gather(*(timed(writer.store(CONTEXT, [p])) for p in payloads))
     claims: list[StorageDriverClaim | None] = []
     for result, took in stores:
         assert took < DEADLINE + 0.1 + SLACK, (took, result)
         claims.append(None if isinstance(result, CasstoreError) else result[0])
     stop()
     reader = CasStorageDriver(backend, retrieval_cache_bytes=0)
-    for claim, stored in zip(claims, payloads, strict=True):
+    for claim, stored in zip(claims, [first, *payloads], strict=True):
         if claim is not None:  # every claim handed out reads back its payload
             assert await reader.retrieve(RETRIEVE, [claim]) == [stored]
     failed = [r for r, _ in stores if isinstance(r, CasstoreError)]
     assert all(isinstance(r, BackendUnavailableError) for r in failed), failed
-    assert len(failed) <= len(payloads) // 10, failed
+    assert len([r for r, _ in stores[1:] if isinstance(r, CasstoreError)]) <= len(payloads) // 10, (
+        failed
+    )
