@@ -64,15 +64,19 @@ def count_requests(client: S3Client, traffic: Traffic) -> None:
 
     Hooks botocore's per-attempt events, so retries and the parts of a
     multipart upload each count as the requests they are. Bytes are the
-    ``Content-Length`` of request and response bodies (headers excluded).
+    ``Content-Length`` of request and response bodies (headers excluded; a
+    HEAD answer has no body).
     """
 
     def before_send(request: Any, event_name: str, **_: Any) -> None:
         traffic.requests[event_name.rsplit(".", 1)[-1]] += 1
         traffic.bytes_sent += int(request.headers.get("Content-Length") or 0)
 
-    def response_received(response_dict: dict[str, Any] | None, **_: Any) -> None:
-        if response_dict is not None:
+    def response_received(
+        response_dict: dict[str, Any] | None, event_name: str = "", **_: Any
+    ) -> None:
+        # A HEAD answer's Content-Length is the object's size, not a body sent.
+        if response_dict is not None and not event_name.endswith(".HeadObject"):
             headers = response_dict.get("headers", {})
             traffic.bytes_received += int(headers.get("content-length") or 0)
 
