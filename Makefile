@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-ops bench-gc bench-server bench-agent fuzz batch-soak reliability clean browser redis
+.PHONY: demo test lint bench bench-ops bench-gc bench-procs bench-server bench-agent fuzz batch-soak reliability clean browser redis
 
 # The Web UI test drives Debian's chromium through Playwright (Playwright's own
 # browser download needs the internet). Idempotent; a failed install fails `make test`.
@@ -61,6 +61,11 @@ bench-ops: $(BIN)/.installed
 # minutes to build on 2 cores): BENCH_GC_ARGS="--workflows 2000 --store s3".
 bench-gc: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.gc_scale $(BENCH_GC_ARGS)
+
+# Fan-out and threshold 0 across 1, 2, 4 and 8 worker processes on a dev server and
+# one S3 server (minutes each): BENCH_PROCS_ARGS="--scenario threshold0 --workflows 200".
+bench-procs: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.procs $(BENCH_PROCS_ARGS)
 
 # The codec server's load test at the sizes docs/codec-server.md reports (a few minutes);
 # figures in test-artifacts/server-load.json. make test runs it at a smaller scale.

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.converter import StorageDriverStoreContext
@@ -163,3 +164,54 @@ def test_gc_scale_runs_and_checks_what_gc_would_collect() -> None:
     assert report["gc"]["json"]["kept"]["referenced"]["objects"] == 18 * 3
     assert report["verify"]["json"]["ok"] is True
     assert report["verify"]["json"]["good"] == 20 * 3
+
+
+def _procs(*argv: str, tmp_path: Path) -> list[dict[str, Any]]:
+    out = tmp_path / "procs.json"
+    options = ["--latency-ms", "0", "--json", str(out), "--logs", str(tmp_path / "logs")]
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.procs", *argv, *options],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| procs | latency | driver |" in result.stdout
+    runs: list[dict[str, Any]] = json.loads(out.read_text())
+    return runs
+
+
+@pytest.mark.integration  # a Temporal dev server, rclone serve s3 and worker processes
+def test_procs_fans_out_across_worker_processes_and_reads_once_per_process(
+    tmp_path: Path,
+) -> None:
+    runs = _procs(
+        *("--scenario", "fanout", "--procs", "2", "--drivers", "sdk-s3,casstore"),
+        *("--activities", "20", "--size", "400000"),
+        tmp_path=tmp_path,
+    )
+    by_driver = {r["driver"]: r for r in runs}
+    assert set(by_driver) == {"sdk-s3", "casstore"}
+    for run in runs:
+        workers = run["workers"]
+        assert len(workers) == 2
+        assert all(w["cpu_s"] > 0 and w["peak_rss_bytes"] > 0 for w in workers)
+    sdk_gets = sum(w["requests"].get("GetObject", 0) for w in by_driver["sdk-s3"]["workers"])
+    assert sdk_gets >= 20  # one read per activity
+    # Each worker process reads the input at most once, whatever it runs.
+    cas_gets = [w["requests"].get("get", 0) for w in by_driver["casstore"]["workers"]]
+    assert all(gets <= 1 for gets in cas_gets), cas_gets
+
+
+@pytest.mark.integration  # a Temporal dev server, rclone serve s3 and a worker process
+def test_procs_threshold0_checks_every_workflow_on_the_aioboto3_client(tmp_path: Path) -> None:
+    [run] = _procs(
+        *("--scenario", "threshold0", "--procs", "1", "--drivers", "casstore-aioboto3"),
+        *("--workflows", "4"),
+        tmp_path=tmp_path,
+    )
+    [worker] = run["workers"]
+    # 4 workflows x 9 activities: each result and argument is stored by a worker.
+    assert sum(worker["requests"].values()) >= 4 * 9, worker["requests"]
