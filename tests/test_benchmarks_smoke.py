@@ -138,19 +138,10 @@ def test_module_entry_point_shows_the_options() -> None:
         assert option in shown.stdout
 
 
-@pytest.mark.integration  # a Temporal dev server
-def test_gc_scale_runs_and_checks_what_gc_would_collect() -> None:
+def _run_module(module: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m module argv`` from the checkout; it must succeed."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.gc_scale",
-            "--workflows",
-            "20",
-            "--payloads",
-            "3",
-            *["--json"],
-        ],
+        [sys.executable, "-m", module, *argv],
         capture_output=True,
         text=True,
         check=False,
@@ -158,6 +149,12 @@ def test_gc_scale_runs_and_checks_what_gc_would_collect() -> None:
         cwd=Path(__file__).resolve().parents[1],
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.integration  # a Temporal dev server
+def test_gc_scale_runs_and_checks_what_gc_would_collect() -> None:
+    result = _run_module("benchmarks.gc_scale", "--workflows", "20", "--payloads", "3", "--json")
     report = json.loads(result.stdout)
     assert report["mark"]["executions"] == 18  # two of the 20 deleted from Temporal
     assert report["mark"]["objects"] == 18 * 3
@@ -169,15 +166,7 @@ def test_gc_scale_runs_and_checks_what_gc_would_collect() -> None:
 def _procs(*argv: str, tmp_path: Path) -> list[dict[str, Any]]:
     out = tmp_path / "procs.json"
     options = ["--latency-ms", "0", "--json", str(out), "--logs", str(tmp_path / "logs")]
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.procs", *argv, *options],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=240,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    assert result.returncode == 0, result.stderr
+    result = _run_module("benchmarks.procs", *argv, *options)
     assert "| procs | latency | driver |" in result.stdout
     runs: list[dict[str, Any]] = json.loads(out.read_text())
     return runs
