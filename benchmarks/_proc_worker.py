@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import signal
 import sys
 import time
@@ -28,6 +29,7 @@ from temporalio.worker import Worker
 from benchmarks._e2e import _quiet_runtime
 from benchmarks._proc_workflows import Chain, FanOutDigests, digest, step
 from benchmarks._s3 import S3Endpoint, Traffic, add_latency, count_requests
+from benchmarks.gc_scale import peak_rss
 from casstore import CasStorageDriver
 from casstore.backends import CountingBackend
 from casstore.backends._wrappers import LatencyBackend
@@ -108,18 +110,6 @@ async def connect(spec: dict[str, Any], driver: StorageDriver) -> Client:
     return await Client.connect(spec["address"], data_converter=converter, runtime=_quiet_runtime())
 
 
-def peak_rss() -> int:
-    """This process's peak resident set (VmHWM), in bytes.
-
-    Not ``ru_maxrss``: Linux carries that over ``execve`` from the parent that
-    forked us, so a small worker would report the benchmark process's size.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def report(traffic: Traffic, cpu_s: float, driver: StorageDriver) -> dict[str, Any]:
     """What one process measured, as JSON."""
     stats = driver.stats.as_dict() if isinstance(driver, CasStorageDriver) else {}
@@ -128,7 +118,7 @@ def report(traffic: Traffic, cpu_s: float, driver: StorageDriver) -> dict[str, A
         "bytes_sent": traffic.bytes_sent,
         "bytes_received": traffic.bytes_received,
         "cpu_s": cpu_s,
-        "peak_rss_bytes": peak_rss(),
+        "peak_rss_bytes": peak_rss(os.getpid()),
         "driver_stats": stats,
     }
 

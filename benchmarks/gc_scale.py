@@ -59,7 +59,12 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def _peak_rss(pid: int) -> int:
+def peak_rss(pid: int) -> int:
+    """Peak resident set (VmHWM) of process ``pid``, in bytes (0 if it has none).
+
+    Not ``ru_maxrss``: Linux carries that over ``execve`` from the parent that
+    forked the process, so a small child would report its parent's size.
+    """
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
@@ -128,7 +133,7 @@ def run_command(argv: list[str]) -> dict[str, Any]:
     peak, cpu = 0, 0.0
     while proc.poll() is None:
         with contextlib.suppress(OSError):
-            peak = max(peak, _peak_rss(proc.pid))
+            peak = max(peak, peak_rss(proc.pid))
             cpu = _cpu_s(proc.pid)
         time.sleep(0.05)
     out, err = proc.communicate()
